@@ -1,0 +1,2 @@
+//! eventfd-bench (placeholder until the benchmark binary lands).
+fn main() {}

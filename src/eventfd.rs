@@ -1,0 +1,557 @@
+//! The owned, synchronous eventfd.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::eventfd::EfdFlags;
+
+use crate::MAX_COUNT;
+
+/// An owned Linux eventfd: a kernel `u64` counter behind a file descriptor.
+///
+/// Writers [`add`](EventFd::add) to the counter, readers [`read`](EventFd::read)
+/// it back: in counter mode a read takes the whole value and resets it to 0, in
+/// semaphore mode a read takes 1. The fd is readable while the counter is
+/// non-zero and writable while at least 1 more fits below [`MAX_COUNT`].
+///
+/// Every method takes `&self` (the kernel counter is the lock), so an
+/// `EventFd` can be shared through an [`Arc`](std::sync::Arc). The fd is closed
+/// on drop. [`try_clone`](EventFd::try_clone) makes a second fd on the same
+/// counter, for example for a writer on another thread.
+///
+/// [`EventFd::new`] makes a nonblocking, close-on-exec fd in counter mode;
+/// [`EventFd::builder`] chooses otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use async_eventfd::EventFd;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let efd = EventFd::new()?;
+/// efd.add(2)?;
+/// efd.add(3)?;
+/// assert_eq!(efd.read()?, 5); // adds coalesce; a read takes them all
+/// assert_eq!(
+///     efd.read().unwrap_err().kind(),
+///     std::io::ErrorKind::WouldBlock
+/// );
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # References
+///
+/// [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html)
+pub struct EventFd {
+    fd: OwnedFd,
+    semaphore: bool,
+}
+
+impl EventFd {
+    /// Creates an eventfd with counter 0, nonblocking and close-on-exec, in
+    /// counter (not semaphore) mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::new()?;
+    /// assert!(!efd.is_semaphore());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of eventfd(2): `EMFILE`/`ENFILE` (too many open files,
+    /// [`io::ErrorKind::Other`] with the raw OS error kept) and `ENOMEM`
+    /// ([`io::ErrorKind::OutOfMemory`]).
+    pub fn new() -> io::Result<EventFd> {
+        EventFd::builder().build()
+    }
+
+    /// Returns a builder to choose the initial value, semaphore mode,
+    /// blocking mode and close-on-exec.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder()
+    ///     .initial(3)
+    ///     .semaphore(true)
+    ///     .build()?;
+    /// assert_eq!(efd.read()?, 1);
+    /// assert_eq!(efd.read()?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None here; [`EventFdBuilder::build`] makes the syscall.
+    pub fn builder() -> EventFdBuilder {
+        EventFdBuilder::default()
+    }
+
+    /// Reads the counter with one `read(2)`.
+    ///
+    /// In counter mode, returns the counter and resets it to 0. In semaphore
+    /// mode, returns 1 and decrements the counter. If the counter is 0, a
+    /// nonblocking fd fails with [`io::ErrorKind::WouldBlock`] and a blocking
+    /// one waits until another writer adds.
+    ///
+    /// The value can be `u64::MAX` in one case only: the kernel itself
+    /// (eventfd_signal from io_uring, AIO, KVM...) pushed the counter past
+    /// [`MAX_COUNT`], which eventfd(2) calls an overflow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::new()?;
+    /// efd.add(7)?;
+    /// assert_eq!(efd.read()?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`io::ErrorKind::WouldBlock`]: the counter is 0 and the fd is
+    ///   nonblocking.
+    /// - [`io::ErrorKind::Interrupted`]: a blocking read was interrupted by a
+    ///   signal handler installed without `SA_RESTART`.
+    /// - [`io::ErrorKind::UnexpectedEof`]: the kernel returned fewer than 8
+    ///   bytes, which eventfd(2) never does.
+    pub fn read(&self) -> io::Result<u64> {
+        let mut buf = [0u8; 8];
+        let n = nix::unistd::read(&self.fd, &mut buf).map_err(io::Error::from)?;
+        if n != buf.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(u64::from_ne_bytes(buf))
+    }
+
+    /// Adds `n` to the counter with one `write(2)`.
+    ///
+    /// The fd becomes readable, and every waiter is woken. `add(0)` is allowed
+    /// and changes nothing. If the sum would pass [`MAX_COUNT`], a nonblocking
+    /// fd fails with [`io::ErrorKind::WouldBlock`] and a blocking one waits
+    /// until a read makes room.
+    ///
+    /// `add` is async-signal-safe: one syscall, no allocation, no lock, even on
+    /// its error paths. It may be called from a signal handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::new()?;
+    /// efd.add(1)?;
+    /// efd.add(0)?;
+    /// assert_eq!(efd.read()?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`io::ErrorKind::InvalidInput`] (raw OS error `EINVAL`): `n` is
+    ///   `u64::MAX`, which eventfd(2) refuses; checked before any syscall, so
+    ///   the counter is unchanged.
+    /// - [`io::ErrorKind::WouldBlock`]: the counter has no room for `n` and
+    ///   the fd is nonblocking.
+    /// - [`io::ErrorKind::Interrupted`]: a blocking add was interrupted by a
+    ///   signal handler installed without `SA_RESTART`.
+    pub fn add(&self, n: u64) -> io::Result<()> {
+        if n == u64::MAX {
+            // `from_raw_os_error` allocates nothing, so this path stays
+            // async-signal-safe too.
+            return Err(io::Error::from_raw_os_error(Errno::EINVAL as i32));
+        }
+        let written = nix::unistd::write(&self.fd, &n.to_ne_bytes()).map_err(io::Error::from)?;
+        if written != 8 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        Ok(())
+    }
+
+    /// Creates a second fd on the same counter.
+    ///
+    /// The new fd shares the counter, the semaphore mode and the nonblocking
+    /// flag (one open file description); it gets close-on-exec if and only if
+    /// this one has it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::new()?;
+    /// let writer = efd.try_clone()?;
+    /// std::thread::spawn(move || writer.add(1)).join().unwrap()?;
+    /// assert_eq!(efd.read()?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of `fcntl(F_DUPFD[_CLOEXEC])`, chiefly `EMFILE` (too many
+    /// open files).
+    pub fn try_clone(&self) -> io::Result<EventFd> {
+        let cloexec = fd_flags(self.fd.as_fd())?.contains(FdFlag::FD_CLOEXEC);
+        let arg = if cloexec {
+            FcntlArg::F_DUPFD_CLOEXEC(0)
+        } else {
+            FcntlArg::F_DUPFD(0)
+        };
+        let raw = fcntl(self.fd.as_fd(), arg).map_err(io::Error::from)?;
+        Ok(EventFd {
+            fd: owned_from_new_fd(raw),
+            semaphore: self.semaphore,
+        })
+    }
+
+    /// Returns whether reads take 1 (semaphore mode) rather than the whole
+    /// counter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder().semaphore(true).build()?;
+    /// assert!(efd.is_semaphore());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None: the mode is fixed when the eventfd is created.
+    pub fn is_semaphore(&self) -> bool {
+        self.semaphore
+    }
+
+    /// Returns whether the fd is nonblocking, as `fcntl(F_GETFL)` reports it
+    /// now (dups share the flag, so another handle may have changed it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder().nonblocking(false).build()?;
+    /// assert!(!efd.is_nonblocking()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of `fcntl(F_GETFL)`, which on an open fd has none in
+    /// practice.
+    pub fn is_nonblocking(&self) -> io::Result<bool> {
+        Ok(status_flags(self.fd.as_fd())?.contains(OFlag::O_NONBLOCK))
+    }
+
+    /// Sets or clears `O_NONBLOCK` on the open file description (and so on
+    /// every dup of it).
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        let mut flags = status_flags(self.fd.as_fd())?;
+        if flags.contains(OFlag::O_NONBLOCK) == nonblocking {
+            return Ok(());
+        }
+        flags.set(OFlag::O_NONBLOCK, nonblocking);
+        fcntl(self.fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        Ok(())
+    }
+}
+
+fn status_flags(fd: BorrowedFd<'_>) -> io::Result<OFlag> {
+    let bits = fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    Ok(OFlag::from_bits_retain(bits))
+}
+
+fn fd_flags(fd: BorrowedFd<'_>) -> io::Result<FdFlag> {
+    let bits = fcntl(fd, FcntlArg::F_GETFD).map_err(io::Error::from)?;
+    Ok(FdFlag::from_bits_retain(bits))
+}
+
+#[allow(unsafe_code, reason = "the one place a raw fd from the kernel becomes owned")]
+fn owned_from_new_fd(raw: RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `raw` was just returned by a successful fcntl(F_DUPFD*), so it is
+    // a valid open fd that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+impl fmt::Debug for EventFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventFd")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("semaphore", &self.semaphore)
+            .finish()
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl From<EventFd> for OwnedFd {
+    /// Hands the fd over without closing it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// # fn main() -> std::io::Result<()> {
+    /// let fd: OwnedFd = async_eventfd::EventFd::new()?.into();
+    /// let back = async_eventfd::EventFd::try_from(fd)?;
+    /// back.add(1)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn from(efd: EventFd) -> OwnedFd {
+        efd.fd
+    }
+}
+
+impl TryFrom<OwnedFd> for EventFd {
+    type Error = io::Error;
+
+    /// Adopts an fd received from elsewhere: inherited from a parent, passed
+    /// with `SCM_RIGHTS`, or made by a C library.
+    ///
+    /// The fd is checked to be an eventfd (its `/proc/self/fd` link names
+    /// `anon_inode:[eventfd]`). The semaphore mode is read from the
+    /// `eventfd-semaphore:` line of `/proc/self/fdinfo/N`; the nonblocking
+    /// flag stays as the fd has it (see [`EventFd::is_nonblocking`]).
+    ///
+    /// Kernels before Linux 6.2 do not print `eventfd-semaphore:`. There the
+    /// mode cannot be read without changing the counter, so the adopted
+    /// `EventFd` reports counter mode: [`EventFd::is_semaphore`] returns
+    /// `false`, and reads still behave as the kernel's mode says.
+    ///
+    /// On failure the fd is dropped, and so closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use async_eventfd::EventFd;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let original = EventFd::builder().semaphore(true).build()?;
+    /// let fd: OwnedFd = original.into();
+    /// let adopted = EventFd::try_from(fd)?;
+    /// assert!(adopted.is_semaphore());
+    ///
+    /// let not_an_eventfd: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    /// let err = EventFd::try_from(not_an_eventfd).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`io::ErrorKind::InvalidInput`]: the fd is not an eventfd (a pipe, a
+    ///   socket, a regular file...).
+    /// - [`io::ErrorKind::NotFound`]: `/proc` is not mounted, so the fd cannot
+    ///   be checked.
+    fn try_from(fd: OwnedFd) -> io::Result<EventFd> {
+        let raw = fd.as_raw_fd();
+        let target = fs::read_link(format!("/proc/self/fd/{raw}"))?;
+        if target.as_os_str() != "anon_inode:[eventfd]" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is not an eventfd (it is {})", target.display()),
+            ));
+        }
+        let semaphore = match fs::read_to_string(format!("/proc/self/fdinfo/{raw}")) {
+            Ok(info) => info
+                .lines()
+                .filter_map(|line| line.strip_prefix("eventfd-semaphore:"))
+                .any(|value| value.trim() == "1"),
+            Err(_) => false,
+        };
+        Ok(EventFd { fd, semaphore })
+    }
+}
+
+/// Builds an [`EventFd`] with chosen options, like std's `OpenOptions`.
+///
+/// Defaults: initial value 0, counter mode, nonblocking, close-on-exec.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let efd = async_eventfd::EventFd::builder()
+///     .initial(1)
+///     .nonblocking(true)
+///     .cloexec(true)
+///     .build()?;
+/// assert_eq!(efd.read()?, 1);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// Only [`EventFdBuilder::build`] fails.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct EventFdBuilder {
+    initial: u32,
+    semaphore: bool,
+    nonblocking: bool,
+    cloexec: bool,
+}
+
+impl Default for EventFdBuilder {
+    fn default() -> EventFdBuilder {
+        EventFdBuilder {
+            initial: 0,
+            semaphore: false,
+            nonblocking: true,
+            cloexec: true,
+        }
+    }
+}
+
+impl EventFdBuilder {
+    /// Sets the counter's initial value (default 0).
+    ///
+    /// eventfd(2) takes an `unsigned int`, hence `u32`; use
+    /// [`EventFd::add`] for more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder().initial(42).build()?;
+    /// assert_eq!(efd.read()?, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None: setters only record the choice.
+    pub fn initial(mut self, value: u32) -> EventFdBuilder {
+        self.initial = value;
+        self
+    }
+
+    /// Chooses semaphore mode (default `false`): each read takes 1 instead of
+    /// the whole counter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder().semaphore(true).build()?;
+    /// efd.add(2)?;
+    /// assert_eq!(efd.read()?, 1);
+    /// assert_eq!(efd.read()?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None: setters only record the choice.
+    pub fn semaphore(mut self, semaphore: bool) -> EventFdBuilder {
+        self.semaphore = semaphore;
+        self
+    }
+
+    /// Chooses nonblocking mode (default `true`). A blocking `EventFd` waits
+    /// in [`EventFd::read`] while empty and in [`EventFd::add`] while full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder().nonblocking(false).build()?;
+    /// efd.add(1)?;
+    /// assert_eq!(efd.read()?, 1); // would block if the counter were 0
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None: setters only record the choice.
+    pub fn nonblocking(mut self, nonblocking: bool) -> EventFdBuilder {
+        self.nonblocking = nonblocking;
+        self
+    }
+
+    /// Chooses close-on-exec (default `true`). Turn it off only to hand the
+    /// fd to a program started with `exec`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let inheritable = async_eventfd::EventFd::builder().cloexec(false).build()?;
+    /// # let _ = inheritable;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None: setters only record the choice.
+    pub fn cloexec(mut self, cloexec: bool) -> EventFdBuilder {
+        self.cloexec = cloexec;
+        self
+    }
+
+    /// Creates the eventfd with one `eventfd2(2)` call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::builder().build()?;
+    /// assert!(efd.is_nonblocking()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of eventfd(2): `EMFILE`/`ENFILE` (too many open files) and
+    /// `ENOMEM` ([`io::ErrorKind::OutOfMemory`]), with the raw OS error kept.
+    pub fn build(self) -> io::Result<EventFd> {
+        let mut flags = EfdFlags::empty();
+        flags.set(EfdFlags::EFD_SEMAPHORE, self.semaphore);
+        flags.set(EfdFlags::EFD_NONBLOCK, self.nonblocking);
+        flags.set(EfdFlags::EFD_CLOEXEC, self.cloexec);
+        let efd = nix::sys::eventfd::EventFd::from_value_and_flags(self.initial, flags)
+            .map_err(io::Error::from)?;
+        Ok(EventFd {
+            fd: efd.into(),
+            semaphore: self.semaphore,
+        })
+    }
+}
+
+const _: () = assert!(MAX_COUNT == u64::MAX - 1);

@@ -1,0 +1,1 @@
+//! Stress scenarios (placeholder until the stress engine lands).
