@@ -57,7 +57,7 @@ use crate::EventFd;
 /// - [`poll_read`](AsyncEventFd::poll_read) /
 ///   [`poll_add`](AsyncEventFd::poll_add): for hand-written futures.
 ///
-/// With the `stream` feature it is also a [`Stream`](futures_core::Stream) of
+/// With the `stream` feature it is also a `futures_core::Stream` of
 /// reads.
 ///
 /// # Examples

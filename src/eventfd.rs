@@ -282,7 +282,10 @@ fn fd_flags(fd: BorrowedFd<'_>) -> io::Result<FdFlag> {
     Ok(FdFlag::from_bits_retain(bits))
 }
 
-#[allow(unsafe_code, reason = "the one place a raw fd from the kernel becomes owned")]
+#[allow(
+    unsafe_code,
+    reason = "the one place a raw fd from the kernel becomes owned"
+)]
 fn owned_from_new_fd(raw: RawFd) -> OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: `raw` was just returned by a successful fcntl(F_DUPFD*), so it is

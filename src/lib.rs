@@ -1,6 +1,21 @@
-#![doc = include_str!("../README.md")]
-#![doc = ""]
-#![doc = include_str!("../docs/guide.md")]
+// The README and the guide show every layer, so they (and their doctests) are
+// the crate docs when the default features are on; a trimmed build gets a
+// pointer instead of broken links.
+#![cfg_attr(
+    all(feature = "tokio", feature = "mio", feature = "stream"),
+    doc = include_str!("../README.md")
+)]
+#![cfg_attr(all(feature = "tokio", feature = "mio", feature = "stream"), doc = "")]
+#![cfg_attr(
+    all(feature = "tokio", feature = "mio", feature = "stream"),
+    doc = include_str!("../docs/guide.md")
+)]
+#![cfg_attr(
+    not(all(feature = "tokio", feature = "mio", feature = "stream")),
+    doc = "A Linux eventfd as a first-class citizen of async Rust. These docs were \
+           built without some default features (`tokio`, `mio`, `stream`); build \
+           with them for the full guide and examples."
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -35,7 +50,7 @@ pub mod stress;
 /// The largest value the counter holds: `u64::MAX - 1`.
 ///
 /// An add that would take the counter past it waits (blocking fd,
-/// [`AsyncEventFd::add`]) or fails with `WouldBlock` (nonblocking fd).
+/// `AsyncEventFd::add`) or fails with `WouldBlock` (nonblocking fd).
 ///
 /// # Examples
 ///

@@ -41,7 +41,12 @@ use crate::EventFd;
 /// [`io::ErrorKind::AlreadyExists`], reregistering or deregistering an fd
 /// that is not registered gives [`io::ErrorKind::NotFound`].
 impl Source for EventFd {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         SourceFd(&self.as_raw_fd()).register(registry, token, interests)
     }
 
