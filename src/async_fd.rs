@@ -35,8 +35,10 @@
 //! [`AsyncEventFd::read`] therefore tries the `read(2)` first only while doing
 //! so keeps succeeding (`Speculation`): after the n-th miss in a row it waits
 //! through the reactor for the next 0, 1, 3, 7 ... up to 1023 reads before
-//! trying again. A speculative read is an ordinary read, so it never loses or
-//! duplicates a count; it touches no readiness, so it cannot lose a wakeup.
+//! trying again. A new fd starts backed off (63 reads through the reactor), so
+//! one of thousands of rarely woken fds never pays a speculative `EAGAIN`.
+//! A speculative read is an ordinary read, so it never loses or duplicates a
+//! count; it touches no readiness, so it cannot lose a wakeup.
 //! It checks for a shut-down runtime first and spends tokio's cooperative
 //! budget, as the readiness path does.
 
@@ -526,11 +528,12 @@ impl AsyncEventFd {
 ///
 /// Speculate while speculation succeeds; after the n-th consecutive miss,
 /// skip it for the next 2^(n-1) - 1 reads (0, 1, 3, 7 ... 1023): an isolated
-/// miss costs nothing more, a run of misses backs off. Between two tasks this
-/// costs one `EAGAIN` per 1024 reads; for a thread that answers on the same
-/// CPU it saves an `epoll_wait` per wakeup. Relaxed atomics: the
-/// state is a hint, and any value is correct.
-#[derive(Default)]
+/// miss costs nothing more, a run of misses backs off. A new fd starts as if
+/// after `INITIAL_MISSES` misses, so an fd that is read only now
+/// and then (one of thousands, each woken rarely) never pays a speculative
+/// `EAGAIN`. Between two tasks this costs one `EAGAIN` per 1024 reads; for a
+/// thread that answers on the same CPU it saves an `epoll_wait` per wakeup.
+/// Relaxed atomics: the state is a hint, and any value is correct.
 struct Speculation {
     /// Reads left before the next speculation.
     skip: AtomicU32,
@@ -538,8 +541,19 @@ struct Speculation {
     misses: AtomicU32,
 }
 
+impl Default for Speculation {
+    fn default() -> Speculation {
+        Speculation {
+            skip: AtomicU32::new((1 << (Self::INITIAL_MISSES - 1)) - 1),
+            misses: AtomicU32::new(Self::INITIAL_MISSES),
+        }
+    }
+}
+
 impl Speculation {
     const MAX_SHIFT: u32 = 10;
+    /// A fresh fd waits through the reactor for its first 63 reads.
+    const INITIAL_MISSES: u32 = 7;
 
     fn should_try(&self) -> bool {
         let skip = self.skip.load(Ordering::Relaxed);
