@@ -1,2 +1,719 @@
-//! eventfd-bench (placeholder until the benchmark binary lands).
-fn main() {}
+//! `eventfd-bench`: what a wakeup through `async-eventfd` costs, next to the
+//! ways one would otherwise do it, measured in one run so the ratios mean
+//! something even on a noisy machine. Also runs the stress scenarios.
+//!
+//! Run `eventfd-bench --help` for the subcommands.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(rust_2018_idioms)]
+
+mod impls;
+mod report;
+mod run;
+mod stress_cmd;
+mod sys;
+mod syscalls;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::impls::Impl;
+use crate::report::{median, ns, print_table, ratio, Progress, Stats};
+use crate::run::{Flavor, Subject};
+use crate::sys::Pin;
+use crate::syscalls::Counts;
+
+const HELP: &str = "\
+eventfd-bench: what waking a task through an eventfd costs, in one run
+
+USAGE:
+    eventfd-bench                      quick tour: 3 s of stress verdicts, then the latency table
+    eventfd-bench <COMMAND> [OPTIONS]
+
+COMMANDS:
+    latency      Ping-pong between two tasks, each waiting on its own channel: one
+                 round trip (RT) = two wakeups. Reports ns per RT (mean), median,
+                 p99, p99.9 and max, per implementation and runtime flavor, plus
+                 two floors without any task: `write`+`read` of one eventfd in one
+                 thread, and two OS threads ping-ponging through blocking eventfds.
+    thread-task  Ping-pong between a plain OS thread (blocking eventfd) and a task:
+                 the thread wakes the task by writing to the task's eventfd.
+    throughput   N writer threads add 1 as fast as they can for --duration; one task
+                 reads. Reports adds/s, reads/s, adds per read (coalescing), the
+                 runtime's CPU time per add, and checks total read == total added.
+    scale        1, 100, 1,000, 10,000 registered receivers, each waited on by a
+                 task; a driver wakes one chosen at random and waits for its reply.
+                 Reports ns per wake+reply, and the ratio against 1 receiver.
+    stress       The stress scenarios S1-S16 with verdicts (see `stress --help`).
+    help         This text.
+
+IMPLEMENTATIONS (same run, rounds interleaved, median of rounds):
+    async-eventfd   this crate: AsyncEventFd read().await / add(1).await
+    tokio-eventfd   tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes)
+    asyncfd-rw      hand-written AsyncFd<EventFd>, READABLE|WRITABLE interest,
+                    readiness cleared only on WouldBlock (tokio's idiomatic try_io)
+    asyncfd-r       hand-written AsyncFd<EventFd>, READABLE-only interest,
+                    readiness cleared after every draining read
+    notify          tokio::sync::Notify + an atomic counter (in-process only, no fd)
+Ratios (`vs crate`) divide by async-eventfd's number of the same run and flavor.
+
+OPTIONS:
+    --json               One JSON document on stdout instead of tables.
+    --pin same|cross|none
+                         Pin every thread to one CPU (same, the default), the two
+                         sides of a ping-pong to two CPUs (cross), or not at all.
+                         Unpinned multi-thread timings are bimodal on small VMs.
+    --flavor ct|mt|both  Runtime flavor: current_thread, multi_thread with 2 workers
+                         (default: both).
+    --rounds N           Rounds; implementations alternate within each (default 7).
+    --rts N              Round trips per implementation per round (default 10000).
+    --impl a,b,...       Only these implementations (the crate is always included).
+    --syscalls           (latency, thread-task) Count syscalls per RT with
+                         `perf stat`, one process per implementation: all syscalls,
+                         read, write, epoll_wait, read returning EAGAIN, futex.
+    --writers 1,2,4      (throughput) Writer-thread counts (default 1,2,4).
+    --duration 200ms     (throughput) Time per measurement (default 200ms).
+    --fds 1,100,1000,10000
+                         (scale) Receiver counts (default 1,100,1000,10000).
+    -h, --help           This text.
+
+EXAMPLES:
+    cargo run --release --features cli --bin eventfd-bench
+    cargo run --release --features cli --bin eventfd-bench -- latency --syscalls
+    cargo run --release --features cli --bin eventfd-bench -- thread-task --pin same
+    cargo run --release --features cli --bin eventfd-bench -- throughput --json
+    cargo run --release --features cli --bin eventfd-bench -- stress --duration 10s
+
+Exit status: 0 on success, 1 when a measurement fails (or a count is lost),
+2 on bad arguments.
+";
+
+/// Command-line options shared by the subcommands.
+#[derive(Clone, Debug)]
+struct Opts {
+    json: bool,
+    pin: Pin,
+    flavors: Vec<Flavor>,
+    rounds: usize,
+    rts: usize,
+    warmup: usize,
+    impls: Vec<Impl>,
+    syscalls: bool,
+    writers: Vec<usize>,
+    duration: Duration,
+    fds: Vec<usize>,
+    /// Hidden: run one subject once and print nothing (for `perf stat`).
+    one: Option<Subject>,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            json: false,
+            pin: Pin::Same,
+            flavors: vec![Flavor::Ct, Flavor::Mt],
+            rounds: 7,
+            rts: 10_000,
+            warmup: 1_000,
+            impls: Impl::ALL.to_vec(),
+            syscalls: false,
+            writers: vec![1, 2, 4],
+            duration: Duration::from_millis(200),
+            fds: vec![1, 100, 1_000, 10_000],
+            one: None,
+        }
+    }
+}
+
+/// A command-line error: printed with a hint, exit status 2.
+struct Usage(String);
+
+fn parse_list<T>(s: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, Usage> {
+    s.split(',')
+        .map(|item| f(item.trim()).ok_or_else(|| Usage(format!("invalid {what}: `{item}`"))))
+        .collect()
+}
+
+fn positive(s: &str) -> Option<usize> {
+    s.replace('_', "").parse().ok().filter(|&n| n > 0)
+}
+
+/// `10s`, `200ms`, `1.5s`, `2m`.
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
+    let mut o = Opts::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String, Usage> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| Usage(format!("{name} needs a value ({what})")))
+        };
+        match name {
+            "--json" => o.json = true,
+            "--syscalls" => o.syscalls = true,
+            "--pin" => {
+                let v = value("same|cross|none")?;
+                o.pin = Pin::parse(&v)
+                    .ok_or_else(|| Usage(format!("--pin: expected same|cross|none, got `{v}`")))?;
+            }
+            "--flavor" => {
+                let v = value("ct|mt|both")?;
+                o.flavors = Flavor::parse(&v)
+                    .ok_or_else(|| Usage(format!("--flavor: expected ct|mt|both, got `{v}`")))?;
+            }
+            "--rounds" => {
+                o.rounds = positive(&value("a count")?)
+                    .ok_or_else(|| Usage("--rounds: expected a positive integer".into()))?;
+            }
+            "--rts" => {
+                o.rts = positive(&value("a count")?)
+                    .ok_or_else(|| Usage("--rts: expected a positive integer".into()))?;
+            }
+            "--warmup" => {
+                o.warmup = value("a count")?
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| Usage("--warmup: expected an integer".into()))?;
+            }
+            "--impl" => {
+                let mut list = parse_list(&value("a list")?, "implementation", Impl::parse)?;
+                if !list.contains(&Impl::Crate) {
+                    list.insert(0, Impl::Crate);
+                }
+                o.impls = list;
+            }
+            "--writers" => o.writers = parse_list(&value("a list")?, "writer count", positive)?,
+            "--fds" => o.fds = parse_list(&value("a list")?, "fd count", positive)?,
+            "--duration" => {
+                let v = value("a duration like 200ms or 2s")?;
+                o.duration = parse_duration(&v).ok_or_else(|| {
+                    Usage(format!("--duration: expected e.g. 200ms or 2s, got `{v}`"))
+                })?;
+            }
+            "--one" => {
+                let v = value("a subject key")?;
+                o.one = Some(
+                    Subject::parse_key(&v).ok_or_else(|| Usage(format!("--one: unknown `{v}`")))?,
+                );
+            }
+            other => return Err(Usage(format!("unexpected argument `{other}`"))),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        return tour();
+    };
+    if command == "stress" {
+        return stress_cmd::main(&args[1..]);
+    }
+    if matches!(command.as_str(), "help" | "-h" | "--help")
+        || args.iter().any(|a| a == "--help" || a == "-h")
+    {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match parse_opts(&args[1..]) {
+        Ok(o) => o,
+        Err(Usage(msg)) => return usage_error(&msg),
+    };
+    let result = match command.as_str() {
+        "latency" | "thread-task" if opts.one.is_some() => one(&opts),
+        "latency" => latency(&opts, false),
+        "thread-task" => latency(&opts, true),
+        "throughput" => throughput(&opts),
+        "scale" => scale(&opts),
+        other => return usage_error(&format!("unknown command `{other}`")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("eventfd-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("eventfd-bench: error: {msg}\nRun `eventfd-bench --help` for usage.");
+    ExitCode::from(2)
+}
+
+fn tour() -> ExitCode {
+    println!("eventfd-bench tour: stress verdicts (3 s), then the latency table.");
+    println!("More: `eventfd-bench --help`.\n");
+    let stress_ok = stress_cmd::tour(Duration::from_secs(3));
+    let opts = Opts {
+        rounds: 3,
+        rts: 3_000,
+        warmup: 500,
+        ..Opts::default()
+    };
+    let code = match latency(&opts, false) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("eventfd-bench: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    if stress_ok {
+        code
+    } else {
+        eprintln!("eventfd-bench: a stress scenario FAILED (see above)");
+        ExitCode::FAILURE
+    }
+}
+
+/// Hidden `--one`: run a single subject, print nothing (perf counts us).
+fn one(opts: &Opts) -> std::io::Result<ExitCode> {
+    if let Some(subject) = opts.one {
+        for &flavor in &opts.flavors {
+            run::latency(subject, flavor, opts.pin, opts.rts, opts.warmup)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rows of a latency table: (subject, flavor or None for the floors).
+fn latency_rows(opts: &Opts, thread_task: bool) -> Vec<(Subject, Option<Flavor>)> {
+    let mut rows = Vec::new();
+    for &flavor in &opts.flavors {
+        for &imp in &opts.impls {
+            let subject = if thread_task {
+                Subject::ThreadTask(imp)
+            } else {
+                Subject::TaskTask(imp)
+            };
+            rows.push((subject, Some(flavor)));
+        }
+    }
+    if !thread_task {
+        rows.push((Subject::RawFloor, None));
+    }
+    rows.push((Subject::ThreadFloor, None));
+    rows
+}
+
+fn rotated<T: Clone>(items: &[T], by: usize) -> Vec<T> {
+    let mut v = items.to_vec();
+    if !v.is_empty() {
+        let n = by % v.len();
+        v.rotate_left(n);
+    }
+    v
+}
+
+fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
+    let rows = latency_rows(opts, thread_task);
+    let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); rows.len()];
+    let mut progress = Progress::new(rows.len() * opts.rounds);
+    for round in 0..opts.rounds {
+        let order: Vec<usize> = rotated(&(0..rows.len()).collect::<Vec<_>>(), round);
+        for i in order {
+            let (subject, flavor) = rows[i];
+            progress.step(&format!(
+                "round {}/{}: {} {}",
+                round + 1,
+                opts.rounds,
+                subject.name(),
+                flavor.map_or("", Flavor::name)
+            ));
+            let samples = run::latency(
+                subject,
+                flavor.unwrap_or(Flavor::Ct),
+                opts.pin,
+                opts.rts,
+                opts.warmup,
+            )?;
+            rounds[i].push(Stats::of(samples));
+        }
+    }
+    progress.finish();
+    let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
+    let counts: Vec<Option<Result<Counts, String>>> = if opts.syscalls {
+        let mut p = Progress::new(rows.len());
+        let c = rows
+            .iter()
+            .map(|&(subject, flavor)| {
+                p.step(&format!("perf stat: {}", subject.name()));
+                Some(syscalls::count(
+                    subject,
+                    flavor.unwrap_or(Flavor::Ct),
+                    opts.pin,
+                ))
+            })
+            .collect();
+        p.finish();
+        c
+    } else {
+        vec![None; rows.len()]
+    };
+    let reference = |flavor: Option<Flavor>, subject: Subject| -> f64 {
+        let base = if thread_task {
+            Subject::ThreadTask(Impl::Crate)
+        } else {
+            subject.reference()
+        };
+        let want = (base, Some(flavor.unwrap_or(Flavor::Ct)));
+        rows.iter()
+            .position(|&r| r == want)
+            .map_or(f64::NAN, |j| stats[j].p50)
+    };
+    let title = if thread_task {
+        "thread <-> task ping-pong (a plain OS thread wakes a task; ns per round trip)"
+    } else {
+        "task <-> task ping-pong (ns per round trip = two wakeups)"
+    };
+    if opts.json {
+        let results: Vec<Value> = rows
+            .iter()
+            .zip(&stats)
+            .zip(&counts)
+            .map(|((&(subject, flavor), s), c)| {
+                json!({
+                    "impl": subject.name(),
+                    "key": subject.key(),
+                    "what": subject.describe(),
+                    "flavor": flavor.map(Flavor::name),
+                    "mean_ns": s.mean,
+                    "p50_ns": s.p50,
+                    "p99_ns": s.p99,
+                    "p999_ns": s.p999,
+                    "max_ns": s.max,
+                    "p50_vs_crate": finite(s.p50 / reference(flavor, subject)),
+                    "syscalls_per_rt": c.as_ref().map(|c| match c {
+                        Ok(c) => c.to_json(),
+                        Err(e) => json!({ "error": e }),
+                    }),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "command": if thread_task { "thread-task" } else { "latency" },
+            "pin": opts.pin.name(),
+            "rounds": opts.rounds,
+            "rts_per_round": opts.rts,
+            "cpus": sys::allowed_cpus(),
+            "results": results,
+        });
+        println!("{doc:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut header = vec![
+        "implementation",
+        "flavor",
+        "ns/RT",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "p50 vs crate",
+    ];
+    if opts.syscalls {
+        header.extend(["sys/RT", "read", "write", "epoll_wait", "EAGAIN", "futex"]);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .zip(&stats)
+        .zip(&counts)
+        .map(|((&(subject, flavor), s), c)| {
+            let mut row = vec![
+                subject.name(),
+                flavor.map_or("-", Flavor::name).to_string(),
+                ns(s.mean),
+                ns(s.p50),
+                ns(s.p99),
+                ns(s.p999),
+                ns(s.max),
+                ratio(s.p50 / reference(flavor, subject)),
+            ];
+            match c {
+                Some(Ok(c)) => row.extend(c.cells()),
+                Some(Err(_)) => row.extend(std::iter::repeat_n("?".to_string(), 6)),
+                None => {}
+            }
+            row
+        })
+        .collect();
+    print_table(title, &header, &table);
+    println!(
+        "pin={}, {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds); CPUs {:?}",
+        opts.pin.name(),
+        opts.rounds,
+        opts.rts,
+        sys::allowed_cpus()
+    );
+    if opts.syscalls {
+        if let Some(Some(Err(e))) = counts.iter().find(|c| matches!(c, Some(Err(_)))) {
+            println!("syscall counts unavailable: {e}");
+        } else {
+            println!(
+                "syscalls per RT: steady state, (count at {} RTs - count at {} RTs) / {}, one perf process per row",
+                syscalls::LONG,
+                syscalls::SHORT,
+                syscalls::LONG - syscalls::SHORT
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn finite(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        Value::Null
+    }
+}
+
+fn throughput(opts: &Opts) -> std::io::Result<ExitCode> {
+    let mut keys = Vec::new();
+    for &flavor in &opts.flavors {
+        for &w in &opts.writers {
+            for &imp in &opts.impls {
+                keys.push((flavor, w, imp));
+            }
+        }
+    }
+    let rounds = opts.rounds.min(3);
+    let mut results: Vec<Vec<run::Throughput>> = vec![Vec::new(); keys.len()];
+    let mut progress = Progress::new(keys.len() * rounds);
+    for round in 0..rounds {
+        for i in rotated(&(0..keys.len()).collect::<Vec<_>>(), round) {
+            let (flavor, w, imp) = keys[i];
+            progress.step(&format!(
+                "round {}/{rounds}: {} {} writers={w}",
+                round + 1,
+                imp.name(),
+                flavor.name()
+            ));
+            results[i].push(run::throughput(imp, flavor, opts.pin, w, opts.duration)?);
+        }
+    }
+    progress.finish();
+    struct Row {
+        adds_s: f64,
+        reads_s: f64,
+        per_read: f64,
+        cpu_per_add: f64,
+        conserved: bool,
+    }
+    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let summary: Vec<Row> = results
+        .iter()
+        .map(|r| Row {
+            adds_s: median(r.iter().map(|t| t.adds as f64 / t.elapsed.as_secs_f64())),
+            reads_s: median(r.iter().map(|t| t.reads as f64 / t.elapsed.as_secs_f64())),
+            per_read: median(r.iter().map(|t| t.adds as f64 / t.reads.max(1) as f64)),
+            cpu_per_add: median(
+                r.iter()
+                    .map(|t| t.reader_cpu.as_nanos() as f64 / t.adds.max(1) as f64),
+            ),
+            conserved: r.iter().all(|t| t.conserved),
+        })
+        .collect();
+    let reference = |flavor: Flavor, w: usize| {
+        keys.iter()
+            .position(|&k| k == (flavor, w, Impl::Crate))
+            .map_or(f64::NAN, |j| summary[j].cpu_per_add)
+    };
+    let all_conserved = summary.iter().all(|r| r.conserved);
+    if opts.json {
+        let rows: Vec<Value> = keys
+            .iter()
+            .zip(&summary)
+            .map(|(&(flavor, w, imp), r)| {
+                json!({
+                    "impl": imp.name(), "flavor": flavor.name(), "writers": w,
+                    "adds_per_s": r.adds_s, "reads_per_s": r.reads_s,
+                    "adds_per_read": r.per_read, "reader_cpu_ns_per_add": r.cpu_per_add,
+                    "cpu_vs_crate": finite(r.cpu_per_add / reference(flavor, w)),
+                    "conserved": r.conserved,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "command": "throughput", "pin": opts.pin.name(), "rounds": rounds,
+            "duration_ms": opts.duration.as_millis(), "results": rows,
+        });
+        println!("{doc:#}");
+    } else {
+        let table: Vec<Vec<String>> = keys
+            .iter()
+            .zip(&summary)
+            .map(|(&(flavor, w, imp), r)| {
+                vec![
+                    imp.name().to_string(),
+                    flavor.name().to_string(),
+                    w.to_string(),
+                    ns(r.adds_s),
+                    ns(r.reads_s),
+                    format!("{:.1}", r.per_read),
+                    format!("{:.1}", r.cpu_per_add),
+                    ratio(r.cpu_per_add / reference(flavor, w)),
+                    if r.conserved { "yes" } else { "NO" }.to_string(),
+                ]
+            })
+            .collect();
+        print_table(
+            "throughput: writer threads add 1 in a loop, one task reads",
+            &[
+                "implementation",
+                "flavor",
+                "writers",
+                "adds/s",
+                "reads/s",
+                "adds/read",
+                "reader ns CPU/add",
+                "vs crate",
+                "read==added",
+            ],
+            &table,
+        );
+        println!(
+            "pin={} (writers on side 1), {rounds} rounds x {:?}, interleaved; medians of rounds. \
+             Reader CPU = process CPU - writer threads' CPU.",
+            opts.pin.name(),
+            opts.duration
+        );
+    }
+    if all_conserved {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "eventfd-bench: total read != total added in some run: a count was lost or duplicated"
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
+    sys::raise_nofile_limit();
+    let limit = sys::nofile_limit();
+    let fds: Vec<usize> = opts
+        .fds
+        .iter()
+        .copied()
+        .filter(|&n| {
+            let ok = (n as u64).saturating_add(64) <= limit;
+            if !ok {
+                eprintln!("eventfd-bench: skipping --fds {n}: the open-file limit is {limit}");
+            }
+            ok
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for &flavor in &opts.flavors {
+        for &n in &fds {
+            for &imp in &opts.impls {
+                keys.push((flavor, n, imp));
+            }
+        }
+    }
+    let rounds = opts.rounds.min(5);
+    let rts = opts.rts.min(5_000);
+    let mut results: Vec<Vec<Stats>> = vec![Vec::new(); keys.len()];
+    let mut progress = Progress::new(keys.len() * rounds);
+    for round in 0..rounds {
+        for i in rotated(&(0..keys.len()).collect::<Vec<_>>(), round) {
+            let (flavor, n, imp) = keys[i];
+            progress.step(&format!(
+                "round {}/{rounds}: {} {} fds={n}",
+                round + 1,
+                imp.name(),
+                flavor.name()
+            ));
+            let samples = run::scale(imp, flavor, opts.pin, n, rts, opts.warmup.min(rts))?;
+            results[i].push(Stats::of(samples));
+        }
+    }
+    progress.finish();
+    let stats: Vec<Stats> = results.iter().map(|r| Stats::median_of(r)).collect();
+    let find = |k: (Flavor, usize, Impl)| {
+        keys.iter()
+            .position(|&x| x == k)
+            .map_or(f64::NAN, |j| stats[j].p50)
+    };
+    let first = fds.first().copied().unwrap_or(1);
+    if opts.json {
+        let rows: Vec<Value> = keys
+            .iter()
+            .zip(&stats)
+            .map(|(&(flavor, n, imp), s)| {
+                json!({
+                    "impl": imp.name(), "flavor": flavor.name(), "fds": n,
+                    "mean_ns": s.mean, "p50_ns": s.p50, "p99_ns": s.p99, "max_ns": s.max,
+                    "p50_vs_fewest_fds": finite(s.p50 / find((flavor, first, imp))),
+                    "p50_vs_crate": finite(s.p50 / find((flavor, n, Impl::Crate))),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "command": "scale", "pin": opts.pin.name(), "rounds": rounds,
+            "rts_per_round": rts, "results": rows,
+        });
+        println!("{doc:#}");
+    } else {
+        let table: Vec<Vec<String>> = keys
+            .iter()
+            .zip(&stats)
+            .map(|(&(flavor, n, imp), s)| {
+                vec![
+                    imp.name().to_string(),
+                    flavor.name().to_string(),
+                    ns(n as f64),
+                    ns(s.mean),
+                    ns(s.p50),
+                    ns(s.p99),
+                    ratio(s.p50 / find((flavor, first, imp))),
+                    ratio(s.p50 / find((flavor, n, Impl::Crate))),
+                ]
+            })
+            .collect();
+        print_table(
+            "scale: wake one of N registered receivers at random, wait for its reply (ns)",
+            &[
+                "implementation",
+                "flavor",
+                "fds",
+                "ns/wake",
+                "p50",
+                "p99",
+                &format!("p50 vs {first} fd"),
+                "p50 vs crate",
+            ],
+            &table,
+        );
+        println!(
+            "pin={}, {rounds} rounds x {rts} wakes, interleaved; medians of rounds. \
+             The wake is one plain write (notify_one for notify); the reply likewise.",
+            opts.pin.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,470 @@
+//! The measurements: one function per benchmark shape, generic over the
+//! implementation ([`Kind`]). Each runs on fresh threads and a fresh runtime,
+//! so pinning and runtime state never leak from one measurement to the next.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use async_eventfd::EventFd;
+use tokio::runtime::{Builder, Runtime};
+
+use crate::impls::{dispatch, Chan, Impl, Kind, Rx, Tx};
+use crate::sys::{self, Pin};
+
+/// The tokio scheduler flavor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `current_thread`: everything on the thread that calls `block_on`.
+    Ct,
+    /// `multi_thread` with 2 workers.
+    Mt,
+}
+
+impl Flavor {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Flavor::Ct => "ct",
+            Flavor::Mt => "mt",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Vec<Flavor>> {
+        match s {
+            "ct" => Some(vec![Flavor::Ct]),
+            "mt" => Some(vec![Flavor::Mt]),
+            "both" => Some(vec![Flavor::Ct, Flavor::Mt]),
+            _ => None,
+        }
+    }
+}
+
+/// What a latency measurement runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// Two tasks ping-pong, each waiting on its own channel.
+    TaskTask(Impl),
+    /// A plain OS thread (blocking eventfd) ping-pongs with a task.
+    ThreadTask(Impl),
+    /// `write` + `read` of one eventfd in one thread: no wakeup at all.
+    RawFloor,
+    /// Two OS threads ping-pong through blocking eventfds: no runtime.
+    ThreadFloor,
+}
+
+impl Subject {
+    pub(crate) fn name(self) -> String {
+        match self {
+            Subject::TaskTask(i) => i.name().to_string(),
+            Subject::ThreadTask(i) => format!("thread<->{}", i.name()),
+            Subject::RawFloor => "floor: write+read".to_string(),
+            Subject::ThreadFloor => "floor: 2 threads".to_string(),
+        }
+    }
+
+    /// The key used by `--one` (no spaces).
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Subject::TaskTask(i) | Subject::ThreadTask(i) => i.describe(),
+            Subject::RawFloor => "write(2) + read(2) of one eventfd in one thread, no wakeup",
+            Subject::ThreadFloor => "two OS threads ping-pong through blocking eventfds",
+        }
+    }
+
+    pub(crate) fn key(self) -> String {
+        match self {
+            Subject::TaskTask(i) => i.name().to_string(),
+            Subject::ThreadTask(i) => format!("thread-{}", i.name()),
+            Subject::RawFloor => "raw".to_string(),
+            Subject::ThreadFloor => "threads".to_string(),
+        }
+    }
+
+    pub(crate) fn parse_key(s: &str) -> Option<Subject> {
+        match s {
+            "raw" => Some(Subject::RawFloor),
+            "threads" => Some(Subject::ThreadFloor),
+            _ => match s.strip_prefix("thread-") {
+                Some(rest) => Impl::parse(rest).map(Subject::ThreadTask),
+                None => Impl::parse(s).map(Subject::TaskTask),
+            },
+        }
+    }
+
+    /// The implementation this row is compared against (ratio 1.00).
+    pub(crate) fn reference(self) -> Subject {
+        match self {
+            Subject::ThreadTask(_) => Subject::ThreadTask(Impl::Crate),
+            _ => Subject::TaskTask(Impl::Crate),
+        }
+    }
+}
+
+/// Builds a runtime of `flavor` whose worker threads are pinned as `pin`
+/// says (workers alternate between the two sides for `cross`).
+pub(crate) fn runtime(flavor: Flavor, pin: Pin) -> io::Result<Runtime> {
+    match flavor {
+        Flavor::Ct => Builder::new_current_thread().enable_all().build(),
+        Flavor::Mt => {
+            let next = Arc::new(AtomicUsize::new(0));
+            Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .on_thread_start(move || pin.apply(next.fetch_add(1, Ordering::Relaxed)))
+                .build()
+        }
+    }
+}
+
+/// Runs `f` on a fresh OS thread pinned to side 0 and returns its result.
+fn on_thread<T: Send + 'static>(
+    pin: Pin,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    std::thread::spawn(move || {
+        pin.apply(0);
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("benchmark thread panicked"))?
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn join<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
+    r.map_err(io::Error::other)?
+}
+
+/// Measures `rts` round trips (after `warmup` more) of `subject`; returns
+/// the nanoseconds of each.
+pub(crate) fn latency(
+    subject: Subject,
+    flavor: Flavor,
+    pin: Pin,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    match subject {
+        Subject::TaskTask(i) => dispatch!(i, task_task(flavor, pin, rts, warmup)),
+        Subject::ThreadTask(i) => dispatch!(i, thread_task(flavor, pin, rts, warmup)),
+        Subject::RawFloor => raw_floor(pin, rts, warmup),
+        Subject::ThreadFloor => thread_floor(pin, rts, warmup),
+    }
+}
+
+fn task_task<K: Kind>(flavor: Flavor, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let rt = runtime(flavor, pin)?;
+        rt.block_on(async move {
+            let Chan {
+                rx: mut a_rx,
+                tx: mut a_tx,
+                ..
+            } = K::make()?;
+            let Chan {
+                rx: mut b_rx,
+                tx: mut b_tx,
+                ..
+            } = K::make()?;
+            let total = rts + warmup;
+            let b = tokio::spawn(async move {
+                for _ in 0..total {
+                    b_rx.recv().await?;
+                    a_tx.send().await?;
+                }
+                Ok::<_, io::Error>(())
+            });
+            let a = tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(rts);
+                for i in 0..total {
+                    let start = Instant::now();
+                    b_tx.send().await?;
+                    a_rx.recv().await?;
+                    if i >= warmup {
+                        samples.push(nanos(start.elapsed()));
+                    }
+                }
+                Ok::<_, io::Error>(samples)
+            });
+            let samples = join(a.await)?;
+            join(b.await)?;
+            Ok(samples)
+        })
+    })
+}
+
+fn thread_task<K: Kind>(
+    flavor: Flavor,
+    pin: Pin,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let rt = runtime(flavor, pin)?;
+        rt.block_on(async move {
+            let Chan {
+                rx: mut task_rx,
+                sync: to_task,
+                ..
+            } = K::make()?;
+            let thread_efd = EventFd::builder().nonblocking(false).build()?;
+            let to_thread = thread_efd.try_clone()?;
+            let total = rts + warmup;
+            let thread = std::thread::spawn(move || {
+                pin.apply(1);
+                for _ in 0..total {
+                    thread_efd.read()?;
+                    to_task.fire()?;
+                }
+                Ok::<_, io::Error>(())
+            });
+            let task = tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(rts);
+                for i in 0..total {
+                    let start = Instant::now();
+                    to_thread.add(1)?;
+                    task_rx.recv().await?;
+                    if i >= warmup {
+                        samples.push(nanos(start.elapsed()));
+                    }
+                }
+                Ok::<_, io::Error>(samples)
+            });
+            let samples = join(task.await)?;
+            thread
+                .join()
+                .map_err(|_| io::Error::other("thread side panicked"))??;
+            Ok(samples)
+        })
+    })
+}
+
+fn raw_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let efd = EventFd::new()?;
+        let mut samples = Vec::with_capacity(rts);
+        for i in 0..rts + warmup {
+            let start = Instant::now();
+            efd.add(std::hint::black_box(1))?;
+            std::hint::black_box(efd.read()?);
+            if i >= warmup {
+                samples.push(nanos(start.elapsed()));
+            }
+        }
+        Ok(samples)
+    })
+}
+
+fn thread_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let a = EventFd::builder().nonblocking(false).build()?;
+        let b = EventFd::builder().nonblocking(false).build()?;
+        let (a_w, b_r) = (a.try_clone()?, b.try_clone()?);
+        let total = rts + warmup;
+        let peer = std::thread::spawn(move || {
+            pin.apply(1);
+            for _ in 0..total {
+                b_r.read()?;
+                a_w.add(1)?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let mut samples = Vec::with_capacity(rts);
+        for i in 0..total {
+            let start = Instant::now();
+            b.add(1)?;
+            a.read()?;
+            if i >= warmup {
+                samples.push(nanos(start.elapsed()));
+            }
+        }
+        peer.join()
+            .map_err(|_| io::Error::other("peer thread panicked"))??;
+        Ok(samples)
+    })
+}
+
+/// A small xorshift generator: the scale benchmark's random choice must cost
+/// the same for every implementation.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// `fds` receivers of `imp` each wait in a task of its own; a driver wakes
+/// one chosen at random and waits for its reply. Returns ns per round trip.
+pub(crate) fn scale(
+    imp: Impl,
+    flavor: Flavor,
+    pin: Pin,
+    fds: usize,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    dispatch!(imp, scale_with(flavor, pin, fds, rts, warmup))
+}
+
+fn scale_with<K: Kind>(
+    flavor: Flavor,
+    pin: Pin,
+    fds: usize,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let rt = runtime(flavor, pin)?;
+        let samples = rt.block_on(async move {
+            let Chan {
+                rx: mut reply_rx,
+                sync: reply,
+                ..
+            } = K::make()?;
+            let mut wake = Vec::with_capacity(fds);
+            for _ in 0..fds {
+                let Chan { mut rx, sync, .. } = K::make()?;
+                wake.push(sync);
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    loop {
+                        rx.recv().await?;
+                        reply.fire()?;
+                    }
+                    #[allow(unreachable_code, reason = "gives the async block its type")]
+                    Ok::<(), io::Error>(())
+                });
+            }
+            let driver = tokio::spawn(async move {
+                let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+                let mut samples = Vec::with_capacity(rts);
+                for i in 0..rts + warmup {
+                    let pick = usize::try_from(rng.next() % fds as u64).unwrap_or(0);
+                    let start = Instant::now();
+                    wake[pick].fire()?;
+                    reply_rx.recv().await?;
+                    if i >= warmup {
+                        samples.push(nanos(start.elapsed()));
+                    }
+                }
+                Ok::<_, io::Error>((samples, reply_rx))
+            });
+            let (samples, reply_rx) = join(driver.await)?;
+            // The waiting tasks still use the reply fd: keep it until the
+            // runtime (and with it every task) is gone.
+            Ok::<_, io::Error>((samples, reply_rx))
+        });
+        // Dropping the runtime cancels the waiters before their fds close.
+        drop(rt);
+        samples.map(|(s, _reply_rx)| s)
+    })
+}
+
+/// One throughput measurement.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Throughput {
+    pub(crate) adds: u64,
+    pub(crate) reads: u64,
+    pub(crate) elapsed: Duration,
+    /// CPU time of the runtime's threads (process minus writer threads).
+    pub(crate) reader_cpu: Duration,
+    /// Total read == total added (checked exactly).
+    pub(crate) conserved: bool,
+}
+
+/// `writers` OS threads add 1 as fast as they can for `duration`; one task
+/// reads. Counts are checked exactly afterwards.
+pub(crate) fn throughput(
+    imp: Impl,
+    flavor: Flavor,
+    pin: Pin,
+    writers: usize,
+    duration: Duration,
+) -> io::Result<Throughput> {
+    dispatch!(imp, throughput_with(flavor, pin, writers, duration))
+}
+
+fn throughput_with<K: Kind>(
+    flavor: Flavor,
+    pin: Pin,
+    writers: usize,
+    duration: Duration,
+) -> io::Result<Throughput> {
+    on_thread(pin, move || {
+        let rt = runtime(flavor, pin)?;
+        rt.block_on(async move {
+            let Chan { mut rx, sync, .. } = K::make()?;
+            // u64::MAX until the writers are done; then the exact total.
+            let target = Arc::new(AtomicU64::new(u64::MAX));
+            let reader_target = Arc::clone(&target);
+            let reader = tokio::spawn(async move {
+                let (mut sum, mut reads) = (0u64, 0u64);
+                while sum < reader_target.load(Ordering::Acquire) {
+                    sum += rx.recv().await?;
+                    reads += 1;
+                }
+                Ok::<_, io::Error>((sum, reads, rx))
+            });
+            let stop = Arc::new(AtomicBool::new(false));
+            let start_line = Arc::new(Barrier::new(writers + 1));
+            let mut handles = Vec::with_capacity(writers);
+            for _ in 0..writers {
+                let (stop, sync, start_line) =
+                    (Arc::clone(&stop), sync.clone(), Arc::clone(&start_line));
+                handles.push(std::thread::spawn(move || {
+                    pin.apply(1);
+                    start_line.wait();
+                    let cpu0 = sys::thread_cpu();
+                    let mut adds = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            sync.fire()?;
+                        }
+                        adds += 64;
+                    }
+                    Ok::<_, io::Error>((adds, sys::thread_cpu().saturating_sub(cpu0)))
+                }));
+            }
+            let cpu0 = sys::process_cpu();
+            let begin = Instant::now();
+            start_line.wait();
+            tokio::time::sleep(duration).await;
+            stop.store(true, Ordering::Relaxed);
+            let joined = tokio::task::spawn_blocking(move || {
+                handles
+                    .into_iter()
+                    .map(|h| h.join().map_err(|_| io::Error::other("writer panicked"))?)
+                    .collect::<io::Result<Vec<(u64, Duration)>>>()
+            })
+            .await
+            .map_err(io::Error::other)??;
+            let adds: u64 = joined.iter().map(|(a, _)| a).sum();
+            let writer_cpu: Duration = joined.iter().map(|(_, c)| *c).sum();
+            // One marker add after the target is set, so a reader already
+            // waiting with everything read wakes up and sees the target.
+            target.store(adds + 1, Ordering::Release);
+            sync.fire()?;
+            let (sum, reads, _rx) = join(reader.await)?;
+            let elapsed = begin.elapsed();
+            let reader_cpu = sys::process_cpu()
+                .saturating_sub(cpu0)
+                .saturating_sub(writer_cpu);
+            Ok(Throughput {
+                adds,
+                reads: reads.saturating_sub(1),
+                elapsed,
+                reader_cpu,
+                conserved: sum == adds + 1,
+            })
+        })
+    })
+}
