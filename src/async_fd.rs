@@ -32,8 +32,9 @@
 //! `epoll_wait` and a trip through the scheduler for a count that was already
 //! there. A read-first loop avoids that, but between two tasks (where the
 //! count is never there yet) it pays an `EAGAIN` read per wakeup instead.
-//! [`AsyncEventFd::read`] therefore tries the `read(2)` first only while doing
-//! so keeps succeeding (`Speculation`): after the n-th miss in a row it waits
+//! [`AsyncEventFd::read`] (and [`AsyncEventFd::poll_read`], so the `Stream`
+//! too) therefore tries the `read(2)` first only while doing so keeps
+//! succeeding (`Speculation`): after the n-th miss in a row it waits
 //! through the reactor for the next 0, 1, 3, 7 ... up to 1023 reads before
 //! trying again. A new fd starts backed off (63 reads through the reactor), so
 //! one of thousands of rarely woken fds never pays a speculative `EAGAIN`.
@@ -315,6 +316,11 @@ impl AsyncEventFd {
     ///
     /// As [`read`](AsyncEventFd::read).
     pub fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        if self.speculation.should_try() {
+            if let Some(done) = ready!(self.poll_speculative_read(cx)) {
+                return Poll::Ready(done);
+            }
+        }
         loop {
             let mut guard = ready!(self.inner.poll_read_ready(cx))?;
             match guard.get_inner().read() {
