@@ -709,7 +709,9 @@ impl TryFrom<EventFd> for AsyncEventFd {
     fn try_from(efd: EventFd) -> io::Result<AsyncEventFd> {
         let handle = Handle::try_current().map_err(io::Error::other)?;
         efd.set_nonblocking(true)?;
-        let semaphore = efd.is_semaphore();
+        // An adopted fd whose mode the kernel does not tell counts as
+        // semaphore mode: never clearing after a read is always safe.
+        let semaphore = efd.may_be_semaphore();
         // SAFETY: the `AsyncFd` owns `efd`, whose `OwnedFd` stays open and is
         // never replaced while registered (`AsyncEventFd` offers no `get_mut`),
         // so `as_raw_fd` keeps returning the same open fd until the `AsyncFd`
@@ -744,5 +746,48 @@ impl AsFd for AsyncEventFd {
 impl AsRawFd for AsyncEventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::time::{Duration, Instant};
+
+    use super::AsyncEventFd;
+    use crate::EventFd;
+
+    /// An adopted fd whose mode the kernel does not tell (Linux before 6.2
+    /// prints no `eventfd-semaphore:` line) may be in semaphore mode: a read
+    /// that took 1 must not clear readiness, or the units left behind are
+    /// never woken for.
+    #[tokio::test(flavor = "current_thread")]
+    async fn unknown_mode_adopted_semaphore_fd_reads_every_unit() {
+        let made = EventFd::builder()
+            .semaphore(true)
+            .initial(3)
+            .build()
+            .expect("eventfd");
+        let fd: OwnedFd = made.into();
+        // What `TryFrom<OwnedFd>` builds on a kernel without the fdinfo line.
+        let adopted = EventFd::adopted_with_unknown_mode(fd);
+        let efd = AsyncEventFd::try_from(adopted).expect("register");
+        for unit in 0..3 {
+            let limit = Duration::from_secs(2);
+            let start = Instant::now();
+            let value = tokio::time::timeout(limit, efd.read())
+                .await
+                .unwrap_or_else(|_| panic!("read of unit {unit} lost its wakeup"))
+                .expect("read");
+            assert!(
+                start.elapsed() < limit * 9 / 10,
+                "read of unit {unit} finished only at the deadline"
+            );
+            assert_eq!(value, 1);
+        }
+        assert_eq!(
+            efd.try_read().expect_err("empty").kind(),
+            std::io::ErrorKind::WouldBlock
+        );
     }
 }

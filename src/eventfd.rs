@@ -50,6 +50,9 @@ use crate::MAX_COUNT;
 pub struct EventFd {
     fd: OwnedFd,
     semaphore: bool,
+    /// False only for an adopted fd whose fdinfo does not tell the mode
+    /// (Linux before 6.2).
+    mode_known: bool,
 }
 
 impl EventFd {
@@ -215,6 +218,7 @@ impl EventFd {
         Ok(EventFd {
             fd: owned_from_new_fd(raw),
             semaphore: self.semaphore,
+            mode_known: self.mode_known,
         })
     }
 
@@ -236,6 +240,24 @@ impl EventFd {
     /// None: the mode is fixed when the eventfd is created.
     pub fn is_semaphore(&self) -> bool {
         self.semaphore
+    }
+
+    /// What `TryFrom<OwnedFd>` makes of an eventfd on a kernel whose fdinfo
+    /// does not tell the mode (before Linux 6.2).
+    #[cfg(all(test, feature = "tokio"))]
+    pub(crate) fn adopted_with_unknown_mode(fd: OwnedFd) -> EventFd {
+        EventFd {
+            fd,
+            semaphore: false,
+            mode_known: false,
+        }
+    }
+
+    /// Whether a successful read may leave a count behind: semaphore mode, or
+    /// a mode that could not be read from an adopted fd.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn may_be_semaphore(&self) -> bool {
+        self.semaphore || !self.mode_known
     }
 
     /// Returns whether the fd is nonblocking, as `fcntl(F_GETFL)` reports it
@@ -261,6 +283,7 @@ impl EventFd {
 
     /// Sets or clears `O_NONBLOCK` on the open file description (and so on
     /// every dup of it).
+    #[cfg(feature = "tokio")]
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         let mut flags = status_flags(self.fd.as_fd())?;
         if flags.contains(OFlag::O_NONBLOCK) == nonblocking {
@@ -347,7 +370,11 @@ impl TryFrom<OwnedFd> for EventFd {
     /// Kernels before Linux 6.2 do not print `eventfd-semaphore:`. There the
     /// mode cannot be read without changing the counter, so the adopted
     /// `EventFd` reports counter mode: [`EventFd::is_semaphore`] returns
-    /// `false`, and reads still behave as the kernel's mode says.
+    /// `false`, and reads still behave as the kernel's mode says. An
+    /// `AsyncEventFd` made from such an fd then treats
+    /// it as possibly in semaphore mode (it never clears readiness after a
+    /// successful read), so no wakeup is lost whatever the mode; it may cost
+    /// one extra `EAGAIN` read per wakeup.
     ///
     /// On failure the fd is dropped, and so closed.
     ///
@@ -385,14 +412,18 @@ impl TryFrom<OwnedFd> for EventFd {
                 format!("fd {raw} is not an eventfd (it is {})", target.display()),
             ));
         }
-        let semaphore = match fs::read_to_string(format!("/proc/self/fdinfo/{raw}")) {
-            Ok(info) => info
-                .lines()
-                .filter_map(|line| line.strip_prefix("eventfd-semaphore:"))
-                .any(|value| value.trim() == "1"),
-            Err(_) => false,
-        };
-        Ok(EventFd { fd, semaphore })
+        let semaphore = fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("eventfd-semaphore:"))
+                    .map(|value| value.trim() == "1")
+            });
+        Ok(EventFd {
+            fd,
+            semaphore: semaphore.unwrap_or(false),
+            mode_known: semaphore.is_some(),
+        })
     }
 }
 
@@ -553,6 +584,7 @@ impl EventFdBuilder {
         Ok(EventFd {
             fd: efd.into(),
             semaphore: self.semaphore,
+            mode_known: true,
         })
     }
 }

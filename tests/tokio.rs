@@ -1,0 +1,1068 @@
+//! `AsyncEventFd`: the tokio layer, on both runtime flavors.
+//!
+//! Each async test runs on a fresh runtime on a watched thread
+//! (`util::run_isolated`), so a busy loop or a lost wakeup fails the test
+//! instead of hanging the run; every await that must finish goes through
+//! `util::finish`, which also fails when only the timeout's own re-poll
+//! completed it. "Pending" is proven by polling once, never by sleeping.
+
+mod util;
+
+use std::fmt::Debug;
+use std::future::poll_fn;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::pin::pin;
+use std::sync::Arc;
+
+use async_eventfd::{AsyncEventFd, EventFd, MAX_COUNT};
+use futures::poll;
+use nix::errno::Errno;
+use tokio_test::{assert_pending, assert_ready};
+
+use util::{finish, is_cloexec, is_nonblocking, Flavor};
+
+/// Generates `name::current_thread` and `name::multi_thread` from one body.
+macro_rules! both_flavors {
+    ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports, reason = "not every body uses every import")]
+                use super::*;
+
+                #[test]
+                fn current_thread() {
+                    util::run_isolated(Flavor::CurrentThread, || async $body)
+                }
+
+                #[test]
+                fn multi_thread() {
+                    util::run_isolated(Flavor::MultiThread, || async $body)
+                }
+            }
+        )*
+    };
+}
+
+fn new_efd() -> AsyncEventFd {
+    AsyncEventFd::new().expect("AsyncEventFd::new")
+}
+
+fn semaphore_efd(initial: u32) -> AsyncEventFd {
+    let efd = EventFd::builder()
+        .semaphore(true)
+        .initial(initial)
+        .build()
+        .expect("build a semaphore eventfd");
+    AsyncEventFd::try_from(efd).expect("register")
+}
+
+#[track_caller]
+fn assert_kind<T: Debug>(result: io::Result<T>, kind: ErrorKind) -> io::Error {
+    let err = result.expect_err("expected an error");
+    assert_eq!(err.kind(), kind, "unexpected error {err:?}");
+    err
+}
+
+#[track_caller]
+fn assert_empty(efd: &AsyncEventFd) {
+    assert_kind(efd.try_read(), ErrorKind::WouldBlock);
+}
+
+/// Waits (by yielding to the runtime, so its reactor runs) until the mock
+/// task has been woken.
+async fn until_woken<T>(task: &tokio_test::task::Spawn<T>) {
+    finish(async {
+        while !task.is_woken() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// Asserts that the mock task was not woken, also after a few turns of the
+/// runtime: tokio defers some wakeups (a task that ran out of its coop
+/// budget, as a busy loop does) until the scheduler runs again.
+async fn assert_not_woken<T>(task: &tokio_test::task::Spawn<T>, what: &str) {
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!task.is_woken(), "{what}");
+}
+
+/// Like [`assert_not_woken`], but allows a bounded number of spurious
+/// wakeups, each of which must end in `Pending` again: for futures whose
+/// first registration may see a readiness that is not enough for them.
+async fn settle_pending<T: std::future::Future>(task: &mut tokio_test::task::Spawn<T>, what: &str)
+where
+    T::Output: Debug,
+{
+    for _ in 0..3 {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        if !task.is_woken() {
+            return;
+        }
+        assert_pending!(task.poll(), "{what}");
+    }
+    panic!("{what}: still woken after 3 polls: a busy loop");
+}
+
+// ----- construction -----
+
+#[test]
+fn new_outside_a_runtime_is_an_other_error_not_a_panic() {
+    let err = assert_kind(AsyncEventFd::new(), ErrorKind::Other);
+    assert!(
+        err.get_ref().is_some(),
+        "the error keeps tokio's as its source"
+    );
+}
+
+#[test]
+fn try_from_outside_a_runtime_is_an_other_error_not_a_panic() {
+    let efd = EventFd::new().expect("EventFd::new");
+    assert_kind(AsyncEventFd::try_from(efd), ErrorKind::Other);
+}
+
+both_flavors! {
+    async fn new_is_nonblocking_close_on_exec_counter_mode() {
+        let efd = new_efd();
+        assert!(is_nonblocking(&efd));
+        assert!(is_cloexec(&efd));
+        assert!(!efd.get_ref().is_semaphore());
+        assert_empty(&efd);
+    }
+
+    async fn try_from_switches_a_blocking_eventfd_and_its_dups_to_nonblocking() {
+        let blocking = EventFd::builder()
+            .nonblocking(false)
+            .build()
+            .expect("build blocking");
+        let dup = blocking.try_clone().expect("try_clone");
+        assert!(!is_nonblocking(&dup));
+        let efd = AsyncEventFd::try_from(blocking).expect("register");
+        assert!(is_nonblocking(&efd));
+        assert!(efd.get_ref().is_nonblocking().expect("is_nonblocking"));
+        // The flag lives on the open file description, so the dup follows.
+        assert!(is_nonblocking(&dup));
+        assert_kind(dup.read(), ErrorKind::WouldBlock);
+    }
+
+    async fn try_from_keeps_nonblocking_semaphore_and_counter() {
+        let efd = semaphore_efd(2);
+        assert!(efd.get_ref().is_semaphore());
+        assert!(is_nonblocking(&efd));
+        assert_eq!(finish(efd.read()).await.expect("read 1"), 1);
+        assert_eq!(finish(efd.read()).await.expect("read 2"), 1);
+        assert_empty(&efd);
+    }
+
+    /// A semaphore eventfd made elsewhere (here by nix directly) and adopted
+    /// through `OwnedFd`: `read().await` must get every unit. The mode comes
+    /// from `/proc/self/fdinfo`; were it misread as counter mode, readiness
+    /// would be cleared after each read and the second read would hang.
+    async fn adopted_semaphore_eventfd_reads_every_unit() {
+        use nix::sys::eventfd::EfdFlags;
+        let foreign = nix::sys::eventfd::EventFd::from_value_and_flags(
+            3,
+            EfdFlags::EFD_SEMAPHORE | EfdFlags::EFD_NONBLOCK,
+        )
+        .expect("nix eventfd");
+        let adopted = EventFd::try_from(OwnedFd::from(foreign)).expect("adopt");
+        let efd = AsyncEventFd::try_from(adopted).expect("register");
+        for i in 0..3 {
+            assert_eq!(
+                finish(efd.read()).await.unwrap_or_else(|e| panic!("read {i}: {e}")),
+                1
+            );
+        }
+        assert_empty(&efd);
+    }
+
+    async fn as_fd_and_as_raw_fd_match_get_ref() {
+        let efd = new_efd();
+        assert_eq!(efd.as_raw_fd(), efd.get_ref().as_raw_fd());
+        assert_eq!(efd.as_fd().as_raw_fd(), efd.get_ref().as_raw_fd());
+    }
+}
+
+// ----- basic reads and adds -----
+
+both_flavors! {
+    async fn read_after_two_adds_returns_sum() {
+        let efd = new_efd();
+        finish(efd.add(2)).await.expect("add 2");
+        finish(efd.add(3)).await.expect("add 3");
+        assert_eq!(finish(efd.read()).await.expect("read"), 5);
+        assert_empty(&efd);
+    }
+
+    async fn read_is_pending_while_empty_then_returns_the_add() {
+        let efd = new_efd();
+        let mut read = pin!(efd.read());
+        assert_pending!(poll!(&mut read));
+        assert_pending!(poll!(&mut read));
+        efd.try_add(4).expect("try_add");
+        assert_eq!(finish(read).await.expect("read"), 4);
+        assert_empty(&efd);
+    }
+
+    async fn waiting_read_is_woken_by_an_add_and_reads_it() {
+        let efd = new_efd();
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "woken with nothing to do").await;
+        finish(efd.add(6)).await.expect("add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("read"), 6);
+    }
+
+    async fn read_is_woken_by_an_add_from_another_task() {
+        let efd = Arc::new(new_efd());
+        let writer = Arc::clone(&efd);
+        let task = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            writer.add(8).await
+        });
+        assert_eq!(finish(efd.read()).await.expect("read"), 8);
+        finish(task).await.expect("join").expect("add");
+    }
+
+    async fn writes_from_plain_threads_via_get_ref_try_clone_are_all_read() {
+        const THREADS: u64 = 4;
+        const ADDS: u64 = 500;
+        let efd = new_efd();
+        let writers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let writer = efd.get_ref().try_clone().expect("try_clone");
+                std::thread::spawn(move || {
+                    for _ in 0..ADDS {
+                        writer.add(1).expect("add from a plain thread");
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        while total < THREADS * ADDS {
+            let n = finish(efd.read()).await.expect("read");
+            assert!(n >= 1, "a read returned 0");
+            total += n;
+        }
+        for writer in writers {
+            writer.join().expect("writer thread");
+        }
+        assert_eq!(total, THREADS * ADDS);
+        assert_empty(&efd);
+    }
+
+    async fn try_read_and_try_add_never_wait() {
+        let efd = new_efd();
+        let err = assert_kind(efd.try_read(), ErrorKind::WouldBlock);
+        assert_eq!(err.raw_os_error(), Some(Errno::EAGAIN as i32));
+        efd.try_add(3).expect("try_add 3");
+        efd.try_add(0).expect("try_add 0");
+        assert_eq!(efd.try_read().expect("try_read"), 3);
+        efd.try_add(MAX_COUNT).expect("fill");
+        let err = assert_kind(efd.try_add(1), ErrorKind::WouldBlock);
+        assert_eq!(err.raw_os_error(), Some(Errno::EAGAIN as i32));
+        assert_eq!(efd.try_read().expect("try_read full"), MAX_COUNT);
+        assert_empty(&efd);
+    }
+
+    async fn add_u64_max_is_invalid_input_on_every_tier_and_adds_nothing() {
+        let efd = new_efd();
+        efd.try_add(5).expect("try_add");
+        let err = assert_kind(finish(efd.add(u64::MAX)).await, ErrorKind::InvalidInput);
+        assert_eq!(err.raw_os_error(), Some(Errno::EINVAL as i32));
+        let err = assert_kind(efd.try_add(u64::MAX), ErrorKind::InvalidInput);
+        assert_eq!(err.raw_os_error(), Some(Errno::EINVAL as i32));
+        let err = assert_kind(
+            finish(poll_fn(|cx| efd.poll_add(cx, u64::MAX))).await,
+            ErrorKind::InvalidInput,
+        );
+        assert_eq!(err.raw_os_error(), Some(Errno::EINVAL as i32));
+        assert_eq!(efd.try_read().expect("try_read"), 5);
+    }
+
+    async fn add_u64_max_on_a_full_counter_fails_instead_of_waiting() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        assert_kind(finish(efd.add(u64::MAX)).await, ErrorKind::InvalidInput);
+        assert_eq!(efd.try_read().expect("try_read"), MAX_COUNT);
+    }
+
+    async fn poll_read_is_pending_while_empty_then_ready_with_the_value() {
+        let efd = new_efd();
+        let mut read = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+        assert_pending!(read.poll());
+        efd.try_add(9).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("poll_read"), 9);
+        assert_empty(&efd);
+        // And again: the readiness was re-armed.
+        let mut again = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+        assert_pending!(again.poll());
+        efd.try_add(1).expect("try_add");
+        until_woken(&again).await;
+        assert_eq!(assert_ready!(again.poll()).expect("poll_read"), 1);
+    }
+
+    async fn poll_read_in_semaphore_mode_takes_one_per_poll() {
+        let efd = semaphore_efd(3);
+        for _ in 0..3 {
+            assert_eq!(finish(poll_fn(|cx| efd.poll_read(cx))).await.expect("poll_read"), 1);
+        }
+        let mut read = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "an empty counter must not wake the reader").await;
+        efd.try_add(1).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("poll_read"), 1);
+    }
+
+    async fn poll_add_adds_at_once_when_there_is_room() {
+        let efd = new_efd();
+        finish(poll_fn(|cx| efd.poll_add(cx, 2))).await.expect("poll_add");
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+    }
+}
+
+// ----- the full counter -----
+
+both_flavors! {
+    async fn add_on_a_full_counter_is_pending_then_finishes_after_a_read() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut add = pin!(efd.add(1));
+        assert_pending!(poll!(&mut add));
+        assert_pending!(poll!(&mut add));
+        assert_eq!(efd.try_read().expect("read makes room"), MAX_COUNT);
+        finish(add).await.expect("add");
+        assert_eq!(efd.try_read().expect("try_read"), 1);
+    }
+
+    async fn add_on_a_full_counter_resumes_after_a_read_on_a_plain_thread() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT - 1).expect("nearly fill");
+        let reader = efd.get_ref().try_clone().expect("try_clone");
+        let mut add = tokio_test::task::spawn(efd.add(2));
+        assert_pending!(add.poll());
+        // The counter has room for 1, so the fd is writable (EPOLLOUT) and the
+        // write registration may wake the add once; it must wait again.
+        settle_pending(&mut add, "add(2) with room for 1").await;
+        let read = std::thread::spawn(move || reader.read())
+            .join()
+            .expect("reader thread")
+            .expect("read");
+        assert_eq!(read, MAX_COUNT - 1);
+        until_woken(&add).await;
+        assert_ready!(add.poll()).expect("add");
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+    }
+
+    async fn add_on_a_full_counter_resumes_after_a_read_from_another_task() {
+        let efd = Arc::new(new_efd());
+        efd.try_add(MAX_COUNT).expect("fill");
+        let adder = Arc::clone(&efd);
+        let add = tokio::spawn(async move { adder.add(7).await });
+        // Let the adder start waiting (not required for correctness).
+        tokio::task::yield_now().await;
+        assert_eq!(finish(efd.read()).await.expect("read"), MAX_COUNT);
+        finish(add).await.expect("join").expect("add");
+        assert_eq!(finish(efd.read()).await.expect("read"), 7);
+    }
+
+    async fn several_waiting_adds_all_finish_after_one_read() {
+        let efd = Arc::new(new_efd());
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut adds = Vec::new();
+        for n in [1u64, 2, 3] {
+            let mut add = tokio_test::task::spawn({
+                let efd = Arc::clone(&efd);
+                async move { efd.add(n).await }
+            });
+            assert_pending!(add.poll());
+            adds.push(add);
+        }
+        assert_eq!(efd.try_read().expect("read makes room"), MAX_COUNT);
+        for add in &mut adds {
+            finish(add).await.expect("add");
+        }
+        assert_eq!(efd.try_read().expect("try_read"), 6);
+    }
+
+    async fn poll_add_on_a_full_counter_is_pending_then_finishes_after_a_read() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut add = tokio_test::task::spawn(poll_fn(|cx| efd.poll_add(cx, 3)));
+        assert_pending!(add.poll());
+        assert_not_woken(&add, "woken with nothing to do").await;
+        assert_eq!(efd.try_read().expect("read makes room"), MAX_COUNT);
+        until_woken(&add).await;
+        assert_ready!(add.poll()).expect("poll_add");
+        assert_eq!(efd.try_read().expect("try_read"), 3);
+        // The next poll_add is immediate again.
+        finish(poll_fn(|cx| efd.poll_add(cx, 4))).await.expect("poll_add");
+        assert_eq!(efd.try_read().expect("try_read"), 4);
+    }
+
+    async fn cancelled_pending_add_adds_nothing() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        {
+            let mut add = pin!(efd.add(1));
+            assert_pending!(poll!(&mut add));
+        }
+        assert_eq!(efd.try_read().expect("try_read"), MAX_COUNT);
+        assert_empty(&efd);
+        // And the fd still works for adds that wait.
+        efd.try_add(MAX_COUNT).expect("fill again");
+        let mut add = pin!(efd.add(2));
+        assert_pending!(poll!(&mut add));
+        assert_eq!(efd.try_read().expect("try_read"), MAX_COUNT);
+        finish(add).await.expect("add");
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+    }
+}
+
+// ----- many tasks on one AsyncEventFd -----
+
+/// 8 tasks wait on `efd`; each add of 1 must reach exactly one of them, and
+/// every one must be woken in turn (a single waker slot would starve all but
+/// the last to register).
+async fn eight_readers_each_get_one_count(efd: Arc<AsyncEventFd>) {
+    const READERS: usize = 8;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for id in 0..READERS {
+        let efd = Arc::clone(&efd);
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
+            let n = efd.read().await.expect("read");
+            tx.send((id, n)).expect("report");
+        }));
+    }
+    // Let the readers start waiting (not required for correctness).
+    tokio::task::yield_now().await;
+    let mut seen = vec![0u64; READERS];
+    for _ in 0..READERS {
+        efd.try_add(1).expect("try_add");
+        let (id, n) = finish(rx.recv()).await.expect("a reader reports");
+        assert_eq!(n, 1, "reader {id}");
+        seen[id] += n;
+    }
+    assert_eq!(seen, vec![1; READERS]);
+    for reader in readers {
+        finish(reader).await.expect("reader task");
+    }
+    assert_empty(&efd);
+}
+
+/// 4 tasks each read 25 units of the semaphore `efd`, all added at once
+/// (one add, one edge): every read must give exactly 1, none may be lost.
+async fn four_semaphore_readers_each_read_ones(efd: Arc<AsyncEventFd>) {
+    const READERS: usize = 4;
+    const EACH: usize = 25;
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let efd = Arc::clone(&efd);
+            tokio::spawn(async move {
+                let mut got = Vec::with_capacity(EACH);
+                for _ in 0..EACH {
+                    got.push(efd.read().await.expect("read"));
+                }
+                got
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    // One add, one edge: every unit must still be read.
+    finish(efd.add((READERS * EACH) as u64)).await.expect("add");
+    for reader in readers {
+        assert_eq!(finish(reader).await.expect("reader task"), vec![1; EACH]);
+    }
+    assert_empty(&efd);
+}
+
+both_flavors! {
+    /// Each add of 1 is read by exactly one of 8 waiting readers, and every
+    /// reader is woken in turn: a single waker slot would starve all but one.
+    async fn eight_tasks_waiting_on_one_arc_each_get_one_count() {
+        eight_readers_each_get_one_count(Arc::new(new_efd())).await;
+    }
+
+    async fn eight_readers_and_four_writer_threads_conserve_the_total() {
+        const READERS: usize = 8;
+        const THREADS: u64 = 4;
+        const ADDS: u64 = 1_000;
+        let efd = Arc::new(new_efd());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                let efd = Arc::clone(&efd);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let n = efd.read().await.expect("read");
+                        // No await between the read and the report: an
+                        // aborted reader never holds a count.
+                        tx.send(n).expect("report");
+                    }
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let writer = efd.get_ref().try_clone().expect("try_clone");
+                std::thread::spawn(move || {
+                    for _ in 0..ADDS {
+                        writer.add(1).expect("add");
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        while total < THREADS * ADDS {
+            let n = finish(rx.recv()).await.expect("a reader reports");
+            assert!(n >= 1, "a read returned 0");
+            total += n;
+        }
+        for writer in writers {
+            writer.join().expect("writer thread");
+        }
+        assert_eq!(total, THREADS * ADDS);
+        for reader in &readers {
+            reader.abort();
+        }
+        for reader in readers {
+            let err = finish(reader).await.expect_err("aborted");
+            assert!(err.is_cancelled(), "{err}");
+        }
+        assert!(
+            matches!(rx.try_recv(), Err(tokio::sync::mpsc::error::TryRecvError::Empty)),
+            "no count beyond the total"
+        );
+        assert_empty(&efd);
+    }
+
+    async fn semaphore_mode_with_four_readers_gives_exactly_n_reads_of_one() {
+        four_semaphore_readers_each_read_ones(Arc::new(semaphore_efd(0))).await;
+    }
+
+    async fn semaphore_mode_one_task_reads_every_unit_of_one_add() {
+        let efd = semaphore_efd(0);
+        efd.try_add(3).expect("try_add");
+        for i in 0..3 {
+            assert_eq!(finish(efd.read()).await.unwrap_or_else(|e| panic!("read {i}: {e}")), 1);
+        }
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "woken with nothing to do").await;
+        efd.try_add(1).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("read"), 1);
+    }
+
+    async fn semaphore_mode_initial_units_are_all_read() {
+        let efd = semaphore_efd(5);
+        for _ in 0..5 {
+            assert_eq!(finish(efd.read()).await.expect("read"), 1);
+        }
+        assert_empty(&efd);
+    }
+
+    async fn semaphore_units_from_plain_threads_are_read_one_by_one() {
+        const UNITS: u64 = 200;
+        let efd = Arc::new(semaphore_efd(0));
+        let writer = efd.get_ref().try_clone().expect("try_clone");
+        let thread = std::thread::spawn(move || {
+            for _ in 0..UNITS {
+                writer.add(1).expect("add");
+            }
+        });
+        let mut reads = 0;
+        while reads < UNITS {
+            assert_eq!(finish(efd.read()).await.expect("read"), 1);
+            reads += 1;
+        }
+        thread.join().expect("writer thread");
+        assert_empty(&efd);
+    }
+}
+
+// ----- readiness that is stale must be cleared (no busy loop) -----
+
+both_flavors! {
+    /// Semaphore mode keeps readiness after a successful read; the read that
+    /// then finds the counter empty must clear it and wait, not spin.
+    async fn read_after_the_last_semaphore_unit_waits_without_spinning() {
+        let efd = semaphore_efd(1);
+        assert_eq!(finish(efd.read()).await.expect("read"), 1);
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
+        efd.try_add(2).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("read"), 1);
+    }
+
+    /// A count taken by `try_read` leaves tokio's readiness set; the next
+    /// `read` must see `WouldBlock`, clear it, and wait for a real add.
+    async fn read_after_try_read_drained_waits_without_spinning() {
+        let efd = new_efd();
+        {
+            let mut first = tokio_test::task::spawn(efd.read());
+            assert_pending!(first.poll());
+            efd.try_add(2).expect("try_add");
+            until_woken(&first).await;
+            // Dropped without being polled again: the reactor's readiness
+            // stays set while try_read takes the count.
+        }
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
+        efd.try_add(3).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("read"), 3);
+    }
+
+    async fn poll_read_after_try_read_drained_waits_without_spinning() {
+        let efd = new_efd();
+        {
+            let mut first = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+            assert_pending!(first.poll());
+            efd.try_add(2).expect("try_add");
+            until_woken(&first).await;
+        }
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+        let mut read = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
+        efd.try_add(3).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("poll_read"), 3);
+    }
+}
+
+// ----- cancel safety -----
+
+both_flavors! {
+    async fn read_dropped_before_an_add_loses_nothing() {
+        let efd = new_efd();
+        {
+            let mut read = pin!(efd.read());
+            assert_pending!(poll!(&mut read));
+        }
+        efd.try_add(5).expect("try_add");
+        assert_eq!(finish(efd.read()).await.expect("read"), 5);
+    }
+
+    async fn read_woken_then_dropped_loses_nothing() {
+        let efd = new_efd();
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        efd.try_add(5).expect("try_add");
+        until_woken(&read).await;
+        drop(read);
+        // The wakeup went to a future that is gone; the count and the
+        // readiness must still be there for the next reader.
+        assert_eq!(finish(efd.read()).await.expect("read"), 5);
+    }
+
+    async fn select_cancelled_reads_lose_nothing() {
+        const TOTAL: u64 = 2_000;
+        let efd = new_efd();
+        let writer = efd.get_ref().try_clone().expect("try_clone");
+        let thread = std::thread::spawn(move || {
+            for i in 0..TOTAL {
+                writer.add(1).expect("add");
+                if i % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut total = 0;
+        let mut cancelled = 0u64;
+        finish(async {
+            while total < TOTAL {
+                tokio::select! {
+                    biased;
+                    n = efd.read() => total += n.expect("read"),
+                    () = tokio::task::yield_now() => cancelled += 1,
+                }
+            }
+        })
+        .await;
+        thread.join().expect("writer thread");
+        assert_eq!(total, TOTAL);
+        assert_empty(&efd);
+        // Not asserted (timing-dependent), only shown: how many reads were cancelled.
+        println!("{cancelled} reads cancelled by select!");
+    }
+
+    async fn select_that_picks_another_branch_leaves_the_count() {
+        let efd = new_efd();
+        for round in 1..=50u64 {
+            efd.try_add(round).expect("try_add");
+            // The other branch is always ready and listed first: the read is
+            // created and dropped without ever being polled to completion.
+            tokio::select! {
+                biased;
+                () = std::future::ready(()) => {}
+                n = efd.read() => panic!("the read branch won: {n:?}"),
+            }
+            assert_eq!(finish(efd.read()).await.expect("read"), round);
+        }
+    }
+}
+
+// ----- into_inner and drop -----
+
+both_flavors! {
+    async fn into_inner_keeps_the_fd_and_the_counter() {
+        let efd = new_efd();
+        finish(efd.add(12)).await.expect("add");
+        let raw = efd.as_raw_fd();
+        let inner = efd.into_inner();
+        assert_eq!(inner.as_raw_fd(), raw);
+        assert!(inner.is_nonblocking().expect("is_nonblocking"));
+        assert!(is_cloexec(&inner));
+        assert_eq!(inner.read().expect("read"), 12);
+        // Deregistered: the same fd registers again with the same runtime
+        // (epoll would refuse a second registration of a registered fd).
+        let again = AsyncEventFd::try_from(inner).expect("register again");
+        assert_eq!(again.as_raw_fd(), raw);
+        again.try_add(1).expect("try_add");
+        assert_eq!(finish(again.read()).await.expect("read"), 1);
+    }
+
+    async fn into_inner_of_a_semaphore_keeps_the_mode() {
+        let efd = semaphore_efd(2);
+        let inner = efd.into_inner();
+        assert!(inner.is_semaphore());
+        assert_eq!(inner.read().expect("read"), 1);
+        assert_eq!(inner.read().expect("read"), 1);
+    }
+
+    async fn drop_inside_the_runtime_leaves_clones_working() {
+        let efd = new_efd();
+        let clone = efd.get_ref().try_clone().expect("try_clone");
+        finish(efd.add(3)).await.expect("add");
+        drop(efd);
+        assert_eq!(clone.read().expect("read the clone"), 3);
+    }
+
+    async fn drop_on_a_thread_outside_the_runtime_context() {
+        let efd = new_efd();
+        let clone = efd.get_ref().try_clone().expect("try_clone");
+        efd.try_add(4).expect("try_add");
+        std::thread::spawn(move || drop(efd))
+            .join()
+            .expect("drop on a plain thread");
+        assert_eq!(clone.read().expect("read the clone"), 4);
+        // The runtime still works for a new AsyncEventFd.
+        let fresh = new_efd();
+        fresh.try_add(1).expect("try_add");
+        assert_eq!(finish(fresh.read()).await.expect("read"), 1);
+    }
+}
+
+// ----- runtime shutdown -----
+
+/// Makes an `AsyncEventFd` registered with a runtime of `flavor`, and that
+/// runtime.
+fn efd_on(flavor: Flavor) -> (tokio::runtime::Runtime, Arc<AsyncEventFd>) {
+    let rt = util::runtime(flavor);
+    let efd = {
+        let _entered = rt.enter();
+        Arc::new(new_efd())
+    };
+    (rt, efd)
+}
+
+/// Shuts a runtime down from a plain thread (a runtime may not be dropped
+/// from inside another runtime).
+fn shut_down(rt: tokio::runtime::Runtime) {
+    std::thread::spawn(move || drop(rt))
+        .join()
+        .expect("drop the runtime");
+}
+
+#[track_caller]
+fn assert_shutdown_error<T: Debug>(result: io::Result<T>) {
+    let err = assert_kind(result, ErrorKind::Other);
+    assert!(err.to_string().contains("shut"), "{err}");
+}
+
+#[test]
+fn pending_read_is_woken_with_an_error_when_the_runtime_shuts_down() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        drop(rt);
+        assert!(
+            read.is_woken(),
+            "{flavor:?}: shutdown must wake the waiting read"
+        );
+        assert_shutdown_error(assert_ready!(read.poll()));
+    }
+}
+
+#[test]
+fn read_and_add_after_the_runtime_shut_down_are_errors() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        drop(rt);
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_shutdown_error(assert_ready!(read.poll()));
+        // Even with a count waiting: the fd belongs to a dead reactor.
+        efd.try_add(1)
+            .expect("try_add still works: it is one syscall");
+        let mut add = tokio_test::task::spawn(efd.add(1));
+        assert_shutdown_error(assert_ready!(add.poll()));
+        let mut poll_add = tokio_test::task::spawn(poll_fn(|cx| efd.poll_add(cx, 1)));
+        assert_shutdown_error(assert_ready!(poll_add.poll()));
+        let mut poll_read = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+        assert_shutdown_error(assert_ready!(poll_read.poll()));
+        assert_eq!(efd.try_read().expect("try_read"), 1);
+    }
+}
+
+#[test]
+fn pending_add_on_a_full_counter_is_woken_with_an_error_when_the_runtime_shuts_down() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut add = {
+            let _entered = rt.enter();
+            let mut add = tokio_test::task::spawn(efd.add(1));
+            assert_pending!(add.poll());
+            add
+        };
+        let mut poll_add = {
+            let _entered = rt.enter();
+            let mut poll_add = tokio_test::task::spawn(poll_fn(|cx| efd.poll_add(cx, 1)));
+            assert_pending!(poll_add.poll());
+            poll_add
+        };
+        drop(rt);
+        assert!(
+            add.is_woken(),
+            "{flavor:?}: shutdown must wake the waiting add"
+        );
+        assert_shutdown_error(assert_ready!(add.poll()));
+        assert!(
+            poll_add.is_woken(),
+            "{flavor:?}: shutdown must wake poll_add"
+        );
+        assert_shutdown_error(assert_ready!(poll_add.poll()));
+        assert_eq!(efd.try_read().expect("nothing was added"), MAX_COUNT);
+    }
+}
+
+#[test]
+fn read_awaited_on_another_runtime_fails_when_the_fd_runtime_shuts_down() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (home, efd) = efd_on(flavor);
+        util::must_return(util::TEST_LIMIT, move || {
+            let other = util::runtime(Flavor::CurrentThread);
+            other.block_on(async move {
+                let mut read = pin!(efd.read());
+                assert_pending!(poll!(&mut read));
+                shut_down(home);
+                assert_shutdown_error(finish(read).await);
+            });
+        });
+    }
+}
+
+#[test]
+fn drop_after_the_runtime_shut_down_does_not_panic() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        let clone = efd.get_ref().try_clone().expect("try_clone");
+        efd.try_add(2).expect("try_add");
+        drop(rt);
+        drop(efd);
+        assert_eq!(clone.read().expect("read the clone"), 2);
+    }
+}
+
+#[test]
+fn into_inner_after_the_runtime_shut_down_keeps_the_counter() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        efd.try_add(3).expect("try_add");
+        drop(rt);
+        let efd = Arc::try_unwrap(efd).expect("sole owner");
+        let raw = efd.as_raw_fd();
+        let inner = efd.into_inner();
+        assert_eq!(inner.as_raw_fd(), raw);
+        assert_eq!(inner.read().expect("read"), 3);
+    }
+}
+
+#[test]
+fn an_owned_fd_round_trip_through_async_keeps_the_counter() {
+    util::run_isolated(Flavor::CurrentThread, || async {
+        let efd = new_efd();
+        efd.try_add(5).expect("try_add");
+        let fd: OwnedFd = efd.into_inner().into();
+        let adopted = EventFd::try_from(fd).expect("adopt");
+        let efd = AsyncEventFd::try_from(adopted).expect("register");
+        assert_eq!(finish(efd.read()).await.expect("read"), 5);
+    });
+}
+
+// ----- after many reads: `read` may try read(2) before waiting -----
+
+/// More reads (each with a count waiting) than any back-off `read` may start
+/// with before it tries `read(2)` ahead of readiness.
+const WARM_UP_READS: usize = 1_100;
+
+/// Reads `WARM_UP_READS` single counts, so that later reads run in the
+/// read-first state as well as in the readiness-first state of a fresh fd.
+async fn warm_up(efd: &AsyncEventFd) {
+    for _ in 0..WARM_UP_READS {
+        efd.try_add(1).expect("try_add");
+        assert_eq!(finish(efd.read()).await.expect("warm-up read"), 1);
+    }
+    assert_empty(efd);
+}
+
+both_flavors! {
+    async fn warm_read_is_pending_when_empty_and_woken_by_an_add() {
+        let efd = new_efd();
+        warm_up(&efd).await;
+        for value in [5u64, 6, 7] {
+            let mut read = tokio_test::task::spawn(efd.read());
+            assert_pending!(read.poll());
+            assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
+            efd.try_add(value).expect("try_add");
+            until_woken(&read).await;
+            assert_eq!(assert_ready!(read.poll()).expect("read"), value);
+        }
+        assert_empty(&efd);
+    }
+
+    async fn warm_semaphore_read_after_the_last_unit_waits_without_spinning() {
+        let efd = semaphore_efd(0);
+        warm_up(&efd).await;
+        efd.try_add(3).expect("try_add");
+        for _ in 0..3 {
+            assert_eq!(finish(efd.read()).await.expect("read"), 1);
+        }
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_pending!(read.poll());
+        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
+        efd.try_add(2).expect("try_add");
+        until_woken(&read).await;
+        assert_eq!(assert_ready!(read.poll()).expect("read"), 1);
+        assert_eq!(finish(efd.read()).await.expect("read"), 1);
+        assert_empty(&efd);
+    }
+
+    async fn warm_eight_tasks_waiting_on_one_arc_each_get_one_count() {
+        let efd = Arc::new(new_efd());
+        warm_up(&efd).await;
+        eight_readers_each_get_one_count(efd).await;
+    }
+
+    async fn warm_semaphore_mode_with_four_readers_gives_exactly_n_reads_of_one() {
+        let efd = Arc::new(semaphore_efd(0));
+        warm_up(&efd).await;
+        four_semaphore_readers_each_read_ones(efd).await;
+    }
+
+    async fn warm_read_dropped_in_select_loses_nothing() {
+        let efd = new_efd();
+        warm_up(&efd).await;
+        for round in 1..=20u64 {
+            {
+                let mut read = pin!(efd.read());
+                assert_pending!(poll!(&mut read));
+            }
+            efd.try_add(round).expect("try_add");
+            assert_eq!(finish(efd.read()).await.expect("read"), round);
+        }
+    }
+}
+
+#[test]
+fn warm_read_after_the_runtime_shut_down_is_an_error() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        rt.block_on(warm_up(&efd));
+        efd.try_add(1).expect("try_add");
+        drop(rt);
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_shutdown_error(assert_ready!(read.poll()));
+        assert_eq!(efd.try_read().expect("the count is still there"), 1);
+    }
+}
+
+// ----- traits -----
+
+#[test]
+fn async_eventfd_is_send_sync_unpin_debug() {
+    fn assert_traits<T: Send + Sync + Unpin + Debug>() {}
+    assert_traits::<AsyncEventFd>();
+}
+
+#[test]
+fn read_and_add_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    util::run_isolated(Flavor::CurrentThread, || async {
+        let efd = new_efd();
+        let read = efd.read();
+        assert_send(&read);
+        let add = efd.add(1);
+        assert_send(&add);
+    });
+}
+
+#[test]
+fn debug_names_the_type_and_the_fd() {
+    util::run_isolated(Flavor::CurrentThread, || async {
+        let efd = new_efd();
+        let shown = format!("{efd:?}");
+        assert!(shown.starts_with("AsyncEventFd"), "{shown}");
+        assert!(shown.contains(&efd.as_raw_fd().to_string()), "{shown}");
+    });
+}
+
+// ----- the helpers themselves -----
+
+#[test]
+#[should_panic(expected = "woken by the timeout")]
+fn must_finish_fails_a_future_that_only_the_deadline_repoll_completes() {
+    // A lost waker: pending once without arranging a wakeup, ready when
+    // polled again, which only `timeout` itself does, at its deadline.
+    let mut polled = false;
+    let lost_waker = poll_fn(move |_| {
+        if polled {
+            std::task::Poll::Ready(())
+        } else {
+            polled = true;
+            std::task::Poll::Pending
+        }
+    });
+    util::runtime(Flavor::CurrentThread).block_on(util::must_finish(
+        std::time::Duration::from_millis(200),
+        lost_waker,
+    ));
+}
+
+#[test]
+#[should_panic(expected = "did not finish")]
+fn must_finish_fails_a_future_that_never_finishes() {
+    util::runtime(Flavor::CurrentThread).block_on(util::must_finish(
+        std::time::Duration::from_millis(50),
+        std::future::pending::<()>(),
+    ));
+}

@@ -1,0 +1,232 @@
+//! Helpers shared by the test files: timeouts that also catch lost wakeups,
+//! fd flags as `fcntl` reports them, and a way to see that a thread is
+//! blocked in a syscall without sleeping for a guessed time.
+
+#![allow(dead_code, reason = "each test file uses a subset of the helpers")]
+
+use std::future::Future;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+
+/// The limit for an await that must finish: generous, since a loaded
+/// machine (or `taskset -c 0`) may be slow; correctness never depends on it.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Fails unless `elapsed` is clearly below `limit`.
+///
+/// A future whose waker was lost still completes when `tokio::time::timeout`
+/// polls it once more at the deadline; finishing at 90% of the limit or later
+/// is taken as that case.
+#[track_caller]
+fn assert_well_before(elapsed: Duration, limit: Duration, what: &str) {
+    assert!(
+        elapsed < limit.mul_f64(0.9),
+        "{what} finished only after {elapsed:?} of a {limit:?} limit: \
+         it was most likely woken by the timeout, not by its own waker"
+    );
+}
+
+/// Awaits `fut`, failing if it does not finish within `limit`, or if it
+/// finishes only at (90% or more of) the limit.
+pub async fn must_finish<F: Future>(limit: Duration, fut: F) -> F::Output {
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(limit, fut).await;
+    let elapsed = start.elapsed();
+    match outcome {
+        Ok(value) => {
+            assert_well_before(elapsed, limit, "the future");
+            value
+        }
+        Err(_) => panic!("the future did not finish within {limit:?} (a lost wakeup?)"),
+    }
+}
+
+/// [`must_finish`] with [`LIMIT`].
+pub async fn finish<F: Future>(fut: F) -> F::Output {
+    must_finish(LIMIT, fut).await
+}
+
+/// Receives from `rx`, failing on timeout, on a disconnected channel, or when
+/// the value only arrives at (90% or more of) the limit.
+#[track_caller]
+pub fn recv_within<T>(rx: &mpsc::Receiver<T>, limit: Duration) -> T {
+    let start = Instant::now();
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            assert_well_before(start.elapsed(), limit, "the receive");
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("nothing received within {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the sender hung up (its thread panicked?)")
+        }
+    }
+}
+
+/// The runtime flavor a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `Builder::new_current_thread`.
+    CurrentThread,
+    /// `Builder::new_multi_thread` with two workers.
+    MultiThread,
+}
+
+/// Builds a runtime of `flavor` with I/O and time enabled.
+pub fn runtime(flavor: Flavor) -> tokio::runtime::Runtime {
+    let mut builder = match flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    };
+    builder.enable_all().build().expect("build a tokio runtime")
+}
+
+/// The limit for a whole test run by [`must_return`] / [`run_isolated`].
+pub const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a thread of its own and returns its result, failing if it
+/// does not return within `limit` (or only at 90% of it).
+///
+/// A future that spins (is always ready to run, never pending) hangs the
+/// thread polling it, which no `tokio::time::timeout` can interrupt; this
+/// watchdog turns that into a test failure instead of a hung test run.
+#[track_caller]
+pub fn must_return<T, F>(limit: Duration, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // If the test thread gave up waiting, nobody cares about the result.
+        if tx.send(f()).is_err() {
+            eprintln!("a watched thread finished after its test gave up");
+        }
+    });
+    let start = Instant::now();
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            assert_well_before(start.elapsed(), limit, "the test body");
+            handle.join().expect("the watched thread");
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the test body did not return within {limit:?}: stuck in a busy loop or a lost wakeup")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => panic!("the watched thread ended without a result"),
+        },
+    }
+}
+
+/// Runs the future made by `f` on a fresh runtime of `flavor`, on a watched
+/// thread (see [`must_return`], with [`TEST_LIMIT`]).
+#[track_caller]
+pub fn run_isolated<F, Fut>(flavor: Flavor, f: F) -> Fut::Output
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future,
+    Fut::Output: Send + 'static,
+{
+    must_return(TEST_LIMIT, move || runtime(flavor).block_on(f()))
+}
+
+/// Whether `FD_CLOEXEC` is set, as `fcntl(F_GETFD)` reports it.
+pub fn is_cloexec(fd: impl AsFd) -> bool {
+    let bits = fcntl(fd.as_fd(), FcntlArg::F_GETFD).expect("fcntl(F_GETFD)");
+    FdFlag::from_bits_retain(bits).contains(FdFlag::FD_CLOEXEC)
+}
+
+/// Whether `O_NONBLOCK` is set, as `fcntl(F_GETFL)` reports it.
+pub fn is_nonblocking(fd: impl AsFd) -> bool {
+    let bits = fcntl(fd.as_fd(), FcntlArg::F_GETFL).expect("fcntl(F_GETFL)");
+    OFlag::from_bits_retain(bits).contains(OFlag::O_NONBLOCK)
+}
+
+/// Sets or clears `O_NONBLOCK` directly with `fcntl`, behind the crate's back.
+pub fn set_nonblocking(fd: impl AsFd, nonblocking: bool) {
+    let bits = fcntl(fd.as_fd(), FcntlArg::F_GETFL).expect("fcntl(F_GETFL)");
+    let mut flags = OFlag::from_bits_retain(bits);
+    flags.set(OFlag::O_NONBLOCK, nonblocking);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).expect("fcntl(F_SETFL)");
+}
+
+/// The syscall a thread is blocked in, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    /// `read(2)`.
+    Read,
+    /// `write(2)`.
+    Write,
+}
+
+impl Syscall {
+    fn number(self) -> i64 {
+        match self {
+            Syscall::Read => nix::libc::SYS_read,
+            Syscall::Write => nix::libc::SYS_write,
+        }
+    }
+}
+
+/// The calling thread's kernel thread id, to hand to
+/// [`wait_until_blocked_in`].
+pub fn thread_id() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+/// Waits until thread `tid` of this process sleeps inside `syscall` on `fd`,
+/// as `/proc/self/task/<tid>/syscall` and `/proc/self/task/<tid>/stat` show.
+///
+/// This proves the thread is blocked in the kernel rather than guessing it
+/// with a sleep: the short pauses between looks only give it time to get
+/// there, and the assertions that follow never depend on their length.
+///
+/// # Panics
+///
+/// If the thread is not seen blocked there within [`LIMIT`].
+#[track_caller]
+pub fn wait_until_blocked_in(tid: i32, syscall: Syscall, fd: impl AsRawFd) {
+    let fd = fd.as_raw_fd();
+    let start = Instant::now();
+    loop {
+        if is_blocked_in(tid, syscall, fd) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "thread {tid} was not seen blocked in {syscall:?} on fd {fd} within {LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn is_blocked_in(tid: i32, syscall: Syscall, fd: i32) -> bool {
+    let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let mut fields = line.split_whitespace();
+    let number = fields.next().and_then(|n| n.parse::<i64>().ok());
+    let first_arg = fields
+        .next()
+        .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    if number != Some(syscall.number()) || first_arg != Some(i64::from(fd)) {
+        return false;
+    }
+    // Inside the syscall is not enough: it must be asleep there ('S').
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may hold spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        == Some("S")
+}
