@@ -1,52 +1,17 @@
 //! `impl Stream for AsyncEventFd`: one item per successful read, never
 //! ending on its own.
 
+#[macro_use]
 mod util;
 
 use std::io::ErrorKind;
 use std::sync::Arc;
 
-use async_eventfd::{AsyncEventFd, EventFd};
+use async_eventfd::AsyncEventFd;
 use futures::{poll, Stream, StreamExt, TryStreamExt};
 use tokio_test::{assert_pending, assert_ready};
 
-use util::{finish, Flavor};
-
-/// Generates `name::current_thread` and `name::multi_thread` from one body.
-macro_rules! both_flavors {
-    ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
-        $(
-            $(#[$meta])*
-            mod $name {
-                #[allow(unused_imports, reason = "not every body uses every import")]
-                use super::*;
-
-                #[test]
-                fn current_thread() {
-                    util::run_isolated(Flavor::CurrentThread, || async $body)
-                }
-
-                #[test]
-                fn multi_thread() {
-                    util::run_isolated(Flavor::MultiThread, || async $body)
-                }
-            }
-        )*
-    };
-}
-
-fn new_efd() -> AsyncEventFd {
-    AsyncEventFd::new().expect("AsyncEventFd::new")
-}
-
-fn semaphore_efd(initial: u32) -> AsyncEventFd {
-    let efd = EventFd::builder()
-        .semaphore(true)
-        .initial(initial)
-        .build()
-        .expect("build a semaphore eventfd");
-    AsyncEventFd::try_from(efd).expect("register")
-}
+use util::{finish, new_efd, semaphore_efd, Flavor};
 
 /// The next item, which must come.
 async fn next_value(stream: &mut AsyncEventFd) -> u64 {

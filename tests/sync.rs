@@ -4,7 +4,7 @@
 mod util;
 
 use std::fmt::Debug;
-use std::io::{self, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -13,7 +13,9 @@ use std::thread;
 use async_eventfd::{EventFd, EventFdBuilder, MAX_COUNT};
 use nix::errno::Errno;
 
-use util::{is_cloexec, is_nonblocking, recv_within, thread_id, wait_until_blocked_in, Syscall};
+use util::{
+    assert_kind, is_cloexec, is_nonblocking, recv_within, thread_id, wait_until_blocked_in, Syscall,
+};
 
 fn nonblocking() -> EventFd {
     EventFd::new().expect("EventFd::new")
@@ -24,13 +26,6 @@ fn blocking() -> EventFd {
         .nonblocking(false)
         .build()
         .expect("build a blocking eventfd")
-}
-
-#[track_caller]
-fn assert_kind<T: Debug>(result: io::Result<T>, kind: ErrorKind) -> io::Error {
-    let err = result.expect_err("expected an error");
-    assert_eq!(err.kind(), kind, "unexpected error {err:?}");
-    err
 }
 
 #[track_caller]

@@ -6,6 +6,7 @@
 //! `util::finish`, which also fails when only the timeout's own re-poll
 //! completed it. "Pending" is proven by polling once, never by sleeping.
 
+#[macro_use]
 mod util;
 
 use std::fmt::Debug;
@@ -20,50 +21,7 @@ use futures::poll;
 use nix::errno::Errno;
 use tokio_test::{assert_pending, assert_ready};
 
-use util::{finish, is_cloexec, is_nonblocking, Flavor};
-
-/// Generates `name::current_thread` and `name::multi_thread` from one body.
-macro_rules! both_flavors {
-    ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
-        $(
-            $(#[$meta])*
-            mod $name {
-                #[allow(unused_imports, reason = "not every body uses every import")]
-                use super::*;
-
-                #[test]
-                fn current_thread() {
-                    util::run_isolated(Flavor::CurrentThread, || async $body)
-                }
-
-                #[test]
-                fn multi_thread() {
-                    util::run_isolated(Flavor::MultiThread, || async $body)
-                }
-            }
-        )*
-    };
-}
-
-fn new_efd() -> AsyncEventFd {
-    AsyncEventFd::new().expect("AsyncEventFd::new")
-}
-
-fn semaphore_efd(initial: u32) -> AsyncEventFd {
-    let efd = EventFd::builder()
-        .semaphore(true)
-        .initial(initial)
-        .build()
-        .expect("build a semaphore eventfd");
-    AsyncEventFd::try_from(efd).expect("register")
-}
-
-#[track_caller]
-fn assert_kind<T: Debug>(result: io::Result<T>, kind: ErrorKind) -> io::Error {
-    let err = result.expect_err("expected an error");
-    assert_eq!(err.kind(), kind, "unexpected error {err:?}");
-    err
-}
+use util::{assert_kind, finish, is_cloexec, is_nonblocking, new_efd, semaphore_efd, Flavor};
 
 #[track_caller]
 fn assert_empty(efd: &AsyncEventFd) {

@@ -4,7 +4,9 @@
 
 #![allow(dead_code, reason = "each test file uses a subset of the helpers")]
 
+use std::fmt::Debug;
 use std::future::Future;
+use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -229,4 +231,55 @@ fn is_blocked_in(tid: i32, syscall: Syscall, fd: i32) -> bool {
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next())
         == Some("S")
+}
+
+/// Generates `name::current_thread` and `name::multi_thread` from one async
+/// body, each run by [`run_isolated`] on a fresh runtime of that flavor.
+#[cfg(feature = "tokio")]
+#[allow(unused_macros, reason = "only the async test files use it")]
+macro_rules! both_flavors {
+    ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports, reason = "not every body uses every import")]
+                use super::*;
+
+                #[test]
+                fn current_thread() {
+                    util::run_isolated(util::Flavor::CurrentThread, || async $body)
+                }
+
+                #[test]
+                fn multi_thread() {
+                    util::run_isolated(util::Flavor::MultiThread, || async $body)
+                }
+            }
+        )*
+    };
+}
+
+/// Asserts that `result` is an error of `kind`, and returns it.
+#[track_caller]
+pub fn assert_kind<T: Debug>(result: io::Result<T>, kind: ErrorKind) -> io::Error {
+    let err = result.expect_err("expected an error");
+    assert_eq!(err.kind(), kind, "unexpected error {err:?}");
+    err
+}
+
+/// A fresh `AsyncEventFd` in counter mode on the current runtime.
+#[cfg(feature = "tokio")]
+pub fn new_efd() -> async_eventfd::AsyncEventFd {
+    async_eventfd::AsyncEventFd::new().expect("AsyncEventFd::new")
+}
+
+/// A semaphore-mode `AsyncEventFd` holding `initial` units.
+#[cfg(feature = "tokio")]
+pub fn semaphore_efd(initial: u32) -> async_eventfd::AsyncEventFd {
+    let efd = async_eventfd::EventFd::builder()
+        .semaphore(true)
+        .initial(initial)
+        .build()
+        .expect("build a semaphore eventfd");
+    async_eventfd::AsyncEventFd::try_from(efd).expect("register")
 }
