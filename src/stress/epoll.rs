@@ -33,6 +33,18 @@ fn epoll_with(ctx: &Ctx, fds: &[(BorrowedFd<'_>, EpollFlags, u64)]) -> Option<Ep
     Some(ep)
 }
 
+/// An epoll instance watching `efd` with `flags` (token `DATA`) and the
+/// scenario's stop fd, level-triggered (token `STOP`).
+fn epoll_on(ctx: &Ctx, efd: &EventFd, flags: EpollFlags, stop: &EventFd) -> Option<Epoll> {
+    epoll_with(
+        ctx,
+        &[
+            (efd.as_fd(), flags, DATA),
+            (stop.as_fd(), EpollFlags::EPOLLIN, STOP),
+        ],
+    )
+}
+
 /// Waits on `ep` (no short timeout: the watchdog judges liveness). Returns
 /// the number of events, or `None` when the waiter should exit.
 fn wait(
@@ -132,13 +144,7 @@ pub(super) fn s1(ctx: &Ctx) {
     let Some(stop) = ctx.ok(EventFd::new(), "stop eventfd") else {
         return;
     };
-    let Some(ep) = epoll_with(
-        ctx,
-        &[
-            (efd.as_fd(), EpollFlags::EPOLLIN, DATA),
-            (stop.as_fd(), EpollFlags::EPOLLIN, STOP),
-        ],
-    ) else {
+    let Some(ep) = epoll_on(ctx, &efd, EpollFlags::EPOLLIN, &stop) else {
         return;
     };
     let watch = Watch::one(efd.as_fd(), nr, "reader");
@@ -206,13 +212,7 @@ pub(super) fn s2(ctx: &Ctx) {
         return;
     };
     let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-    let Some(ep) = epoll_with(
-        ctx,
-        &[
-            (efd.as_fd(), et, DATA),
-            (stop.as_fd(), EpollFlags::EPOLLIN, STOP),
-        ],
-    ) else {
+    let Some(ep) = epoll_on(ctx, &efd, et, &stop) else {
         return;
     };
     let Some(ack_ep) = epoll_with(
@@ -343,13 +343,7 @@ pub(super) fn s4(ctx: &Ctx) {
         return;
     };
     let oneshot = EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT;
-    let Some(ep) = epoll_with(
-        ctx,
-        &[
-            (efd.as_fd(), oneshot, DATA),
-            (stop.as_fd(), EpollFlags::EPOLLIN, STOP),
-        ],
-    ) else {
+    let Some(ep) = epoll_on(ctx, &efd, oneshot, &stop) else {
         return;
     };
     let watch = Watch::one(efd.as_fd(), nr, "waiter");
@@ -460,13 +454,7 @@ pub(super) fn s5(ctx: &Ctx) {
     let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
     let mut eps = Vec::new();
     for _ in 0..nr {
-        let Some(ep) = epoll_with(
-            ctx,
-            &[
-                (efd.as_fd(), exclusive, DATA),
-                (stop.as_fd(), EpollFlags::EPOLLIN, STOP),
-            ],
-        ) else {
+        let Some(ep) = epoll_on(ctx, &efd, exclusive, &stop) else {
             return;
         };
         eps.push(ep);
@@ -586,13 +574,7 @@ pub(super) fn s7(ctx: &Ctx) {
     let Some(stop) = ctx.ok(EventFd::new(), "stop eventfd") else {
         return;
     };
-    let Some(ep) = epoll_with(
-        ctx,
-        &[
-            (efd.as_fd(), EpollFlags::EPOLLIN, DATA),
-            (stop.as_fd(), EpollFlags::EPOLLIN, STOP),
-        ],
-    ) else {
+    let Some(ep) = epoll_on(ctx, &efd, EpollFlags::EPOLLIN, &stop) else {
         return;
     };
     let watch = Watch::one(efd.as_fd(), nr, "waiter");
