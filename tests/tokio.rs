@@ -193,16 +193,7 @@ both_flavors! {
         const THREADS: u64 = 4;
         const ADDS: u64 = 500;
         let efd = new_efd();
-        let writers: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let writer = efd.get_ref().try_clone().expect("try_clone");
-                std::thread::spawn(move || {
-                    for _ in 0..ADDS {
-                        writer.add(1).expect("add from a plain thread");
-                    }
-                })
-            })
-            .collect();
+        let writers = util::thread_writers(efd.get_ref(), THREADS, ADDS);
         let mut total = 0;
         while total < THREADS * ADDS {
             let n = finish(efd.read()).await.expect("read");
@@ -472,16 +463,7 @@ both_flavors! {
                 })
             })
             .collect();
-        let writers: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let writer = efd.get_ref().try_clone().expect("try_clone");
-                std::thread::spawn(move || {
-                    for _ in 0..ADDS {
-                        writer.add(1).expect("add");
-                    }
-                })
-            })
-            .collect();
+        let writers = util::thread_writers(efd.get_ref(), THREADS, ADDS);
         let mut total = 0;
         while total < THREADS * ADDS {
             let n = finish(rx.recv()).await.expect("a reader reports");

@@ -283,3 +283,22 @@ pub fn semaphore_efd(initial: u32) -> async_eventfd::AsyncEventFd {
         .expect("build a semaphore eventfd");
     async_eventfd::AsyncEventFd::try_from(efd).expect("register")
 }
+
+/// Starts `threads` plain threads, each adding 1 `adds` times to a clone of
+/// `efd`; join them to see that every add succeeded.
+pub fn thread_writers(
+    efd: &async_eventfd::EventFd,
+    threads: u64,
+    adds: u64,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|_| {
+            let writer = efd.try_clone().expect("try_clone");
+            std::thread::spawn(move || {
+                for _ in 0..adds {
+                    writer.add(1).expect("add from a plain thread");
+                }
+            })
+        })
+        .collect()
+}
