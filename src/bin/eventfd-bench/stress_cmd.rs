@@ -43,7 +43,8 @@ OPTIONS:
 Every scenario checks conservation (the sum of all reads equals the sum of all
 adds, exactly) and liveness (no count stays pending for T while nobody wakes;
 a watchdog reports the count left and the waiters asleep). Per scenario the
-output gives adds, reads, wakeups, spurious wakeups (woke and found nothing),
+output gives add and read calls, the sum read (always equal to the sum added when
+the verdict is PASS), wakeups, spurious wakeups (woke and found nothing),
 the longest wait seen while a count was pending, and PASS or FAIL. The exit
 status is 0 if every scenario passed, 1 if any failed, 2 for bad arguments.
 
@@ -194,14 +195,25 @@ fn fmt_wait(d: Duration) -> String {
     }
 }
 
+/// A sum of counts: exact while it fits the column, else in powers of ten
+/// (scenarios that add `MAX_COUNT` reach 10^21).
+fn fmt_sum(sum: u128) -> String {
+    if sum < 10u128.pow(14) {
+        sum.to_string()
+    } else {
+        format!("{:.4e}", sum as f64)
+    }
+}
+
 fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<4} {:<32} {:>6} {:>22} {:>22} {:>9} {:>9} {:>12} {:>8}  {}\n",
+        "{:<4} {:<32} {:>6} {:>9} {:>9} {:>14} {:>9} {:>9} {:>12} {:>8}  {}\n",
         "id",
         "scenario",
         "rounds",
         "adds",
         "reads",
+        "sum read",
         "wakeups",
         "spurious",
         "max pending",
@@ -210,12 +222,13 @@ fn table(reports: &[Report]) -> String {
     );
     for r in reports {
         out.push_str(&format!(
-            "{:<4} {:<32} {:>6} {:>22} {:>22} {:>9} {:>9} {:>12} {:>8}  {}\n",
+            "{:<4} {:<32} {:>6} {:>9} {:>9} {:>14} {:>9} {:>9} {:>12} {:>8}  {}\n",
             r.id,
             r.name,
             r.rounds,
-            r.adds,
-            r.reads,
+            r.add_calls,
+            r.read_calls,
+            fmt_sum(r.reads),
             r.wakeups,
             r.spurious,
             fmt_wait(r.max_pending_wait),
