@@ -52,7 +52,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 
@@ -103,7 +103,9 @@ pub struct AsyncEventFd {
     /// The runtime the fd is registered with; a waiting `add` registers its
     /// write wait there, whichever executor polls it.
     handle: Handle,
-    semaphore: bool,
+    /// Semaphore mode, or a mode the kernel did not tell: a successful read
+    /// may leave a count behind, so it must not clear readiness.
+    read_may_leave_count: bool,
     /// The write registration of a `poll_add` that is waiting for room.
     poll_writer: PollWriter,
     /// Whether `read` tries the syscall before waiting for readiness.
@@ -181,22 +183,12 @@ impl AsyncEventFd {
     /// after it: a dropped `read()` future has either not read (the count
     /// stays in the counter for the next reader) or has already returned.
     pub async fn read(&self) -> io::Result<u64> {
-        if self.speculation.should_try() {
-            if let Some(done) = poll_fn(|cx| self.poll_speculative_read(cx)).await {
-                return done;
-            }
+        if let Some(done) = poll_fn(|cx| self.poll_speculative_read(cx)).await {
+            return done;
         }
         loop {
-            let mut guard = self.inner.readable().await?;
-            match guard.get_inner().read() {
-                Ok(value) => {
-                    if !self.semaphore {
-                        guard.clear_ready();
-                    }
-                    return Ok(value);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => return Err(e),
+            if let Some(done) = self.read_when_ready(self.inner.readable().await?) {
+                return done;
             }
         }
     }
@@ -316,22 +308,12 @@ impl AsyncEventFd {
     ///
     /// As [`read`](AsyncEventFd::read).
     pub fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        if self.speculation.should_try() {
-            if let Some(done) = ready!(self.poll_speculative_read(cx)) {
-                return Poll::Ready(done);
-            }
+        if let Some(done) = ready!(self.poll_speculative_read(cx)) {
+            return Poll::Ready(done);
         }
         loop {
-            let mut guard = ready!(self.inner.poll_read_ready(cx))?;
-            match guard.get_inner().read() {
-                Ok(value) => {
-                    if !self.semaphore {
-                        guard.clear_ready();
-                    }
-                    return Poll::Ready(Ok(value));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => return Poll::Ready(Err(e)),
+            if let Some(done) = self.read_when_ready(ready!(self.inner.poll_read_ready(cx))?) {
+                return Poll::Ready(done);
             }
         }
     }
@@ -428,12 +410,41 @@ impl AsyncEventFd {
         self.inner.into_inner()
     }
 
-    /// One read before waiting for readiness: `Some` with the result if the
-    /// counter was non-zero (or the read failed otherwise), `None` on
-    /// `WouldBlock`. Fails like a waiting read once the runtime has shut down,
-    /// and respects tokio's cooperative budget (a task whose reads keep
-    /// succeeding still yields now and then).
+    /// One read under a readiness guard: `Some` with the result, or `None`
+    /// when the counter was empty (readiness is then cleared: wait again).
+    ///
+    /// This is where readiness is cleared (see the module docs): after
+    /// `WouldBlock`, and after a successful read only when that read took the
+    /// whole counter.
+    fn read_when_ready(
+        &self,
+        mut guard: AsyncFdReadyGuard<'_, EventFd>,
+    ) -> Option<io::Result<u64>> {
+        match guard.get_inner().read() {
+            Ok(value) => {
+                if !self.read_may_leave_count {
+                    guard.clear_ready();
+                }
+                Some(Ok(value))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                guard.clear_ready();
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// One read before waiting for readiness, when [`Speculation`] says it
+    /// pays: `Some` with the result if the counter was non-zero (or the read
+    /// failed otherwise), `None` on `WouldBlock` or when not speculating.
+    /// Fails like a waiting read once the runtime has shut down, and respects
+    /// tokio's cooperative budget (a task whose reads keep succeeding still
+    /// yields now and then).
     fn poll_speculative_read(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<u64>>> {
+        if !self.speculation.should_try() {
+            return Poll::Ready(None);
+        }
         if let Poll::Ready(Err(e)) = self.poll_runtime(cx) {
             return Poll::Ready(Some(Err(e)));
         }
@@ -711,7 +722,7 @@ impl TryFrom<EventFd> for AsyncEventFd {
         efd.set_nonblocking(true)?;
         // An adopted fd whose mode the kernel does not tell counts as
         // semaphore mode: never clearing after a read is always safe.
-        let semaphore = efd.may_be_semaphore();
+        let read_may_leave_count = efd.may_be_semaphore();
         // SAFETY: the `AsyncFd` owns `efd`, whose `OwnedFd` stays open and is
         // never replaced while registered (`AsyncEventFd` offers no `get_mut`),
         // so `as_raw_fd` keeps returning the same open fd until the `AsyncFd`
@@ -722,7 +733,7 @@ impl TryFrom<EventFd> for AsyncEventFd {
         Ok(AsyncEventFd {
             inner,
             handle,
-            semaphore,
+            read_may_leave_count,
             poll_writer: PollWriter::default(),
             speculation: Speculation::default(),
         })
