@@ -112,8 +112,12 @@ impl Side for Ends<Arc<AsyncEventFd>> {
     }
 }
 
+/// A counter and a `Notify`: `notify_one` keeps a permit, so no wakeup is lost.
 #[derive(Default)]
-struct NotifyCell(Notify, AtomicU64);
+struct NotifyCell {
+    notify: Notify,
+    count: AtomicU64,
+}
 
 impl Pair for Arc<NotifyCell> {
     fn make() -> io::Result<Self> {
@@ -124,35 +128,35 @@ impl Pair for Arc<NotifyCell> {
 impl Side for Ends<Arc<NotifyCell>> {
     async fn wait(&self) -> io::Result<u64> {
         loop {
-            let v = self.0 .1.swap(0, Ordering::AcqRel);
+            let v = self.0.count.swap(0, Ordering::AcqRel);
             if v > 0 {
                 return Ok(v);
             }
-            self.0 .0.notified().await;
+            self.0.notify.notified().await;
         }
     }
     async fn signal(&self) -> io::Result<()> {
-        self.1 .1.fetch_add(1, Ordering::AcqRel);
-        self.1 .0.notify_one();
+        self.1.count.fetch_add(1, Ordering::AcqRel);
+        self.1.notify.notify_one();
         Ok(())
     }
 }
 
-fn register(interest: Interest) -> io::Result<Arc<AsyncFd<EventFd>>> {
+fn register(interest: Interest) -> io::Result<AsyncFd<EventFd>> {
     let efd = EventFd::new()?;
     // SAFETY: the `AsyncFd` owns `efd`; its fd stays open and unchanged until
     // the `AsyncFd` is dropped.
     #[allow(unsafe_code, reason = "tokio's registration is unsafe since 1.53.3")]
     let afd = unsafe { AsyncFd::register_with_interest(efd, interest) };
-    afd.map(Arc::new).map_err(|e| e.into_parts().1)
+    afd.map_err(|e| e.into_parts().1)
 }
 
 /// Hand-written, READABLE|WRITABLE, readiness cleared only on `WouldBlock`.
-struct Rw(Arc<AsyncFd<EventFd>>);
+struct Rw(AsyncFd<EventFd>);
 
-impl Pair for Rw {
+impl Pair for Arc<Rw> {
     fn make() -> io::Result<Self> {
-        register(Interest::READABLE | Interest::WRITABLE).map(Rw)
+        register(Interest::READABLE | Interest::WRITABLE).map(|afd| Arc::new(Rw(afd)))
     }
 }
 
@@ -176,11 +180,11 @@ impl Side for Ends<Arc<Rw>> {
 }
 
 /// Hand-written, READABLE only, readiness cleared after a draining read.
-struct ROnly(Arc<AsyncFd<EventFd>>);
+struct ROnly(AsyncFd<EventFd>);
 
-impl Pair for ROnly {
+impl Pair for Arc<ROnly> {
     fn make() -> io::Result<Self> {
-        register(Interest::READABLE).map(ROnly)
+        register(Interest::READABLE).map(|afd| Arc::new(ROnly(afd)))
     }
 }
 
@@ -200,18 +204,6 @@ impl Side for Ends<Arc<ROnly>> {
     }
     async fn signal(&self) -> io::Result<()> {
         self.1 .0.get_ref().add(1)
-    }
-}
-
-impl Pair for Arc<Rw> {
-    fn make() -> io::Result<Self> {
-        Rw::make().map(Arc::new)
-    }
-}
-
-impl Pair for Arc<ROnly> {
-    fn make() -> io::Result<Self> {
-        ROnly::make().map(Arc::new)
     }
 }
 

@@ -117,6 +117,16 @@ pub(crate) trait Kind {
     fn make() -> io::Result<Chan<Self::R, Self::T>>;
 }
 
+/// A channel whose receiving and sending ends share one fd object, and
+/// whose plain-thread sender writes to that fd.
+fn shared_fd<F: AsRawFd, E>(fd: Arc<F>, end: impl Fn(Arc<F>) -> E) -> Chan<E, E> {
+    Chan {
+        sync: SyncTx::Fd(fd.as_raw_fd()),
+        rx: end(Arc::clone(&fd)),
+        tx: end(fd),
+    }
+}
+
 /// Calls `$f::<Kind>($args)` for the kind of `$impl`.
 macro_rules! dispatch {
     ($impl:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
@@ -153,13 +163,7 @@ impl Kind for CrateKind {
     type R = CrateEnd;
     type T = CrateEnd;
     fn make() -> io::Result<Chan<CrateEnd, CrateEnd>> {
-        let efd = Arc::new(AsyncEventFd::new()?);
-        let sync = SyncTx::Fd(efd.as_raw_fd());
-        Ok(Chan {
-            rx: CrateEnd(Arc::clone(&efd)),
-            tx: CrateEnd(efd),
-            sync,
-        })
+        Ok(shared_fd(Arc::new(AsyncEventFd::new()?), CrateEnd))
     }
 }
 
@@ -258,12 +262,7 @@ impl Kind for AsyncFdRwKind {
     type T = AsyncFdRwEnd;
     fn make() -> io::Result<Chan<AsyncFdRwEnd, AsyncFdRwEnd>> {
         let afd = register(Interest::READABLE | Interest::WRITABLE)?;
-        let sync = SyncTx::Fd(afd.as_raw_fd());
-        Ok(Chan {
-            rx: AsyncFdRwEnd(Arc::clone(&afd)),
-            tx: AsyncFdRwEnd(afd),
-            sync,
-        })
+        Ok(shared_fd(afd, AsyncFdRwEnd))
     }
 }
 
@@ -301,13 +300,7 @@ impl Kind for AsyncFdRKind {
     type R = AsyncFdREnd;
     type T = AsyncFdREnd;
     fn make() -> io::Result<Chan<AsyncFdREnd, AsyncFdREnd>> {
-        let afd = register(Interest::READABLE)?;
-        let sync = SyncTx::Fd(afd.as_raw_fd());
-        Ok(Chan {
-            rx: AsyncFdREnd(Arc::clone(&afd)),
-            tx: AsyncFdREnd(afd),
-            sync,
-        })
+        Ok(shared_fd(register(Interest::READABLE)?, AsyncFdREnd))
     }
 }
 

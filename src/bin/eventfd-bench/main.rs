@@ -140,7 +140,7 @@ fn positive(s: &str) -> Option<usize> {
 }
 
 /// `10s`, `200ms`, `1.5s`, `2m`.
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+fn parse_duration(s: &str) -> Option<Duration> {
     let (num, unit) = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .map_or((s, "s"), |i| s.split_at(i));
@@ -170,6 +170,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
                 .or_else(|| it.next().cloned())
                 .ok_or_else(|| Usage(format!("{name} needs a value ({what})")))
         };
+        let count = |v: String| {
+            positive(&v)
+                .ok_or_else(|| Usage(format!("{name}: expected a positive integer, got `{v}`")))
+        };
         match name {
             "--json" => o.json = true,
             "--syscalls" => o.syscalls = true,
@@ -183,19 +187,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
                 o.flavors = Flavor::parse(&v)
                     .ok_or_else(|| Usage(format!("--flavor: expected ct|mt|both, got `{v}`")))?;
             }
-            "--rounds" => {
-                o.rounds = positive(&value("a count")?)
-                    .ok_or_else(|| Usage("--rounds: expected a positive integer".into()))?;
-            }
-            "--rts" => {
-                o.rts = positive(&value("a count")?)
-                    .ok_or_else(|| Usage("--rts: expected a positive integer".into()))?;
-            }
+            "--rounds" => o.rounds = count(value("a count")?)?,
+            "--rts" => o.rts = count(value("a count")?)?,
             "--warmup" => {
-                o.warmup = value("a count")?
+                let v = value("a count")?;
+                o.warmup = v
                     .replace('_', "")
                     .parse()
-                    .map_err(|_| Usage("--warmup: expected an integer".into()))?;
+                    .map_err(|_| Usage(format!("--warmup: expected an integer, got `{v}`")))?;
             }
             "--impl" => {
                 let mut list = parse_list(&value("a list")?, "implementation", Impl::parse)?;
@@ -238,25 +237,25 @@ fn main() -> ExitCode {
         print!("{HELP}");
         return ExitCode::SUCCESS;
     }
-    let opts = match parse_opts(&args[1..]) {
-        Ok(o) => o,
-        Err(Usage(msg)) => return usage_error(&msg),
-    };
-    let result = match command.as_str() {
-        "latency" | "thread-task" if opts.one.is_some() => one(&opts),
-        "latency" => latency(&opts, false),
-        "thread-task" => latency(&opts, true),
-        "throughput" => throughput(&opts),
-        "scale" => scale(&opts),
+    let run: fn(&Opts) -> std::io::Result<ExitCode> = match command.as_str() {
+        "latency" => |o| latency(o, false),
+        "thread-task" => |o| latency(o, true),
+        "throughput" => throughput,
+        "scale" => scale,
         other => return usage_error(&format!("unknown command `{other}`")),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("eventfd-bench: {e}");
-            ExitCode::FAILURE
-        }
+    match parse_opts(&args[1..]) {
+        Ok(opts) => exit_code(run(&opts)),
+        Err(Usage(msg)) => usage_error(&msg),
     }
+}
+
+/// The exit status of a measurement; an I/O error is printed, status 1.
+fn exit_code(result: std::io::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("eventfd-bench: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -274,13 +273,7 @@ fn tour() -> ExitCode {
         warmup: 500,
         ..Opts::default()
     };
-    let code = match latency(&opts, false) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("eventfd-bench: {e}");
-            ExitCode::FAILURE
-        }
-    };
+    let code = exit_code(latency(&opts, false));
     if stress_ok {
         code
     } else {
@@ -290,11 +283,9 @@ fn tour() -> ExitCode {
 }
 
 /// Hidden `--one`: run a single subject, print nothing (perf counts us).
-fn one(opts: &Opts) -> std::io::Result<ExitCode> {
-    if let Some(subject) = opts.one {
-        for &flavor in &opts.flavors {
-            run::latency(subject, flavor, opts.pin, opts.rts, opts.warmup)?;
-        }
+fn one(subject: Subject, opts: &Opts) -> std::io::Result<ExitCode> {
+    for &flavor in &opts.flavors {
+        run::latency(subject, flavor, opts.pin, opts.rts, opts.warmup)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -319,41 +310,56 @@ fn latency_rows(opts: &Opts, thread_task: bool) -> Vec<(Subject, Option<Flavor>)
     rows
 }
 
-fn rotated<T: Clone>(items: &[T], by: usize) -> Vec<T> {
-    let mut v = items.to_vec();
-    if !v.is_empty() {
-        let n = by % v.len();
-        v.rotate_left(n);
-    }
-    v
-}
-
-fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
-    let rows = latency_rows(opts, thread_task);
-    let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); rows.len()];
-    let mut progress = Progress::new(rows.len() * opts.rounds);
-    for round in 0..opts.rounds {
-        let order: Vec<usize> = rotated(&(0..rows.len()).collect::<Vec<_>>(), round);
-        for i in order {
-            let (subject, flavor) = rows[i];
-            progress.step(&format!(
-                "round {}/{}: {} {}",
-                round + 1,
-                opts.rounds,
-                subject.name(),
-                flavor.map_or("", Flavor::name)
-            ));
-            let samples = run::latency(
-                subject,
-                flavor.unwrap_or(Flavor::Ct),
-                opts.pin,
-                opts.rts,
-                opts.warmup,
-            )?;
-            rounds[i].push(Stats::of(samples));
+/// Measures each key once per round, for `rounds` rounds; each round starts
+/// one key later than the one before, so no key always runs first. Returns
+/// each key's results in round order. `label` names a key in the progress line.
+fn interleaved<K: Copy, R>(
+    keys: &[K],
+    rounds: usize,
+    label: impl Fn(K) -> String,
+    mut measure: impl FnMut(K) -> std::io::Result<R>,
+) -> std::io::Result<Vec<Vec<R>>> {
+    let mut results: Vec<Vec<R>> = keys.iter().map(|_| Vec::with_capacity(rounds)).collect();
+    let mut progress = Progress::new(keys.len() * rounds);
+    for round in 0..rounds {
+        for k in 0..keys.len() {
+            let i = (round + k) % keys.len();
+            progress.step(&format!("round {}/{rounds}: {}", round + 1, label(keys[i])));
+            results[i].push(measure(keys[i])?);
         }
     }
     progress.finish();
+    Ok(results)
+}
+
+/// The rows of the `throughput` and `scale` tables: every flavor, count
+/// (writers or fds) and implementation.
+fn grid(opts: &Opts, counts: &[usize]) -> Vec<(Flavor, usize, Impl)> {
+    let mut keys = Vec::new();
+    for &flavor in &opts.flavors {
+        for &n in counts {
+            for &imp in &opts.impls {
+                keys.push((flavor, n, imp));
+            }
+        }
+    }
+    keys
+}
+
+fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
+    if let Some(subject) = opts.one {
+        return one(subject, opts);
+    }
+    let rows = latency_rows(opts, thread_task);
+    let rounds = interleaved(
+        &rows,
+        opts.rounds,
+        |(subject, flavor)| format!("{} {}", subject.name(), flavor.map_or("", Flavor::name)),
+        |(subject, flavor)| {
+            let flavor = flavor.unwrap_or(Flavor::Ct);
+            run::latency(subject, flavor, opts.pin, opts.rts, opts.warmup).map(Stats::of)
+        },
+    )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
     let counts: Vec<Option<Result<Counts, String>>> = if opts.syscalls {
         let mut p = Progress::new(rows.len());
@@ -373,12 +379,14 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
     } else {
         vec![None; rows.len()]
     };
-    let reference = |flavor: Option<Flavor>, subject: Subject| -> f64 {
-        let base = if thread_task {
-            Subject::ThreadTask(Impl::Crate)
-        } else {
-            subject.reference()
-        };
+    // Every row, floors included, is compared with the crate's row of its
+    // flavor (the floors, which have none, with the current-thread one).
+    let base = if thread_task {
+        Subject::ThreadTask(Impl::Crate)
+    } else {
+        Subject::TaskTask(Impl::Crate)
+    };
+    let reference = |flavor: Option<Flavor>| -> f64 {
         let want = (base, Some(flavor.unwrap_or(Flavor::Ct)));
         rows.iter()
             .position(|&r| r == want)
@@ -405,7 +413,7 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
                     "p99_ns": s.p99,
                     "p999_ns": s.p999,
                     "max_ns": s.max,
-                    "p50_vs_crate": finite(s.p50 / reference(flavor, subject)),
+                    "p50_vs_crate": finite(s.p50 / reference(flavor)),
                     "syscalls_per_rt": c.as_ref().map(|c| match c {
                         Ok(c) => c.to_json(),
                         Err(e) => json!({ "error": e }),
@@ -435,7 +443,7 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
         "p50 vs crate",
     ];
     if opts.syscalls {
-        header.extend(["sys/RT", "read", "write", "epoll_wait", "EAGAIN", "futex"]);
+        header.extend(syscalls::columns());
     }
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -450,11 +458,11 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
                 ns(s.p99),
                 ns(s.p999),
                 ns(s.max),
-                ratio(s.p50 / reference(flavor, subject)),
+                ratio(s.p50 / reference(flavor)),
             ];
             match c {
                 Some(Ok(c)) => row.extend(c.cells()),
-                Some(Err(_)) => row.extend(std::iter::repeat_n("?".to_string(), 6)),
+                Some(Err(_)) => row.extend(syscalls::columns().map(|_| "?".to_string())),
                 None => {}
             }
             row
@@ -492,30 +500,14 @@ fn finite(v: f64) -> Value {
 }
 
 fn throughput(opts: &Opts) -> std::io::Result<ExitCode> {
-    let mut keys = Vec::new();
-    for &flavor in &opts.flavors {
-        for &w in &opts.writers {
-            for &imp in &opts.impls {
-                keys.push((flavor, w, imp));
-            }
-        }
-    }
+    let keys = grid(opts, &opts.writers);
     let rounds = opts.rounds.min(3);
-    let mut results: Vec<Vec<run::Throughput>> = vec![Vec::new(); keys.len()];
-    let mut progress = Progress::new(keys.len() * rounds);
-    for round in 0..rounds {
-        for i in rotated(&(0..keys.len()).collect::<Vec<_>>(), round) {
-            let (flavor, w, imp) = keys[i];
-            progress.step(&format!(
-                "round {}/{rounds}: {} {} writers={w}",
-                round + 1,
-                imp.name(),
-                flavor.name()
-            ));
-            results[i].push(run::throughput(imp, flavor, opts.pin, w, opts.duration)?);
-        }
-    }
-    progress.finish();
+    let results = interleaved(
+        &keys,
+        rounds,
+        |(flavor, w, imp)| format!("{} {} writers={w}", imp.name(), flavor.name()),
+        |(flavor, w, imp)| run::throughput(imp, flavor, opts.pin, w, opts.duration),
+    )?;
     struct Row {
         adds_s: f64,
         reads_s: f64,
@@ -627,32 +619,17 @@ fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
             ok
         })
         .collect();
-    let mut keys = Vec::new();
-    for &flavor in &opts.flavors {
-        for &n in &fds {
-            for &imp in &opts.impls {
-                keys.push((flavor, n, imp));
-            }
-        }
-    }
+    let keys = grid(opts, &fds);
     let rounds = opts.rounds.min(5);
     let rts = opts.rts.min(5_000);
-    let mut results: Vec<Vec<Stats>> = vec![Vec::new(); keys.len()];
-    let mut progress = Progress::new(keys.len() * rounds);
-    for round in 0..rounds {
-        for i in rotated(&(0..keys.len()).collect::<Vec<_>>(), round) {
-            let (flavor, n, imp) = keys[i];
-            progress.step(&format!(
-                "round {}/{rounds}: {} {} fds={n}",
-                round + 1,
-                imp.name(),
-                flavor.name()
-            ));
-            let samples = run::scale(imp, flavor, opts.pin, n, rts, opts.warmup.min(rts))?;
-            results[i].push(Stats::of(samples));
-        }
-    }
-    progress.finish();
+    let results = interleaved(
+        &keys,
+        rounds,
+        |(flavor, n, imp)| format!("{} {} fds={n}", imp.name(), flavor.name()),
+        |(flavor, n, imp)| {
+            run::scale(imp, flavor, opts.pin, n, rts, opts.warmup.min(rts)).map(Stats::of)
+        },
+    )?;
     let stats: Vec<Stats> = results.iter().map(|r| Stats::median_of(r)).collect();
     let find = |k: (Flavor, usize, Impl)| {
         keys.iter()

@@ -2,6 +2,7 @@
 //! implementation ([`Kind`]). Each runs on fresh threads and a fresh runtime,
 //! so pinning and runtime state never leak from one measurement to the next.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -63,7 +64,7 @@ impl Subject {
         }
     }
 
-    /// The key used by `--one` (no spaces).
+    /// What the row measures, in words (for `--json`).
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Subject::TaskTask(i) | Subject::ThreadTask(i) => i.describe(),
@@ -72,6 +73,7 @@ impl Subject {
         }
     }
 
+    /// The key used by `--one` (no spaces).
     pub(crate) fn key(self) -> String {
         match self {
             Subject::TaskTask(i) => i.name().to_string(),
@@ -89,14 +91,6 @@ impl Subject {
                 Some(rest) => Impl::parse(rest).map(Subject::ThreadTask),
                 None => Impl::parse(s).map(Subject::TaskTask),
             },
-        }
-    }
-
-    /// The implementation this row is compared against (ratio 1.00).
-    pub(crate) fn reference(self) -> Subject {
-        match self {
-            Subject::ThreadTask(_) => Subject::ThreadTask(Impl::Crate),
-            _ => Subject::TaskTask(Impl::Crate),
         }
     }
 }
@@ -130,6 +124,24 @@ fn on_thread<T: Send + 'static>(
     .map_err(|_| io::Error::other("benchmark thread panicked"))?
 }
 
+/// Runs the future that `f` makes on a fresh runtime of `flavor`, itself on a
+/// fresh thread pinned to side 0 (see [`on_thread`]). The runtime, and with it
+/// every task still alive, is gone before the result is returned.
+fn on_runtime<T, F>(
+    flavor: Flavor,
+    pin: Pin,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = io::Result<T>>,
+{
+    on_thread(pin, move || {
+        let rt = runtime(flavor, pin)?;
+        rt.block_on(f())
+    })
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -156,43 +168,40 @@ pub(crate) fn latency(
 }
 
 fn task_task<K: Kind>(flavor: Flavor, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
-    on_thread(pin, move || {
-        let rt = runtime(flavor, pin)?;
-        rt.block_on(async move {
-            let Chan {
-                rx: mut a_rx,
-                tx: mut a_tx,
-                ..
-            } = K::make()?;
-            let Chan {
-                rx: mut b_rx,
-                tx: mut b_tx,
-                ..
-            } = K::make()?;
-            let total = rts + warmup;
-            let b = tokio::spawn(async move {
-                for _ in 0..total {
-                    b_rx.recv().await?;
-                    a_tx.send().await?;
+    on_runtime(flavor, pin, move || async move {
+        let Chan {
+            rx: mut a_rx,
+            tx: mut a_tx,
+            ..
+        } = K::make()?;
+        let Chan {
+            rx: mut b_rx,
+            tx: mut b_tx,
+            ..
+        } = K::make()?;
+        let total = rts + warmup;
+        let b = tokio::spawn(async move {
+            for _ in 0..total {
+                b_rx.recv().await?;
+                a_tx.send().await?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let a = tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(rts);
+            for i in 0..total {
+                let start = Instant::now();
+                b_tx.send().await?;
+                a_rx.recv().await?;
+                if i >= warmup {
+                    samples.push(nanos(start.elapsed()));
                 }
-                Ok::<_, io::Error>(())
-            });
-            let a = tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(rts);
-                for i in 0..total {
-                    let start = Instant::now();
-                    b_tx.send().await?;
-                    a_rx.recv().await?;
-                    if i >= warmup {
-                        samples.push(nanos(start.elapsed()));
-                    }
-                }
-                Ok::<_, io::Error>(samples)
-            });
-            let samples = join(a.await)?;
-            join(b.await)?;
-            Ok(samples)
-        })
+            }
+            Ok::<_, io::Error>(samples)
+        });
+        let samples = join(a.await)?;
+        join(b.await)?;
+        Ok(samples)
     })
 }
 
@@ -202,43 +211,40 @@ fn thread_task<K: Kind>(
     rts: usize,
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
-    on_thread(pin, move || {
-        let rt = runtime(flavor, pin)?;
-        rt.block_on(async move {
-            let Chan {
-                rx: mut task_rx,
-                sync: to_task,
-                ..
-            } = K::make()?;
-            let thread_efd = EventFd::builder().nonblocking(false).build()?;
-            let to_thread = thread_efd.try_clone()?;
-            let total = rts + warmup;
-            let thread = std::thread::spawn(move || {
-                pin.apply(1);
-                for _ in 0..total {
-                    thread_efd.read()?;
-                    to_task.fire()?;
+    on_runtime(flavor, pin, move || async move {
+        let Chan {
+            rx: mut task_rx,
+            sync: to_task,
+            ..
+        } = K::make()?;
+        let thread_efd = EventFd::builder().nonblocking(false).build()?;
+        let to_thread = thread_efd.try_clone()?;
+        let total = rts + warmup;
+        let thread = std::thread::spawn(move || {
+            pin.apply(1);
+            for _ in 0..total {
+                thread_efd.read()?;
+                to_task.fire()?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(rts);
+            for i in 0..total {
+                let start = Instant::now();
+                to_thread.add(1)?;
+                task_rx.recv().await?;
+                if i >= warmup {
+                    samples.push(nanos(start.elapsed()));
                 }
-                Ok::<_, io::Error>(())
-            });
-            let task = tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(rts);
-                for i in 0..total {
-                    let start = Instant::now();
-                    to_thread.add(1)?;
-                    task_rx.recv().await?;
-                    if i >= warmup {
-                        samples.push(nanos(start.elapsed()));
-                    }
-                }
-                Ok::<_, io::Error>(samples)
-            });
-            let samples = join(task.await)?;
-            thread
-                .join()
-                .map_err(|_| io::Error::other("thread side panicked"))??;
-            Ok(samples)
-        })
+            }
+            Ok::<_, io::Error>(samples)
+        });
+        let samples = join(task.await)?;
+        thread
+            .join()
+            .map_err(|_| io::Error::other("thread side panicked"))??;
+        Ok(samples)
     })
 }
 
@@ -322,51 +328,46 @@ fn scale_with<K: Kind>(
     rts: usize,
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
-    on_thread(pin, move || {
-        let rt = runtime(flavor, pin)?;
-        let samples = rt.block_on(async move {
-            let Chan {
-                rx: mut reply_rx,
-                sync: reply,
-                ..
-            } = K::make()?;
-            let mut wake = Vec::with_capacity(fds);
-            for _ in 0..fds {
-                let Chan { mut rx, sync, .. } = K::make()?;
-                wake.push(sync);
-                let reply = reply.clone();
-                tokio::spawn(async move {
-                    loop {
-                        rx.recv().await?;
-                        reply.fire()?;
-                    }
-                    #[allow(unreachable_code, reason = "gives the async block its type")]
-                    Ok::<(), io::Error>(())
-                });
-            }
-            let driver = tokio::spawn(async move {
-                let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-                let mut samples = Vec::with_capacity(rts);
-                for i in 0..rts + warmup {
-                    let pick = usize::try_from(rng.next() % fds as u64).unwrap_or(0);
-                    let start = Instant::now();
-                    wake[pick].fire()?;
-                    reply_rx.recv().await?;
-                    if i >= warmup {
-                        samples.push(nanos(start.elapsed()));
-                    }
+    let (samples, _reply_rx) = on_runtime(flavor, pin, move || async move {
+        let Chan {
+            rx: mut reply_rx,
+            sync: reply,
+            ..
+        } = K::make()?;
+        let mut wake = Vec::with_capacity(fds);
+        for _ in 0..fds {
+            let Chan { mut rx, sync, .. } = K::make()?;
+            wake.push(sync);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                loop {
+                    rx.recv().await?;
+                    reply.fire()?;
                 }
-                Ok::<_, io::Error>((samples, reply_rx))
+                #[allow(unreachable_code, reason = "gives the async block its type")]
+                Ok::<(), io::Error>(())
             });
-            let (samples, reply_rx) = join(driver.await)?;
-            // The waiting tasks still use the reply fd: keep it until the
-            // runtime (and with it every task) is gone.
+        }
+        let driver = tokio::spawn(async move {
+            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+            let mut samples = Vec::with_capacity(rts);
+            for i in 0..rts + warmup {
+                let pick = usize::try_from(rng.next() % fds as u64).unwrap_or(0);
+                let start = Instant::now();
+                wake[pick].fire()?;
+                reply_rx.recv().await?;
+                if i >= warmup {
+                    samples.push(nanos(start.elapsed()));
+                }
+            }
             Ok::<_, io::Error>((samples, reply_rx))
         });
-        // Dropping the runtime cancels the waiters before their fds close.
-        drop(rt);
-        samples.map(|(s, _reply_rx)| s)
-    })
+        let (samples, reply_rx) = join(driver.await)?;
+        // The waiting tasks still use the reply fd: keep it open until they
+        // are cancelled (`on_runtime` drops the runtime before it returns).
+        Ok((samples, reply_rx))
+    })?;
+    Ok(samples)
 }
 
 /// One throughput measurement.
@@ -399,72 +400,69 @@ fn throughput_with<K: Kind>(
     writers: usize,
     duration: Duration,
 ) -> io::Result<Throughput> {
-    on_thread(pin, move || {
-        let rt = runtime(flavor, pin)?;
-        rt.block_on(async move {
-            let Chan { mut rx, sync, .. } = K::make()?;
-            // u64::MAX until the writers are done; then the exact total.
-            let target = Arc::new(AtomicU64::new(u64::MAX));
-            let reader_target = Arc::clone(&target);
-            let reader = tokio::spawn(async move {
-                let (mut sum, mut reads) = (0u64, 0u64);
-                while sum < reader_target.load(Ordering::Acquire) {
-                    sum += rx.recv().await?;
-                    reads += 1;
-                }
-                Ok::<_, io::Error>((sum, reads, rx))
-            });
-            let stop = Arc::new(AtomicBool::new(false));
-            let start_line = Arc::new(Barrier::new(writers + 1));
-            let mut handles = Vec::with_capacity(writers);
-            for _ in 0..writers {
-                let (stop, sync, start_line) =
-                    (Arc::clone(&stop), sync.clone(), Arc::clone(&start_line));
-                handles.push(std::thread::spawn(move || {
-                    pin.apply(1);
-                    start_line.wait();
-                    let cpu0 = sys::thread_cpu();
-                    let mut adds = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..64 {
-                            sync.fire()?;
-                        }
-                        adds += 64;
-                    }
-                    Ok::<_, io::Error>((adds, sys::thread_cpu().saturating_sub(cpu0)))
-                }));
+    on_runtime(flavor, pin, move || async move {
+        let Chan { mut rx, sync, .. } = K::make()?;
+        // u64::MAX until the writers are done; then the exact total.
+        let target = Arc::new(AtomicU64::new(u64::MAX));
+        let reader_target = Arc::clone(&target);
+        let reader = tokio::spawn(async move {
+            let (mut sum, mut reads) = (0u64, 0u64);
+            while sum < reader_target.load(Ordering::Acquire) {
+                sum += rx.recv().await?;
+                reads += 1;
             }
-            let cpu0 = sys::process_cpu();
-            let begin = Instant::now();
-            start_line.wait();
-            tokio::time::sleep(duration).await;
-            stop.store(true, Ordering::Relaxed);
-            let joined = tokio::task::spawn_blocking(move || {
-                handles
-                    .into_iter()
-                    .map(|h| h.join().map_err(|_| io::Error::other("writer panicked"))?)
-                    .collect::<io::Result<Vec<(u64, Duration)>>>()
-            })
-            .await
-            .map_err(io::Error::other)??;
-            let adds: u64 = joined.iter().map(|(a, _)| a).sum();
-            let writer_cpu: Duration = joined.iter().map(|(_, c)| *c).sum();
-            // One marker add after the target is set, so a reader already
-            // waiting with everything read wakes up and sees the target.
-            target.store(adds + 1, Ordering::Release);
-            sync.fire()?;
-            let (sum, reads, _rx) = join(reader.await)?;
-            let elapsed = begin.elapsed();
-            let reader_cpu = sys::process_cpu()
-                .saturating_sub(cpu0)
-                .saturating_sub(writer_cpu);
-            Ok(Throughput {
-                adds,
-                reads: reads.saturating_sub(1),
-                elapsed,
-                reader_cpu,
-                conserved: sum == adds + 1,
-            })
+            Ok::<_, io::Error>((sum, reads, rx))
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let start_line = Arc::new(Barrier::new(writers + 1));
+        let mut handles = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (stop, sync, start_line) =
+                (Arc::clone(&stop), sync.clone(), Arc::clone(&start_line));
+            handles.push(std::thread::spawn(move || {
+                pin.apply(1);
+                start_line.wait();
+                let cpu0 = sys::thread_cpu();
+                let mut adds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        sync.fire()?;
+                    }
+                    adds += 64;
+                }
+                Ok::<_, io::Error>((adds, sys::thread_cpu().saturating_sub(cpu0)))
+            }));
+        }
+        let cpu0 = sys::process_cpu();
+        let begin = Instant::now();
+        start_line.wait();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let joined = tokio::task::spawn_blocking(move || {
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| io::Error::other("writer panicked"))?)
+                .collect::<io::Result<Vec<(u64, Duration)>>>()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let adds: u64 = joined.iter().map(|(a, _)| a).sum();
+        let writer_cpu: Duration = joined.iter().map(|(_, c)| *c).sum();
+        // One marker add after the target is set, so a reader already
+        // waiting with everything read wakes up and sees the target.
+        target.store(adds + 1, Ordering::Release);
+        sync.fire()?;
+        let (sum, reads, _rx) = join(reader.await)?;
+        let elapsed = begin.elapsed();
+        let reader_cpu = sys::process_cpu()
+            .saturating_sub(cpu0)
+            .saturating_sub(writer_cpu);
+        Ok(Throughput {
+            adds,
+            reads: reads.saturating_sub(1),
+            elapsed,
+            reader_cpu,
+            conserved: sum == adds + 1,
         })
     })
 }

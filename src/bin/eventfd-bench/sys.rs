@@ -37,7 +37,7 @@ impl Pin {
     }
 
     /// The CPU for side `side` (0 or 1) of a measurement, if pinned.
-    pub(crate) fn cpu(self, side: usize) -> Option<usize> {
+    fn cpu(self, side: usize) -> Option<usize> {
         let cpus = allowed_cpus();
         let first = *cpus.first()?;
         match self {
@@ -74,7 +74,7 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
 }
 
 /// `sched_setaffinity(0, {cpu})` for the calling thread.
-pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
     // SAFETY: all-zero is a valid (empty) `cpu_set_t`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` comes from `allowed_cpus`, below CPU_SETSIZE.
@@ -131,14 +131,19 @@ pub(crate) fn add_raw(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// Raises the soft open-file limit to the hard one (the `scale` benchmark
-/// opens 10,000 eventfds and more).
-pub(crate) fn raise_nofile_limit() {
+/// The open-file limits, if `getrlimit` answers.
+fn nofile() -> Option<libc::rlimit> {
     // SAFETY: all-zero is a valid `rlimit`.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: `lim` is a valid, writable `rlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
-    {
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some(lim)
+}
+
+/// Raises the soft open-file limit to the hard one (the `scale` benchmark
+/// opens 10,000 eventfds and more).
+pub(crate) fn raise_nofile_limit() {
+    if let Some(mut lim) = nofile().filter(|l| l.rlim_cur < l.rlim_max) {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: `lim` is a valid `rlimit` whose soft limit is not above its
         // hard one.
@@ -148,12 +153,5 @@ pub(crate) fn raise_nofile_limit() {
 
 /// The soft open-file limit.
 pub(crate) fn nofile_limit() -> u64 {
-    // SAFETY: all-zero is a valid `rlimit`.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `lim` is a valid, writable `rlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        1024
-    }
+    nofile().map_or(1024, |l| l.rlim_cur)
 }

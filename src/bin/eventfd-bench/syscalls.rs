@@ -18,48 +18,42 @@ pub(crate) const SHORT: usize = 2_000;
 pub(crate) const LONG: usize = 22_000;
 const WARMUP: usize = 500;
 
-/// The tracepoints counted, in column order; EAGAIN is `sys_exit_read` with
-/// a filter (ret == -11).
-const EVENTS: [(&str, Option<&str>); 6] = [
-    ("raw_syscalls:sys_enter", None),
-    ("syscalls:sys_enter_read", None),
-    ("syscalls:sys_enter_write", None),
-    ("syscalls:sys_enter_epoll_wait", None),
-    ("syscalls:sys_exit_read", Some("ret == -11")),
-    ("syscalls:sys_enter_futex", None),
+/// The tracepoints counted, in column order: (perf event, perf filter, table
+/// column, `--json` key). EAGAIN is `sys_exit_read` filtered on ret == -11.
+#[rustfmt::skip]
+const EVENTS: [(&str, Option<&str>, &str, &str); 6] = [
+    ("raw_syscalls:sys_enter",        None,               "sys/RT",     "all"),
+    ("syscalls:sys_enter_read",       None,               "read",       "read"),
+    ("syscalls:sys_enter_write",      None,               "write",      "write"),
+    ("syscalls:sys_enter_epoll_wait", None,               "epoll_wait", "epoll_wait"),
+    ("syscalls:sys_exit_read",        Some("ret == -11"), "EAGAIN",     "read_eagain"),
+    ("syscalls:sys_enter_futex",      None,               "futex",      "futex"),
 ];
 
-/// Syscalls per round trip.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Counts {
-    pub(crate) all: f64,
-    pub(crate) read: f64,
-    pub(crate) write: f64,
-    pub(crate) epoll_wait: f64,
-    pub(crate) eagain: f64,
-    pub(crate) futex: f64,
+/// The table columns of [`Counts::cells`].
+pub(crate) fn columns() -> impl Iterator<Item = &'static str> {
+    EVENTS.iter().map(|e| e.2)
 }
+
+/// Syscalls per round trip, one per tracepoint of [`EVENTS`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Counts([f64; EVENTS.len()]);
 
 impl Counts {
     pub(crate) fn cells(&self) -> Vec<String> {
-        [
-            self.all,
-            self.read,
-            self.write,
-            self.epoll_wait,
-            self.eagain,
-            self.futex,
-        ]
-        .iter()
-        .map(|v| format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { *v }))
-        .collect()
+        self.0
+            .iter()
+            .map(|v| format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { *v }))
+            .collect()
     }
 
     pub(crate) fn to_json(self) -> Value {
-        json!({
-            "all": self.all, "read": self.read, "write": self.write,
-            "epoll_wait": self.epoll_wait, "read_eagain": self.eagain, "futex": self.futex,
-        })
+        EVENTS
+            .iter()
+            .zip(self.0)
+            .map(|(e, v)| (e.3.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
@@ -72,7 +66,7 @@ pub(crate) fn command_line(
     rts: usize,
 ) -> Vec<String> {
     let mut args = vec!["stat".to_string(), "-x,".to_string()];
-    for (event, filter) in EVENTS {
+    for (event, filter, _, _) in EVENTS {
         args.push("-e".into());
         args.push(event.into());
         if let Some(f) = filter {
@@ -107,7 +101,7 @@ fn run_perf(
     flavor: Flavor,
     pin: Pin,
     rts: usize,
-) -> Result<[f64; 6], String> {
+) -> Result<[f64; EVENTS.len()], String> {
     let args = command_line(exe, subject, flavor, pin, rts);
     let shown = format!(
         "perf {}",
@@ -128,7 +122,7 @@ fn run_perf(
             stderr.trim()
         ));
     }
-    let mut values = [f64::NAN; 6];
+    let mut values = [f64::NAN; EVENTS.len()];
     let mut seen = 0;
     for line in stderr.lines() {
         let fields: Vec<&str> = line.split(',').collect();
@@ -171,13 +165,6 @@ pub(crate) fn count(subject: Subject, flavor: Flavor, pin: Pin) -> Result<Counts
     let short = run_perf(&exe, subject, flavor, pin, SHORT)?;
     let long = run_perf(&exe, subject, flavor, pin, LONG)?;
     #[allow(clippy::cast_precision_loss, reason = "small counts")]
-    let per = |i: usize| (long[i] - short[i]) / (LONG - SHORT) as f64;
-    Ok(Counts {
-        all: per(0),
-        read: per(1),
-        write: per(2),
-        epoll_wait: per(3),
-        eagain: per(4),
-        futex: per(5),
-    })
+    let rts = (LONG - SHORT) as f64;
+    Ok(Counts(std::array::from_fn(|i| (long[i] - short[i]) / rts)))
 }
