@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_eventfd::EventFd;
@@ -335,17 +335,26 @@ fn scale_with<K: Kind>(
             ..
         } = K::make()?;
         let mut wake = Vec::with_capacity(fds);
+        // A waiter that fails leaves its error here and replies anyway, so
+        // the driver stops instead of waiting forever for its reply.
+        let failure = Arc::new(Mutex::new(None::<io::Error>));
         for _ in 0..fds {
             let Chan { mut rx, sync, .. } = K::make()?;
             wake.push(sync);
             let reply = reply.clone();
+            let failure = Arc::clone(&failure);
             tokio::spawn(async move {
-                loop {
-                    rx.recv().await?;
-                    reply.fire()?;
-                }
-                #[allow(unreachable_code, reason = "gives the async block its type")]
-                Ok::<(), io::Error>(())
+                let e = loop {
+                    if let Err(e) = rx.recv().await {
+                        break e;
+                    }
+                    if let Err(e) = reply.fire() {
+                        break e;
+                    }
+                };
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                // Best effort: if the reply fd itself failed, so does this.
+                drop(reply.fire());
             });
         }
         let driver = tokio::spawn(async move {
@@ -356,8 +365,16 @@ fn scale_with<K: Kind>(
                 let start = Instant::now();
                 wake[pick].fire()?;
                 reply_rx.recv().await?;
+                let elapsed = start.elapsed();
+                if let Some(e) = failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    return Err(e);
+                }
                 if i >= warmup {
-                    samples.push(nanos(start.elapsed()));
+                    samples.push(nanos(elapsed));
                 }
             }
             Ok::<_, io::Error>((samples, reply_rx))
