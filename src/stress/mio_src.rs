@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
-use super::{join, Ctx, Rng, Tally, Watch};
+use super::{drain, run_threads, writer_jobs, Ctx, Job, Rng, Tally, Watch};
 use crate::EventFd;
 
 const STOP: Token = Token(usize::MAX);
@@ -31,6 +31,31 @@ fn poll_once(
         Err(e) => {
             ctx.fail(format!("{}: mio poll: {e}", ctx.id()));
             false
+        }
+    }
+}
+
+/// Reads a semaphore eventfd until `WouldBlock`, failing on any read that
+/// is not 1; returns whether anything was read.
+fn semaphore_drain(ctx: &Ctx, watch: &Watch<'_>, efd: &EventFd, tally: &mut Tally) -> bool {
+    let mut any = false;
+    loop {
+        match efd.read() {
+            Ok(1) => {
+                tally.read(1);
+                ctx.live.fetch_add(1, Ordering::SeqCst);
+                watch.progress(0);
+                any = true;
+            }
+            Ok(v) => {
+                tally.read(v);
+                ctx.fail(format!("S3 (mio): a semaphore read returned {v}"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
+            Err(e) => {
+                ctx.fail(format!("S3 (mio): read: {e}"));
+                return any;
+            }
         }
     }
 }
@@ -82,53 +107,31 @@ pub(super) fn s3(ctx: &Ctx) {
     }
     let watch = Watch::one(efd.as_fd(), m, "mio consumer");
     let release = || drop(stop.add(1));
-    thread::scope(|s| {
-        let wd = s.spawn(|| watch.run(ctx, &release));
-        let handles: Vec<_> = consumers
-            .into_iter()
-            .enumerate()
-            .map(|(i, (mut poll, dup, _stop_dup))| {
-                let watch = &watch;
-                s.spawn(move || {
-                    let mut tally = Tally::default();
-                    let mut events = Events::with_capacity(4);
-                    while poll_once(ctx, watch, i, &mut poll, &mut events) {
-                        for ev in events.iter() {
-                            if ev.token() != Token(0) {
-                                continue;
-                            }
-                            tally.wake();
-                            let mut any = false;
-                            loop {
-                                match dup.read() {
-                                    Ok(1) => {
-                                        tally.read(1);
-                                        ctx.live.fetch_add(1, Ordering::SeqCst);
-                                        watch.progress(0);
-                                        any = true;
-                                    }
-                                    Ok(v) => {
-                                        tally.read(v);
-                                        ctx.fail(format!(
-                                            "S3 (mio): a semaphore read returned {v}"
-                                        ));
-                                    }
-                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                    Err(e) => {
-                                        ctx.fail(format!("S3 (mio): read: {e}"));
-                                        break;
-                                    }
-                                }
-                            }
-                            if !any {
-                                tally.spurious();
-                            }
+    let w = &watch;
+    let consumers: Vec<Job<'_>> = consumers
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut poll, dup, _stop_dup))| {
+            Box::new(move || {
+                let mut tally = Tally::default();
+                let mut events = Events::with_capacity(4);
+                while poll_once(ctx, w, i, &mut poll, &mut events) {
+                    for ev in events.iter() {
+                        if ev.token() != Token(0) {
+                            continue;
+                        }
+                        tally.wake();
+                        if !semaphore_drain(ctx, w, &dup, &mut tally) {
+                            tally.spurious();
                         }
                     }
-                    tally
-                })
-            })
-            .collect();
+                }
+                tally
+            }) as Job<'_>
+        })
+        .collect();
+    let efd = &efd;
+    let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
         for round in 1..=rounds {
             if ctx.ok(efd.add(n), "add(N)").is_none() {
@@ -139,19 +142,9 @@ pub(super) fn s3(ctx: &Ctx) {
                 break;
             }
         }
-        ctx.merge(&tally);
-        ctx.finish();
-        while !handles.iter().all(|h| h.is_finished()) {
-            release();
-            thread::sleep(Duration::from_millis(1));
-        }
-        for h in handles {
-            let t = join(ctx, h, "S3 consumer");
-            ctx.merge(&t);
-        }
-        watch.finish();
-        join(ctx, wd, "the watchdog");
+        tally
     });
+    run_threads(ctx, &watch, &release, consumers, vec![driver]);
     let t = ctx.totals();
     if !ctx.failed() && t.read_calls != t.add_calls * n {
         ctx.fail(format!(
@@ -198,119 +191,84 @@ pub(super) fn s10(ctx: &Ctx) {
     {
         return;
     }
-    let mut writer_fds = Vec::new();
-    for _ in 0..nw {
-        let Some(dup) = ctx.ok(efd.try_clone(), "try_clone for a writer") else {
-            return;
-        };
-        writer_fds.push(dup);
+    let writers = writer_jobs(ctx, &efd, nw, per, 1000);
+    if ctx.failed() {
+        return;
     }
     let watch = Watch::one(watched.as_fd(), 1, "mio poller");
     let release = || drop(stop_w.add(1));
-    thread::scope(|s| {
-        let wd = s.spawn(|| watch.run(ctx, &release));
-        let writers: Vec<_> = writer_fds
-            .iter()
-            .enumerate()
-            .map(|(i, dup)| s.spawn(move || super::writer_loop(ctx, dup, per, 1000 + i as u64)))
-            .collect();
-        let watch = &watch;
-        let poller = s.spawn(move || {
-            let mut tally = Tally::default();
-            let mut rng = Rng::new(10);
-            let mut events = Events::with_capacity(8);
-            let mut token = 1usize;
-            let mut churns = 0u64;
-            let drain = |efd: &EventFd, tally: &mut Tally| -> bool {
-                let mut any = false;
-                loop {
-                    match efd.read() {
-                        Ok(v) => {
-                            tally.read(v);
-                            ctx.stamp_read(tally);
-                            ctx.live.fetch_add(v, Ordering::SeqCst);
-                            watch.progress(0);
-                            any = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
-                        Err(e) => {
-                            ctx.fail(format!("S10: read: {e}"));
-                            return any;
-                        }
-                    }
+    let w = &watch;
+    let poller: Job<'_> = Box::new(move || {
+        let mut tally = Tally::default();
+        let mut rng = Rng::new(10);
+        let mut events = Events::with_capacity(8);
+        let mut token = 1usize;
+        let mut churns = 0u64;
+        while poll_once(ctx, w, 0, &mut poll, &mut events) {
+            for ev in events.iter() {
+                if ev.token() == STOP {
+                    continue;
                 }
-            };
-            while poll_once(ctx, watch, 0, &mut poll, &mut events) {
-                for ev in events.iter() {
-                    if ev.token() == STOP {
-                        continue;
-                    }
-                    if ev.token() != Token(token) {
-                        ctx.fail(format!(
-                            "S10: event for token {} after churn #{churns}, current token is {token}",
-                            ev.token().0
-                        ));
-                        return tally;
-                    }
-                    tally.wake();
-                    if !drain(&efd, &mut tally) {
-                        tally.spurious();
-                    }
+                if ev.token() != Token(token) {
+                    ctx.fail(format!(
+                        "S10: event for token {} after churn #{churns}, current token is {token}",
+                        ev.token().0
+                    ));
+                    return tally;
                 }
-                match rng.below(8) {
-                    0 => {
-                        // Reregister under a new token.
-                        token = token % 1_000_000 + 1;
-                        churns += 1;
-                        let res = poll.registry().reregister(&mut efd, Token(token), Interest::READABLE);
-                        if ctx.ok(res, "reregister").is_none() {
-                            return tally;
-                        }
-                    }
-                    1 => {
-                        // Deregister: no event may arrive while out, even as
-                        // writes land; then register under a new token.
-                        churns += 1;
-                        if ctx.ok(poll.registry().deregister(&mut efd), "deregister").is_none() {
-                            return tally;
-                        }
-                        for _ in 0..2 {
-                            if let Err(e) = poll.poll(&mut events, Some(Duration::ZERO)) {
-                                ctx.fail(format!("S10: mio poll: {e}"));
-                                return tally;
-                            }
-                            if let Some(ev) = events.iter().find(|e| e.token() != STOP) {
-                                ctx.fail(format!(
-                                    "S10: event for deregistered token {} (churn #{churns})",
-                                    ev.token().0
-                                ));
-                                return tally;
-                            }
-                            thread::sleep(Duration::from_micros(rng.below(50)));
-                        }
-                        token = token % 1_000_000 + 1;
-                        let res = poll.registry().register(&mut efd, Token(token), Interest::READABLE);
-                        if ctx.ok(res, "register again").is_none() {
-                            return tally;
-                        }
-                    }
-                    _ => {}
+                tally.wake();
+                if !drain(ctx, w, 0, &efd, &mut tally) {
+                    tally.spurious();
                 }
             }
-            tally
-        });
-        for w in writers {
-            let t = join(ctx, w, "S10 writer");
-            ctx.merge(&t);
+            match rng.below(8) {
+                0 => {
+                    // Reregister under a new token.
+                    token = token % 1_000_000 + 1;
+                    churns += 1;
+                    let res =
+                        poll.registry()
+                            .reregister(&mut efd, Token(token), Interest::READABLE);
+                    if ctx.ok(res, "reregister").is_none() {
+                        return tally;
+                    }
+                }
+                1 => {
+                    // Deregister: no event may arrive while out, even as
+                    // writes land; then register under a new token.
+                    churns += 1;
+                    if ctx
+                        .ok(poll.registry().deregister(&mut efd), "deregister")
+                        .is_none()
+                    {
+                        return tally;
+                    }
+                    for _ in 0..2 {
+                        if let Err(e) = poll.poll(&mut events, Some(Duration::ZERO)) {
+                            ctx.fail(format!("S10: mio poll: {e}"));
+                            return tally;
+                        }
+                        if let Some(ev) = events.iter().find(|e| e.token() != STOP) {
+                            ctx.fail(format!(
+                                "S10: event for deregistered token {} (churn #{churns})",
+                                ev.token().0
+                            ));
+                            return tally;
+                        }
+                        thread::sleep(Duration::from_micros(rng.below(50)));
+                    }
+                    token = token % 1_000_000 + 1;
+                    let res = poll
+                        .registry()
+                        .register(&mut efd, Token(token), Interest::READABLE);
+                    if ctx.ok(res, "register again").is_none() {
+                        return tally;
+                    }
+                }
+                _ => {}
+            }
         }
-        super::wait_drained(ctx, watched.as_fd());
-        ctx.finish();
-        while !poller.is_finished() {
-            release();
-            thread::sleep(Duration::from_millis(1));
-        }
-        ctx.merge(&join(ctx, poller, "S10 poller"));
-        watch.finish();
-        join(ctx, wd, "the watchdog");
+        tally
     });
+    run_threads(ctx, &watch, &release, vec![poller], writers);
 }

@@ -16,6 +16,8 @@
 //!   S7, whose subject is the timeout), so a lost wakeup cannot be hidden by
 //!   a re-poll; async reads cancelled by a timer never let the timer's own
 //!   wakeup complete them (`select!` is `biased` with the timer first);
+//! - **work**: every round makes at least one add, so no check passes on
+//!   an empty run;
 //! - scenario-specific properties (each write produces its own edge, a re-arm
 //!   with a count reports at once, a stale readiness guard does not clear live
 //!   readiness, ...).
@@ -417,6 +419,7 @@ pub fn run(id: &str, config: &Config) -> Report {
         ctx.stop.store(false, Ordering::SeqCst);
         ctx.live.store(0, Ordering::SeqCst);
         ctx.stamp.store(0, Ordering::SeqCst);
+        let add_calls = ctx.totals().add_calls;
         let round = panic::catch_unwind(AssertUnwindSafe(|| run_round(&ctx)));
         if let Err(payload) = round {
             let msg = payload
@@ -428,6 +431,12 @@ pub fn run(id: &str, config: &Config) -> Report {
         }
         rounds += 1;
         ctx.check_conservation();
+        if ctx.totals().add_calls == add_calls && !ctx.failed() {
+            ctx.fail(format!(
+                "{}: round {rounds} added nothing, so it checked nothing",
+                sc.id
+            ));
+        }
         if ctx.failed() {
             break;
         }
@@ -1040,17 +1049,66 @@ fn writer_loop(ctx: &Ctx, efd: &crate::EventFd, per: u64, seed: u64) -> Tally {
     tally
 }
 
+/// `n` writer jobs, each running [`writer_loop`] on its own dup of `efd`
+/// (seeds from `seed`). A failed dup fails the scenario and ends the list.
+fn writer_jobs<'env>(
+    ctx: &'env Ctx,
+    efd: &crate::EventFd,
+    n: usize,
+    per: u64,
+    seed: u64,
+) -> Vec<Job<'env>> {
+    let mut jobs: Vec<Job<'env>> = Vec::new();
+    for w in 0..n {
+        let Some(dup) = ctx.ok(efd.try_clone(), "try_clone for a writer") else {
+            break;
+        };
+        jobs.push(Box::new(move || {
+            writer_loop(ctx, &dup, per, seed + w as u64)
+        }));
+    }
+    jobs
+}
+
+/// Reads once; `Some(v)` on success, `None` on `WouldBlock`, fails the
+/// scenario on other errors.
+fn read_once(ctx: &Ctx, efd: &crate::EventFd, tally: &mut Tally) -> Option<u64> {
+    match efd.read() {
+        Ok(v) => {
+            tally.read(v);
+            ctx.stamp_read(tally);
+            ctx.live.fetch_add(v, Ordering::SeqCst);
+            Some(v)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            ctx.fail(format!("{}: read: {e}", ctx.id()));
+            None
+        }
+    }
+}
+
+/// Reads until `WouldBlock`, marking progress on the watched fd `fd`;
+/// returns whether anything was read.
+fn drain(ctx: &Ctx, watch: &Watch<'_>, fd: usize, efd: &crate::EventFd, tally: &mut Tally) -> bool {
+    let mut any = false;
+    while read_once(ctx, efd, tally).is_some() {
+        watch.progress(fd);
+        any = true;
+    }
+    any
+}
+
 /// A waiter or writer body, run on a scoped thread.
 type Job<'env> = Box<dyn FnOnce() -> Tally + Send + 'env>;
 
 /// The common shape of the thread scenarios: a watchdog, waiters and
-/// writers. Joins the writers, waits until `efd` is drained, ends the round,
-/// releases the waiters (calling `release` until they have all returned) and
-/// merges every tally.
+/// writers (or a driver that paces the round). Joins the writers, waits
+/// until every watched fd is drained, ends the round, releases the waiters
+/// (calling `release` until they have all returned) and merges every tally.
 fn run_threads<'env>(
     ctx: &'env Ctx,
     watch: &'env Watch<'env>,
-    efd: BorrowedFd<'env>,
     release: &'env (dyn Fn() + Sync),
     waiters: Vec<Job<'env>>,
     writers: Vec<Job<'env>>,
@@ -1062,7 +1120,9 @@ fn run_threads<'env>(
         for w in writers {
             ctx.merge(&join(ctx, w, "a writer"));
         }
-        wait_drained(ctx, efd);
+        for &fd in &watch.fds {
+            wait_drained(ctx, fd);
+        }
         ctx.finish();
         while !waiters.iter().all(|h| h.is_finished()) {
             release();

@@ -190,6 +190,30 @@ async fn reader_task(
     tally
 }
 
+/// Spawns `n` [`reader_task`]s on `efd` (seeds from `seed`), each
+/// cancelling one read in three.
+fn spawn_readers(
+    ctx: &Arc<Ctx>,
+    efd: &Arc<AsyncEventFd>,
+    stop: &watch::Receiver<bool>,
+    watch: &Watch<'_>,
+    n: usize,
+    seed: u64,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..n)
+        .map(|i| {
+            tokio::spawn(reader_task(
+                Arc::clone(ctx),
+                Arc::clone(efd),
+                stop.clone(),
+                watch.probe(),
+                seed + i as u64,
+                3,
+            ))
+        })
+        .collect()
+}
+
 /// Joins tokio tasks, turning panics and cancellations into failures.
 async fn join_tasks(ctx: &Ctx, handles: Vec<tokio::task::JoinHandle<Tally>>, what: &str) {
     for h in handles {
@@ -223,18 +247,7 @@ pub(super) fn s3(ctx: &Arc<Ctx>) {
     thread::scope(|s| {
         let wd = s.spawn(|| watch.run(ctx, &release));
         rt.block_on(async {
-            let readers: Vec<_> = (0..m)
-                .map(|i| {
-                    tokio::spawn(reader_task(
-                        Arc::clone(ctx),
-                        Arc::clone(&efd),
-                        stop_rx.clone(),
-                        watch.probe(),
-                        300 + i as u64,
-                        3,
-                    ))
-                })
-                .collect();
+            let readers = spawn_readers(ctx, &efd, &stop_rx, &watch, m, 300);
             let mut tally = Tally::default();
             for round in 1..=rounds {
                 if ctx.ok(efd.get_ref().add(n), "add(N)").is_none() {
@@ -295,12 +308,9 @@ fn s11_one(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64) {
     let Some(efd) = async_fd(ctx, &rt, semaphore) else {
         return;
     };
-    let mut dups = Vec::new();
-    for _ in 0..THREAD_WRITERS {
-        let Some(dup) = ctx.ok(efd.get_ref().try_clone(), "try_clone") else {
-            return;
-        };
-        dups.push(dup);
+    let writers = super::writer_jobs(ctx, efd.get_ref(), THREAD_WRITERS, per, 1100);
+    if ctx.failed() {
+        return;
     }
     let watch = Watch::one(efd.as_fd(), 0, "task");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -311,24 +321,9 @@ fn s11_one(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64) {
     let expected = (TASK_WRITERS + THREAD_WRITERS) as u64 * per;
     thread::scope(|s| {
         let wd = s.spawn(|| watch.run(ctx, &release));
-        let threads: Vec<_> = dups
-            .iter()
-            .enumerate()
-            .map(|(i, dup)| s.spawn(move || super::writer_loop(ctx, dup, per, 1100 + i as u64)))
-            .collect();
+        let threads: Vec<_> = writers.into_iter().map(|job| s.spawn(job)).collect();
         rt.block_on(async {
-            let readers: Vec<_> = (0..READERS)
-                .map(|i| {
-                    tokio::spawn(reader_task(
-                        Arc::clone(ctx),
-                        Arc::clone(&efd),
-                        stop_rx.clone(),
-                        watch.probe(),
-                        1200 + i as u64,
-                        3,
-                    ))
-                })
-                .collect();
+            let readers = spawn_readers(ctx, &efd, &stop_rx, &watch, READERS, 1200);
             let adders: Vec<_> = (0..TASK_WRITERS)
                 .map(|i| {
                     let (ctx, efd) = (Arc::clone(ctx), Arc::clone(&efd));

@@ -9,39 +9,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::epoll::EpollFlags;
 
-use super::{join, readable, run_threads, timeout_ms, writer_loop, Ctx, Job, Rng, Tally, Watch};
+use super::{
+    drain, epoll, join, read_once, readable, run_threads, timeout_ms, writer_jobs, Ctx, Job, Rng,
+    Tally, Watch,
+};
 use crate::{EventFd, MAX_COUNT};
-
-/// Reads once; `Some(v)` on success, `None` on `WouldBlock`, fails on other
-/// errors.
-fn read_once(ctx: &Ctx, efd: &EventFd, tally: &mut Tally) -> Option<u64> {
-    match efd.read() {
-        Ok(v) => {
-            tally.read(v);
-            ctx.stamp_read(tally);
-            ctx.live.fetch_add(v, Ordering::SeqCst);
-            Some(v)
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(e) => {
-            ctx.fail(format!("{}: read: {e}", ctx.id()));
-            None
-        }
-    }
-}
-
-fn writer_jobs<'env>(ctx: &'env Ctx, efd: &EventFd, n: usize, per: u64) -> Vec<Job<'env>> {
-    let mut jobs: Vec<Job<'env>> = Vec::new();
-    for w in 0..n {
-        let Some(dup) = ctx.ok(efd.try_clone(), "try_clone for a writer") else {
-            break;
-        };
-        jobs.push(Box::new(move || writer_loop(ctx, &dup, per, 50 + w as u64)));
-    }
-    jobs
-}
 
 pub(super) fn s8(ctx: &Ctx) {
     let per = 20_000 * ctx.scale();
@@ -83,12 +57,7 @@ pub(super) fn s8(ctx: &Ctx) {
                         .is_some_and(|r| r.contains(PollFlags::POLLIN))
                     {
                         tally.wake();
-                        let mut any = false;
-                        while read_once(ctx, e, &mut tally).is_some() {
-                            w.progress(0);
-                            any = true;
-                        }
-                        if !any {
+                        if !drain(ctx, w, 0, e, &mut tally) {
                             tally.spurious();
                         }
                     }
@@ -97,8 +66,8 @@ pub(super) fn s8(ctx: &Ctx) {
             }) as Job<'_>
         })
         .collect();
-    let writers = writer_jobs(ctx, &efd, nw, per);
-    run_threads(ctx, &watch, efd.as_fd(), &release, readers, writers);
+    let writers = writer_jobs(ctx, &efd, nw, per, 50);
+    run_threads(ctx, &watch, &release, readers, writers);
     if ctx.failed() {
         return;
     }
@@ -217,8 +186,8 @@ pub(super) fn s9(ctx: &Ctx) {
             }) as Job<'_>
         })
         .collect();
-    let writers = writer_jobs(ctx, &efd, nw, per);
-    run_threads(ctx, &watch, efd.as_fd(), &release, readers, writers);
+    let writers = writer_jobs(ctx, &efd, nw, per, 50);
+    run_threads(ctx, &watch, &release, readers, writers);
     let mut tally = Tally::default();
     for _ in 0..released.load(Ordering::SeqCst) {
         tally.add(1);
@@ -327,29 +296,9 @@ pub(super) fn s9(ctx: &Ctx) {
 pub(super) fn s15(ctx: &Ctx) {
     let per = 15_000 * ctx.scale();
     let nw = ctx.threads(2);
-    let Some(efd) = ctx.ok(EventFd::new(), "eventfd") else {
+    let Some((efd, stop, ep)) = epoll::epoll_scenario(ctx, EpollFlags::EPOLLIN) else {
         return;
     };
-    let Some(stop) = ctx.ok(EventFd::new(), "stop eventfd") else {
-        return;
-    };
-    let Some(ep) = ctx.ok(
-        Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from),
-        "epoll_create1",
-    ) else {
-        return;
-    };
-    if ctx
-        .ok(
-            ep.add(&efd, EpollEvent::new(EpollFlags::EPOLLIN, 1))
-                .and_then(|()| ep.add(&stop, EpollEvent::new(EpollFlags::EPOLLIN, u64::MAX)))
-                .map_err(io::Error::from),
-            "epoll_ctl",
-        )
-        .is_none()
-    {
-        return;
-    }
     // One reader only: then a wakeup with nothing to read can only come
     // from a write that wrongly woke it.
     let errors = Mutex::new(Vec::<String>::new());
@@ -357,8 +306,8 @@ pub(super) fn s15(ctx: &Ctx) {
     let watch = Watch::one(efd.as_fd(), 1, "reader");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let readers: Vec<Job<'_>> = vec![Box::new(move || super::epoll::reader(ctx, w, 0, p, e))];
-    let mut writers = writer_jobs(ctx, &efd, nw, per);
+    let readers: Vec<Job<'_>> = vec![Box::new(move || epoll::reader(ctx, w, 0, p, e))];
+    let mut writers = writer_jobs(ctx, &efd, nw, per, 50);
     let Some(bad) = ctx.ok(efd.try_clone(), "try_clone") else {
         return;
     };
@@ -417,7 +366,7 @@ pub(super) fn s15(ctx: &Ctx) {
         }
         tally
     }));
-    run_threads(ctx, &watch, efd.as_fd(), &release, readers, writers);
+    run_threads(ctx, &watch, &release, readers, writers);
     let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(first) = errors.first() {
         ctx.fail(format!(
