@@ -43,6 +43,7 @@ fn semaphore_drain(ctx: &Ctx, watch: &Watch<'_>, efd: &EventFd, tally: &mut Tall
         match efd.read() {
             Ok(1) => {
                 tally.read(1);
+                ctx.stamp_read(tally);
                 ctx.live.fetch_add(1, Ordering::SeqCst);
                 watch.progress(0);
                 any = true;
@@ -134,6 +135,7 @@ pub(super) fn s3(ctx: &Ctx) {
     let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
         for round in 1..=rounds {
+            ctx.stamp_add();
             if ctx.ok(efd.add(n), "add(N)").is_none() {
                 break;
             }

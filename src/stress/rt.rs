@@ -250,6 +250,7 @@ pub(super) fn s3(ctx: &Arc<Ctx>) {
             let readers = spawn_readers(ctx, &efd, &stop_rx, &watch, m, 300);
             let mut tally = Tally::default();
             for round in 1..=rounds {
+                ctx.stamp_add();
                 if ctx.ok(efd.get_ref().add(n), "add(N)").is_none() {
                     break;
                 }
