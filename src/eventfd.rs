@@ -351,6 +351,10 @@ impl From<EventFd> for OwnedFd {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// None: the fd moves, nothing is called.
     fn from(efd: EventFd) -> OwnedFd {
         efd.fd
     }
