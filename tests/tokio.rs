@@ -39,6 +39,21 @@ async fn until_woken<T>(task: &tokio_test::task::Spawn<T>) {
     .await;
 }
 
+/// `read` (a fresh read future on `efd`, whose counter is empty) is pending
+/// and not woken, so it waits without spinning; `try_add(add)` then wakes it
+/// and it returns `expect`.
+async fn waits_without_spinning_until_an_add<F>(efd: &AsyncEventFd, read: F, add: u64, expect: u64)
+where
+    F: std::future::Future<Output = io::Result<u64>>,
+{
+    let mut read = tokio_test::task::spawn(read);
+    assert_pending!(read.poll());
+    assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
+    efd.try_add(add).expect("try_add");
+    until_woken(&read).await;
+    assert_eq!(assert_ready!(read.poll()).expect("read"), expect);
+}
+
 /// Asserts that the mock task was not woken, also after a few turns of the
 /// runtime: tokio defers some wakeups (a task that ran out of its coop
 /// budget, as a busy loop does) until the scheduler runs again.
@@ -541,12 +556,7 @@ both_flavors! {
     async fn read_after_the_last_semaphore_unit_waits_without_spinning() {
         let efd = semaphore_efd(1);
         assert_eq!(finish(efd.read()).await.expect("read"), 1);
-        let mut read = tokio_test::task::spawn(efd.read());
-        assert_pending!(read.poll());
-        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
-        efd.try_add(2).expect("try_add");
-        until_woken(&read).await;
-        assert_eq!(assert_ready!(read.poll()).expect("read"), 1);
+        waits_without_spinning_until_an_add(&efd, efd.read(), 2, 1).await;
     }
 
     /// A count taken by `try_read` leaves tokio's readiness set; the next
@@ -562,12 +572,7 @@ both_flavors! {
             // stays set while try_read takes the count.
         }
         assert_eq!(efd.try_read().expect("try_read"), 2);
-        let mut read = tokio_test::task::spawn(efd.read());
-        assert_pending!(read.poll());
-        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
-        efd.try_add(3).expect("try_add");
-        until_woken(&read).await;
-        assert_eq!(assert_ready!(read.poll()).expect("read"), 3);
+        waits_without_spinning_until_an_add(&efd, efd.read(), 3, 3).await;
     }
 
     async fn poll_read_after_try_read_drained_waits_without_spinning() {
@@ -579,12 +584,7 @@ both_flavors! {
             until_woken(&first).await;
         }
         assert_eq!(efd.try_read().expect("try_read"), 2);
-        let mut read = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
-        assert_pending!(read.poll());
-        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
-        efd.try_add(3).expect("try_add");
-        until_woken(&read).await;
-        assert_eq!(assert_ready!(read.poll()).expect("poll_read"), 3);
+        waits_without_spinning_until_an_add(&efd, poll_fn(|cx| efd.poll_read(cx)), 3, 3).await;
     }
 }
 
@@ -880,12 +880,7 @@ both_flavors! {
         let efd = new_efd();
         warm_up(&efd).await;
         for value in [5u64, 6, 7] {
-            let mut read = tokio_test::task::spawn(efd.read());
-            assert_pending!(read.poll());
-            assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
-            efd.try_add(value).expect("try_add");
-            until_woken(&read).await;
-            assert_eq!(assert_ready!(read.poll()).expect("read"), value);
+            waits_without_spinning_until_an_add(&efd, efd.read(), value, value).await;
         }
         assert_empty(&efd);
     }
@@ -897,12 +892,7 @@ both_flavors! {
         for _ in 0..3 {
             assert_eq!(finish(efd.read()).await.expect("read"), 1);
         }
-        let mut read = tokio_test::task::spawn(efd.read());
-        assert_pending!(read.poll());
-        assert_not_woken(&read, "woken with nothing to read: a busy loop").await;
-        efd.try_add(2).expect("try_add");
-        until_woken(&read).await;
-        assert_eq!(assert_ready!(read.poll()).expect("read"), 1);
+        waits_without_spinning_until_an_add(&efd, efd.read(), 2, 1).await;
         assert_eq!(finish(efd.read()).await.expect("read"), 1);
         assert_empty(&efd);
     }

@@ -365,6 +365,14 @@ fn s11_one(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64) {
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
+/// A blocking eventfd and a second fd on it, for a writer thread that waits
+/// for the runtime's acknowledgement of each add (S12, S14).
+fn ack_pair(ctx: &Ctx) -> Option<(EventFd, EventFd)> {
+    let ack = ctx.ok(EventFd::builder().nonblocking(false).build(), "ack eventfd")?;
+    let ack_r = ctx.ok(ack.try_clone(), "try_clone")?;
+    Some((ack, ack_r))
+}
+
 /// S12: current-thread runtime, writes only from another OS thread, one
 /// add per round acknowledged through a blocking eventfd.
 pub(super) fn s12(ctx: &Arc<Ctx>) {
@@ -378,10 +386,7 @@ pub(super) fn s12(ctx: &Arc<Ctx>) {
     let Some(writer) = ctx.ok(efd.get_ref().try_clone(), "try_clone") else {
         return;
     };
-    let Some(ack) = ctx.ok(EventFd::builder().nonblocking(false).build(), "ack eventfd") else {
-        return;
-    };
-    let Some(ack_r) = ctx.ok(ack.try_clone(), "try_clone") else {
+    let Some((ack, ack_r)) = ack_pair(ctx) else {
         return;
     };
     let watch = Watch::one(efd.as_fd(), 1, "the runtime's read");
@@ -667,10 +672,7 @@ fn s14_one(ctx: &Arc<Ctx>, events: u64) {
     let Some(ping_w) = ctx.ok(ping.get_ref().try_clone(), "try_clone") else {
         return;
     };
-    let Some(ack) = ctx.ok(EventFd::builder().nonblocking(false).build(), "ack eventfd") else {
-        return;
-    };
-    let Some(ack_r) = ctx.ok(ack.try_clone(), "try_clone") else {
+    let Some((ack, ack_r)) = ack_pair(ctx) else {
         return;
     };
     let ack = Arc::new(ack);
