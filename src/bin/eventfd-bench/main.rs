@@ -139,23 +139,6 @@ fn positive(s: &str) -> Option<usize> {
     s.replace('_', "").parse().ok().filter(|&n| n > 0)
 }
 
-/// `10s`, `200ms`, `1.5s`, `2m`.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-}
-
 fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
     let mut o = Opts::default();
     let mut it = args.iter();
@@ -207,9 +190,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
             "--fds" => o.fds = parse_list(&value("a list")?, "fd count", positive)?,
             "--duration" => {
                 let v = value("a duration like 200ms or 2s")?;
-                o.duration = parse_duration(&v).ok_or_else(|| {
-                    Usage(format!("--duration: expected e.g. 200ms or 2s, got `{v}`"))
-                })?;
+                o.duration = stress_cmd::parse_duration(&v)
+                    .map_err(|e| Usage(format!("--duration: {e}")))?;
             }
             "--one" => {
                 let v = value("a subject key")?;
