@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::impls::Impl;
 use crate::report::{median, ns, print_table, ratio, Progress, Stats};
-use crate::run::{Flavor, Subject};
+use crate::run::{Flavor, Pick, Subject};
 use crate::sys::Pin;
 use crate::syscalls::Counts;
 
@@ -44,7 +44,9 @@ COMMANDS:
                  runtime's CPU time per add, and checks total read == total added.
     scale        1, 100, 1,000, 10,000 registered receivers, each waited on by a
                  task; a driver wakes one chosen at random and waits for its reply.
-                 Reports ns per wake+reply, and the ratio against 1 receiver.
+                 Reports ns per wake+reply, and the ratio against 1 receiver. Floor:
+                 the same syscalls on as many eventfds in one epoll set, one thread,
+                 no runtime (what the kernel alone adds as the fds grow cold).
     stress       The stress scenarios S1-S16 with verdicts (see `stress --help`).
     help         This text.
 
@@ -76,6 +78,9 @@ OPTIONS:
     --duration 200ms     (throughput) Time per measurement (default 200ms).
     --fds 1,100,1000,10000
                          (scale) Receiver counts (default 1,100,1000,10000).
+    --pick random|first  (scale) Wake one at random (default), or always the first:
+                         the others stay registered but idle, which separates the
+                         cost of having many fds from the cost of cold caches.
     -h, --help           This text.
 
 EXAMPLES:
@@ -103,6 +108,7 @@ struct Opts {
     writers: Vec<usize>,
     duration: Duration,
     fds: Vec<usize>,
+    pick: Pick,
     /// Hidden: run one subject once and print nothing (for `perf stat`).
     one: Option<Subject>,
 }
@@ -121,6 +127,7 @@ impl Default for Opts {
             writers: vec![1, 2, 4],
             duration: Duration::from_millis(200),
             fds: vec![1, 100, 1_000, 10_000],
+            pick: Pick::Random,
             one: None,
         }
     }
@@ -188,6 +195,11 @@ fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
             }
             "--writers" => o.writers = parse_list(&value("a list")?, "writer count", positive)?,
             "--fds" => o.fds = parse_list(&value("a list")?, "fd count", positive)?,
+            "--pick" => {
+                let v = value("random|first")?;
+                o.pick = Pick::parse(&v)
+                    .ok_or_else(|| Usage(format!("--pick: expected random|first, got `{v}`")))?;
+            }
             "--duration" => {
                 let v = value("a duration like 200ms or 2s")?;
                 o.duration = stress_cmd::parse_duration(&v)
@@ -586,6 +598,32 @@ fn throughput(opts: &Opts) -> std::io::Result<ExitCode> {
     }
 }
 
+/// A row of the `scale` table, for one receiver count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScaleRow {
+    /// Receivers of an implementation, each waited on by a task.
+    Tasks(Flavor, Impl),
+    /// The same kernel objects and syscalls without a runtime or a task
+    /// ([`run::scale_floor`]).
+    Floor,
+}
+
+impl ScaleRow {
+    fn name(self) -> &'static str {
+        match self {
+            ScaleRow::Tasks(_, imp) => imp.name(),
+            ScaleRow::Floor => "floor: epoll",
+        }
+    }
+
+    fn flavor(self) -> Option<Flavor> {
+        match self {
+            ScaleRow::Tasks(flavor, _) => Some(flavor),
+            ScaleRow::Floor => None,
+        }
+    }
+}
+
 fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
     sys::raise_nofile_limit();
     let limit = sys::nofile_limit();
@@ -601,61 +639,88 @@ fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
             ok
         })
         .collect();
-    let keys = grid(opts, &fds);
+    let mut keys: Vec<(ScaleRow, usize)> = grid(opts, &fds)
+        .into_iter()
+        .map(|(flavor, n, imp)| (ScaleRow::Tasks(flavor, imp), n))
+        .collect();
+    keys.extend(fds.iter().map(|&n| (ScaleRow::Floor, n)));
     let rounds = opts.rounds.min(5);
     let rts = opts.rts.min(5_000);
+    let warmup = opts.warmup.min(rts);
     let results = interleaved(
         &keys,
         rounds,
-        |(flavor, n, imp)| format!("{} {} fds={n}", imp.name(), flavor.name()),
-        |(flavor, n, imp)| {
-            run::scale(imp, flavor, opts.pin, n, rts, opts.warmup.min(rts)).map(Stats::of)
+        |(row, n)| {
+            let flavor = row.flavor().map_or("", Flavor::name);
+            format!("{} {flavor} fds={n}", row.name())
+        },
+        |(row, n)| {
+            match row {
+                ScaleRow::Tasks(flavor, imp) => {
+                    run::scale(imp, flavor, opts.pin, n, opts.pick, rts, warmup)
+                }
+                ScaleRow::Floor => run::scale_floor(opts.pin, n, opts.pick, rts, warmup),
+            }
+            .map(Stats::of)
         },
     )?;
     let stats: Vec<Stats> = results.iter().map(|r| Stats::median_of(r)).collect();
-    let find = |k: (Flavor, usize, Impl)| {
+    let find = |k: (ScaleRow, usize)| {
         keys.iter()
             .position(|&x| x == k)
             .map_or(f64::NAN, |j| stats[j].p50)
     };
     let first = fds.first().copied().unwrap_or(1);
+    // Each row against its own fewest-fds row, and against the crate's row
+    // of its flavor (the floor, which has none, against current-thread).
+    let vs_first = |row: ScaleRow, s: &Stats| s.p50 / find((row, first));
+    let vs_crate = |row: ScaleRow, n: usize, s: &Stats| {
+        let flavor = row.flavor().unwrap_or(Flavor::Ct);
+        s.p50 / find((ScaleRow::Tasks(flavor, Impl::Crate), n))
+    };
+    let title = match opts.pick {
+        Pick::Random => {
+            "scale: wake one of N registered receivers at random, wait for its reply (ns)"
+        }
+        Pick::First => "scale: wake the first of N registered receivers, wait for its reply (ns)",
+    };
     if opts.json {
         let rows: Vec<Value> = keys
             .iter()
             .zip(&stats)
-            .map(|(&(flavor, n, imp), s)| {
+            .map(|(&(row, n), s)| {
                 json!({
-                    "impl": imp.name(), "flavor": flavor.name(), "fds": n,
+                    "impl": row.name(), "flavor": row.flavor().map(Flavor::name), "fds": n,
                     "mean_ns": s.mean, "p50_ns": s.p50, "p99_ns": s.p99, "max_ns": s.max,
-                    "p50_vs_fewest_fds": finite(s.p50 / find((flavor, first, imp))),
-                    "p50_vs_crate": finite(s.p50 / find((flavor, n, Impl::Crate))),
+                    "p50_vs_fewest_fds": finite(vs_first(row, s)),
+                    "p50_vs_crate": finite(vs_crate(row, n, s)),
                 })
             })
             .collect();
         let doc = json!({
-            "command": "scale", "pin": opts.pin.name(), "rounds": rounds,
-            "rts_per_round": rts, "results": rows,
+            "command": "scale", "pin": opts.pin.name(), "pick": opts.pick.name(),
+            "rounds": rounds, "rts_per_round": rts, "results": rows,
         });
         println!("{doc:#}");
     } else {
         let table: Vec<Vec<String>> = keys
             .iter()
             .zip(&stats)
-            .map(|(&(flavor, n, imp), s)| {
+            .map(|(&(row, n), s)| {
                 vec![
-                    imp.name().to_string(),
-                    flavor.name().to_string(),
+                    row.name().to_string(),
+                    row.flavor().map_or("-", Flavor::name).to_string(),
                     ns(n as f64),
                     ns(s.mean),
                     ns(s.p50),
                     ns(s.p99),
-                    ratio(s.p50 / find((flavor, first, imp))),
-                    ratio(s.p50 / find((flavor, n, Impl::Crate))),
+                    ratio(vs_first(row, s)),
+                    ratio(vs_crate(row, n, s)),
                 ]
             })
             .collect();
         print_table(
-            "scale: wake one of N registered receivers at random, wait for its reply (ns)",
+            title,
             &[
                 "implementation",
                 "flavor",
@@ -669,9 +734,12 @@ fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
             &table,
         );
         println!(
-            "pin={}, {rounds} rounds x {rts} wakes, interleaved; medians of rounds. \
-             The wake is one plain write (notify_one for notify); the reply likewise.",
-            opts.pin.name()
+            "pin={}, pick={}, {rounds} rounds x {rts} wakes, interleaved; medians of rounds. \
+             The wake is one plain write (notify_one for notify); the reply likewise. \
+             floor: epoll = the same six syscalls on the same kind of kernel objects, \
+             in one thread (no runtime, no task); its growth is the kernel's.",
+            opts.pin.name(),
+            opts.pick.name(),
         );
     }
     Ok(ExitCode::SUCCESS)

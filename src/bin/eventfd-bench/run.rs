@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_eventfd::EventFd;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::runtime::{Builder, Runtime};
 
 use crate::impls::{dispatch, Chan, Impl, Kind, Rx, Tx};
@@ -308,23 +309,62 @@ impl XorShift {
     }
 }
 
+/// Which receiver the `scale` driver wakes each time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// One chosen at random: with many receivers, most of what a wake touches
+    /// (task, registration, kernel file and epoll item) is cold in the caches.
+    Random,
+    /// Always the first: the others are registered but idle, so what grows
+    /// with their number is the cost of merely having them.
+    First,
+}
+
+impl Pick {
+    pub(crate) fn parse(s: &str) -> Option<Pick> {
+        match s {
+            "random" => Some(Pick::Random),
+            "first" => Some(Pick::First),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Pick::Random => "random",
+            Pick::First => "first",
+        }
+    }
+
+    /// The sequence of receivers to wake, out of `fds`.
+    fn picker(self, fds: usize) -> impl FnMut() -> usize {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        move || match self {
+            Pick::Random => usize::try_from(rng.next() % fds.max(1) as u64).unwrap_or(0),
+            Pick::First => 0,
+        }
+    }
+}
+
 /// `fds` receivers of `imp` each wait in a task of its own; a driver wakes
-/// one chosen at random and waits for its reply. Returns ns per round trip.
+/// one (as `pick` says) and waits for its reply. Returns ns per round trip.
 pub(crate) fn scale(
     imp: Impl,
     flavor: Flavor,
     pin: Pin,
     fds: usize,
+    pick: Pick,
     rts: usize,
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
-    dispatch!(imp, scale_with(flavor, pin, fds, rts, warmup))
+    dispatch!(imp, scale_with(flavor, pin, fds, pick, rts, warmup))
 }
 
 fn scale_with<K: Kind>(
     flavor: Flavor,
     pin: Pin,
     fds: usize,
+    pick: Pick,
     rts: usize,
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
@@ -358,10 +398,10 @@ fn scale_with<K: Kind>(
             });
         }
         let driver = tokio::spawn(async move {
-            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+            let mut next = pick.picker(fds);
             let mut samples = Vec::with_capacity(rts);
             for i in 0..rts + warmup {
-                let pick = usize::try_from(rng.next() % fds as u64).unwrap_or(0);
+                let pick = next();
                 let start = Instant::now();
                 wake[pick].fire()?;
                 reply_rx.recv().await?;
@@ -385,6 +425,60 @@ fn scale_with<K: Kind>(
         Ok((samples, reply_rx))
     })?;
     Ok(samples)
+}
+
+/// The kernel's part of a `scale` round trip, with no runtime and no task:
+/// one thread, `fds` eventfds plus a reply eventfd in one level-triggered
+/// epoll set. A round trip writes the chosen eventfd, takes its event from
+/// `epoll_wait` and reads it, then does the same with the reply eventfd:
+/// the six syscalls of a task's round trip, on the same kernel objects.
+pub(crate) fn scale_floor(
+    pin: Pin,
+    fds: usize,
+    pick: Pick,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let efds = (0..fds)
+            .map(|_| EventFd::new())
+            .collect::<io::Result<Vec<_>>>()?;
+        let reply = EventFd::new()?;
+        for (token, efd) in (0u64..).zip(efds.iter().chain([&reply])) {
+            epoll.add(efd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        }
+        let mut events = [EpollEvent::empty()];
+        // Waits for the one ready fd, which must be `efd` (token `token`),
+        // and takes its count.
+        let mut take = |efd: &EventFd, token: usize| -> io::Result<()> {
+            let n = epoll.wait(&mut events, EpollTimeout::NONE)?;
+            if n != 1 || events[0].data() != token as u64 {
+                return Err(io::Error::other(format!(
+                    "epoll floor: expected token {token}, got {n} event(s), token {}",
+                    events[0].data()
+                )));
+            }
+            efd.read().map(drop)
+        };
+        let mut next = pick.picker(fds);
+        let mut samples = Vec::with_capacity(rts);
+        for i in 0..rts + warmup {
+            let pick = next();
+            let efd = efds
+                .get(pick)
+                .ok_or_else(|| io::Error::other("epoll floor: no receivers"))?;
+            let start = Instant::now();
+            efd.add(1)?;
+            take(efd, pick)?;
+            reply.add(1)?;
+            take(&reply, fds)?;
+            if i >= warmup {
+                samples.push(nanos(start.elapsed()));
+            }
+        }
+        Ok(samples)
+    })
 }
 
 /// One throughput measurement.
