@@ -68,8 +68,10 @@ OPTIONS:
                          Unpinned multi-thread timings are bimodal on small VMs.
     --flavor ct|mt|both  Runtime flavor: current_thread, multi_thread with 2 workers
                          (default: both).
-    --rounds N           Rounds; implementations alternate within each (default 7).
-    --rts N              Round trips per implementation per round (default 10000).
+    --rounds N           Rounds; implementations alternate within each (default 7;
+                         throughput 3, scale 5).
+    --rts N              Round trips per implementation per round (default 10000;
+                         scale 5000).
     --impl a,b,...       Only these implementations (the crate is always included).
     --syscalls           (latency, thread-task) Count syscalls per RT with
                          `perf stat`, one process per implementation: all syscalls,
@@ -94,14 +96,20 @@ Exit status: 0 on success, 1 when a measurement fails (or a count is lost),
 2 on bad arguments.
 ";
 
+/// `latency` and `thread-task` defaults.
+const LATENCY_ROUNDS: usize = 7;
+const LATENCY_RTS: usize = 10_000;
+
 /// Command-line options shared by the subcommands.
 #[derive(Clone, Debug)]
 struct Opts {
     json: bool,
     pin: Pin,
     flavors: Vec<Flavor>,
-    rounds: usize,
-    rts: usize,
+    /// `--rounds`; `None`: the subcommand's default.
+    rounds: Option<usize>,
+    /// `--rts`; `None`: the subcommand's default.
+    rts: Option<usize>,
     warmup: usize,
     impls: Vec<Impl>,
     syscalls: bool,
@@ -119,8 +127,8 @@ impl Default for Opts {
             json: false,
             pin: Pin::Same,
             flavors: vec![Flavor::Ct, Flavor::Mt],
-            rounds: 7,
-            rts: 10_000,
+            rounds: None,
+            rts: None,
             warmup: 1_000,
             impls: Impl::ALL.to_vec(),
             syscalls: false,
@@ -130,6 +138,18 @@ impl Default for Opts {
             pick: Pick::Random,
             one: None,
         }
+    }
+}
+
+impl Opts {
+    /// `--rounds`, or `default` (the subcommand's) when not given.
+    fn rounds(&self, default: usize) -> usize {
+        self.rounds.unwrap_or(default)
+    }
+
+    /// `--rts`, or `default` (the subcommand's) when not given.
+    fn rts(&self, default: usize) -> usize {
+        self.rts.unwrap_or(default)
     }
 }
 
@@ -177,8 +197,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, Usage> {
                 o.flavors = Flavor::parse(&v)
                     .ok_or_else(|| Usage(format!("--flavor: expected ct|mt|both, got `{v}`")))?;
             }
-            "--rounds" => o.rounds = count(value("a count")?)?,
-            "--rts" => o.rts = count(value("a count")?)?,
+            "--rounds" => o.rounds = Some(count(value("a count")?)?),
+            "--rts" => o.rts = Some(count(value("a count")?)?),
             "--warmup" => {
                 let v = value("a count")?;
                 o.warmup = v
@@ -262,8 +282,8 @@ fn tour() -> ExitCode {
     println!("More: `eventfd-bench --help`.\n");
     let stress_ok = stress_cmd::tour(Duration::from_secs(3));
     let opts = Opts {
-        rounds: 3,
-        rts: 3_000,
+        rounds: Some(3),
+        rts: Some(3_000),
         warmup: 500,
         ..Opts::default()
     };
@@ -279,7 +299,13 @@ fn tour() -> ExitCode {
 /// Hidden `--one`: run a single subject, print nothing (perf counts us).
 fn one(subject: Subject, opts: &Opts) -> std::io::Result<ExitCode> {
     for &flavor in &opts.flavors {
-        run::latency(subject, flavor, opts.pin, opts.rts, opts.warmup)?;
+        run::latency(
+            subject,
+            flavor,
+            opts.pin,
+            opts.rts(LATENCY_RTS),
+            opts.warmup,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -347,11 +373,18 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
     let rows = latency_rows(opts, thread_task);
     let rounds = interleaved(
         &rows,
-        opts.rounds,
+        opts.rounds(LATENCY_ROUNDS),
         |(subject, flavor)| format!("{} {}", subject.name(), flavor.map_or("", Flavor::name)),
         |(subject, flavor)| {
             let flavor = flavor.unwrap_or(Flavor::Ct);
-            run::latency(subject, flavor, opts.pin, opts.rts, opts.warmup).map(Stats::of)
+            run::latency(
+                subject,
+                flavor,
+                opts.pin,
+                opts.rts(LATENCY_RTS),
+                opts.warmup,
+            )
+            .map(Stats::of)
         },
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
@@ -418,8 +451,8 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
         let doc = json!({
             "command": if thread_task { "thread-task" } else { "latency" },
             "pin": opts.pin.name(),
-            "rounds": opts.rounds,
-            "rts_per_round": opts.rts,
+            "rounds": opts.rounds(LATENCY_ROUNDS),
+            "rts_per_round": opts.rts(LATENCY_RTS),
             "cpus": sys::allowed_cpus(),
             "results": results,
         });
@@ -466,8 +499,8 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
     println!(
         "pin={}, {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds); CPUs {:?}",
         opts.pin.name(),
-        opts.rounds,
-        opts.rts,
+        opts.rounds(LATENCY_ROUNDS),
+        opts.rts(LATENCY_RTS),
         sys::allowed_cpus()
     );
     if opts.syscalls {
@@ -495,7 +528,7 @@ fn finite(v: f64) -> Value {
 
 fn throughput(opts: &Opts) -> std::io::Result<ExitCode> {
     let keys = grid(opts, &opts.writers);
-    let rounds = opts.rounds.min(3);
+    let rounds = opts.rounds(3);
     let results = interleaved(
         &keys,
         rounds,
@@ -644,8 +677,10 @@ fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
         .map(|(flavor, n, imp)| (ScaleRow::Tasks(flavor, imp), n))
         .collect();
     keys.extend(fds.iter().map(|&n| (ScaleRow::Floor, n)));
-    let rounds = opts.rounds.min(5);
-    let rts = opts.rts.min(5_000);
+    // Fewer by default than the others: each measurement opens and
+    // registers up to 10,000 fds and spawns as many tasks.
+    let rounds = opts.rounds(5);
+    let rts = opts.rts(5_000);
     let warmup = opts.warmup.min(rts);
     let results = interleaved(
         &keys,
@@ -743,4 +778,44 @@ fn scale(opts: &Opts) -> std::io::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Result<Opts, String> {
+        let args: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        parse_opts(&args).map_err(|Usage(msg)| msg)
+    }
+
+    #[test]
+    fn rounds_and_rts_default_per_subcommand_unless_given() {
+        let o = parse(&[]).expect("no arguments");
+        assert_eq!((o.rounds(5), o.rts(5_000)), (5, 5_000));
+        assert_eq!(o.pick, Pick::Random);
+        let o = parse(&["--rounds", "9", "--rts=20_000", "--pick", "first"]).expect("valid");
+        assert_eq!((o.rounds(5), o.rts(5_000)), (9, 20_000));
+        assert_eq!(o.pick, Pick::First);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        assert_eq!(
+            parse(&["--pick", "last"]).map(|_| ()),
+            Err("--pick: expected random|first, got `last`".to_string())
+        );
+        assert_eq!(
+            parse(&["--rounds", "0"]).map(|_| ()),
+            Err("--rounds: expected a positive integer, got `0`".to_string())
+        );
+        assert_eq!(
+            parse(&["--fds", "10,x"]).map(|_| ()),
+            Err("invalid fd count: `x`".to_string())
+        );
+        assert_eq!(
+            parse(&["--rts"]).map(|_| ()),
+            Err("--rts needs a value (a count)".to_string())
+        );
+    }
 }
