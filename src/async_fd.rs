@@ -48,8 +48,8 @@ use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
@@ -110,6 +110,9 @@ pub struct AsyncEventFd {
     poll_writer: PollWriter,
     /// Whether `read` tries the syscall before waiting for readiness.
     speculation: Speculation,
+    /// Tells `add` and the speculative read that the runtime may have shut
+    /// down.
+    runtime_watch: Arc<RuntimeWatch>,
 }
 
 impl AsyncEventFd {
@@ -226,7 +229,7 @@ impl AsyncEventFd {
     /// after it: a dropped `add()` future has either added `n` (and then
     /// returned) or added nothing.
     pub async fn add(&self, n: u64) -> io::Result<()> {
-        self.check_runtime().await?;
+        self.check_runtime()?;
         match self.inner.get_ref().add(n) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.add_when_room(n).await,
             done => done,
@@ -348,9 +351,7 @@ impl AsyncEventFd {
     ///
     /// As [`add`](AsyncEventFd::add).
     pub fn poll_add(&self, cx: &mut Context<'_>, n: u64) -> Poll<io::Result<()>> {
-        if let Poll::Ready(Err(e)) = self.poll_runtime(cx) {
-            return Poll::Ready(Err(e));
-        }
+        self.check_runtime()?;
         match self.inner.get_ref().add(n) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             done => {
@@ -445,7 +446,7 @@ impl AsyncEventFd {
         if !self.speculation.should_try() {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(Err(e)) = self.poll_runtime(cx) {
+        if let Err(e) = self.check_runtime() {
             return Poll::Ready(Some(Err(e)));
         }
         let budget = ready!(tokio::task::coop::poll_proceed(cx));
@@ -464,23 +465,36 @@ impl AsyncEventFd {
     }
 
     /// Fails once the runtime's I/O driver has shut down; otherwise returns at
-    /// once, without waiting.
-    async fn check_runtime(&self) -> io::Result<()> {
-        poll_fn(|cx| self.poll_runtime(cx)).await
+    /// once. Usually one atomic load: see [`RuntimeWatch`].
+    fn check_runtime(&self) -> io::Result<()> {
+        if self.runtime_watch.woken.load(Ordering::Acquire) {
+            self.recheck_runtime()
+        } else {
+            Ok(())
+        }
     }
 
-    /// `Ready(Err)` once the runtime's I/O driver has shut down, `Ready(Ok)`
-    /// otherwise. Never `Pending`.
-    fn poll_runtime(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Asks tokio whether the driver has shut down, and parks the
+    /// [`RuntimeWatch`] waker to hear of it if not yet.
+    #[cold]
+    fn recheck_runtime(&self) -> io::Result<()> {
+        // Cleared before asking: a shutdown that lands after the question
+        // wakes the watch, which sets it again.
+        self.runtime_watch.woken.store(false, Ordering::Release);
+        let waker = Waker::from(Arc::clone(&self.runtime_watch));
         // The registration has READABLE interest only, so its write readiness
-        // is never set: `poll_write_ready` returns `Pending` (and parks `cx` in
-        // a waker slot nothing else uses and nothing ever wakes) unless the
-        // driver has shut down, when it returns the driver's error. This is an
-        // atomic load and an uncontended lock, cheaper than any syscall.
-        match self.inner.poll_write_ready(cx) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            _ => Poll::Ready(Ok(())),
-        }
+        // is never set: `poll_write_ready` returns `Pending` and parks the
+        // waker in the write slot, or returns the driver's error once it has
+        // shut down.
+        let Poll::Ready(answer) = self
+            .inner
+            .poll_write_ready(&mut Context::from_waker(&waker))
+        else {
+            return Ok(());
+        };
+        // Not parked: ask again next time.
+        self.runtime_watch.woken.store(true, Ordering::Release);
+        answer.map(drop)
     }
 
     /// The slow path of `add`: the counter has no room for `n`. Waits for
@@ -510,7 +524,7 @@ impl AsyncEventFd {
             }
             drop(writable);
             self.sleep(backoff.next()).await?;
-            self.check_runtime().await?;
+            self.check_runtime()?;
             match self.inner.get_ref().add(n) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return done,
@@ -538,6 +552,31 @@ impl AsyncEventFd {
             .spawn_blocking(move || std::thread::sleep(duration))
             .await
             .map_err(io::Error::other)
+    }
+}
+
+/// Whether the runtime's I/O driver may have shut down since it was last asked.
+///
+/// After a shutdown, `add` and a speculative read must fail (their syscalls
+/// would still work, on an fd whose reactor is gone). Asking tokio
+/// (`poll_write_ready`) takes a lock, a cost every `add` would pay. Instead
+/// this waker waits in the registration's write slot, which nothing else uses
+/// and which, with `READABLE` interest only, only the driver's shutdown (or
+/// the registration's end) wakes; until then, checking is one atomic load.
+/// Woken means "ask tokio again", so a wake for any other reason costs one
+/// question, never a wrong answer. A new fd starts woken: its first check asks,
+/// and parks the waker.
+struct RuntimeWatch {
+    woken: AtomicBool,
+}
+
+impl Wake for RuntimeWatch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
     }
 }
 
@@ -736,6 +775,9 @@ impl TryFrom<EventFd> for AsyncEventFd {
             read_may_leave_count,
             poll_writer: PollWriter::default(),
             speculation: Speculation::default(),
+            runtime_watch: Arc::new(RuntimeWatch {
+                woken: AtomicBool::new(true),
+            }),
         })
     }
 }

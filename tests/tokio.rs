@@ -774,6 +774,40 @@ fn read_and_add_after_the_runtime_shut_down_are_errors() {
 }
 
 #[test]
+fn add_and_reads_that_worked_before_the_shutdown_fail_after_it() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let (rt, efd) = efd_on(flavor);
+        // Warm every path while the runtime lives: the adds have checked the
+        // runtime once, and 64 reads in a row that find a count make `read`
+        // try the syscall before waiting.
+        rt.block_on(async {
+            for i in 1..=64 {
+                finish(efd.add(i)).await.expect("add");
+                assert_eq!(finish(efd.read()).await.expect("read"), i);
+            }
+            finish(poll_fn(|cx| efd.poll_add(cx, 5))).await.expect("poll_add");
+            assert_eq!(
+                finish(poll_fn(|cx| efd.poll_read(cx))).await.expect("poll_read"),
+                5
+            );
+        });
+        shut_down(rt);
+        efd.try_add(1).expect("try_add: one syscall, no runtime");
+        let mut add = tokio_test::task::spawn(efd.add(1));
+        assert_shutdown_error(assert_ready!(add.poll()));
+        let mut poll_add = tokio_test::task::spawn(poll_fn(|cx| efd.poll_add(cx, 1)));
+        assert_shutdown_error(assert_ready!(poll_add.poll()));
+        // With a count waiting, a speculative read would find it: it must
+        // fail all the same.
+        let mut read = tokio_test::task::spawn(efd.read());
+        assert_shutdown_error(assert_ready!(read.poll()));
+        let mut poll_read = tokio_test::task::spawn(poll_fn(|cx| efd.poll_read(cx)));
+        assert_shutdown_error(assert_ready!(poll_read.poll()));
+        assert_eq!(efd.try_read().expect("only try_add added"), 1);
+    }
+}
+
+#[test]
 fn pending_add_on_a_full_counter_is_woken_with_an_error_when_the_runtime_shuts_down() {
     for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
         let (rt, efd) = efd_on(flavor);
