@@ -42,6 +42,14 @@
 //! count; it touches no readiness, so it cannot lose a wakeup.
 //! It checks for a shut-down runtime first and spends tokio's cooperative
 //! budget, as the readiness path does.
+//!
+//! # Knowing that the runtime is gone
+//!
+//! After the runtime shuts down, `add` and a speculative read must fail
+//! rather than work on an fd whose reactor is gone. Asking tokio takes a lock,
+//! so instead a waker (`RuntimeWatch`) waits in the registration's write slot,
+//! which nothing else uses and only the driver's shutdown wakes: the check on
+//! every call is one atomic load.
 
 use std::fmt;
 use std::future::poll_fn;
@@ -62,7 +70,7 @@ use crate::EventFd;
 /// counter is non-zero, `add(n).await` waits while it is full.
 ///
 /// Every method takes `&self`: put an `AsyncEventFd` in an
-/// [`Arc`](std::sync::Arc) and any number of tasks can read and add at once.
+/// [`Arc`] and any number of tasks can read and add at once.
 /// Writers that are not tasks (a plain thread, a signal handler, a child
 /// process, the kernel) write to the same counter through a clone of the fd:
 /// `get_ref().try_clone()`.

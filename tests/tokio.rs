@@ -785,9 +785,13 @@ fn add_and_reads_that_worked_before_the_shutdown_fail_after_it() {
                 finish(efd.add(i)).await.expect("add");
                 assert_eq!(finish(efd.read()).await.expect("read"), i);
             }
-            finish(poll_fn(|cx| efd.poll_add(cx, 5))).await.expect("poll_add");
+            finish(poll_fn(|cx| efd.poll_add(cx, 5)))
+                .await
+                .expect("poll_add");
             assert_eq!(
-                finish(poll_fn(|cx| efd.poll_read(cx))).await.expect("poll_read"),
+                finish(poll_fn(|cx| efd.poll_read(cx)))
+                    .await
+                    .expect("poll_read"),
                 5
             );
         });
