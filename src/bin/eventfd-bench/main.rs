@@ -299,15 +299,21 @@ fn tour() -> ExitCode {
 /// Hidden `--one`: run a single subject, print nothing (perf counts us).
 fn one(subject: Subject, opts: &Opts) -> std::io::Result<ExitCode> {
     for &flavor in &opts.flavors {
-        run::latency(
-            subject,
-            flavor,
-            opts.pin,
-            opts.rts(LATENCY_RTS),
-            opts.warmup,
-        )?;
+        measure_latency(opts, subject, flavor)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `latency` or `thread-task` measurement with the options' pinning,
+/// round trips and warm-up.
+fn measure_latency(opts: &Opts, subject: Subject, flavor: Flavor) -> std::io::Result<Vec<u64>> {
+    run::latency(
+        subject,
+        flavor,
+        opts.pin,
+        opts.rts(LATENCY_RTS),
+        opts.warmup,
+    )
 }
 
 /// The rows of a latency table: (subject, flavor or None for the floors).
@@ -376,15 +382,7 @@ fn latency(opts: &Opts, thread_task: bool) -> std::io::Result<ExitCode> {
         opts.rounds(LATENCY_ROUNDS),
         |(subject, flavor)| format!("{} {}", subject.name(), flavor.map_or("", Flavor::name)),
         |(subject, flavor)| {
-            let flavor = flavor.unwrap_or(Flavor::Ct);
-            run::latency(
-                subject,
-                flavor,
-                opts.pin,
-                opts.rts(LATENCY_RTS),
-                opts.warmup,
-            )
-            .map(Stats::of)
+            measure_latency(opts, subject, flavor.unwrap_or(Flavor::Ct)).map(Stats::of)
         },
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
