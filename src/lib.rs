@@ -43,10 +43,6 @@ pub use crate::async_fd::AsyncEventFd;
 #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
 mod stream;
 
-#[cfg(feature = "stress")]
-#[cfg_attr(docsrs, doc(cfg(feature = "stress")))]
-pub mod stress;
-
 /// The largest value the counter holds: `u64::MAX - 1`.
 ///
 /// An add that would take the counter past it waits (blocking fd,

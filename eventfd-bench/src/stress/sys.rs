@@ -15,7 +15,7 @@ use super::{
     drain, epoll, join, read_once, readable, run_threads, timeout_ms, writer_jobs, Ctx, Job, Rng,
     Tally, Watch,
 };
-use crate::{EventFd, MAX_COUNT};
+use async_eventfd::{EventFd, MAX_COUNT};
 
 pub(super) fn s8(ctx: &Ctx) {
     let per = 20_000 * ctx.scale();

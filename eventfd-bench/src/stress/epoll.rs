@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::{drain, run_threads, timeout_ms, writer_jobs, Ctx, Job, Rng, Tally, Watch};
-use crate::EventFd;
+use async_eventfd::EventFd;
 
 /// The token of the data eventfd (of fd `i`: `DATA + i`).
 const DATA: u64 = 1;

@@ -86,11 +86,11 @@ OPTIONS:
     -h, --help           This text.
 
 EXAMPLES:
-    cargo run --release --features cli --bin eventfd-bench
-    cargo run --release --features cli --bin eventfd-bench -- latency --syscalls
-    cargo run --release --features cli --bin eventfd-bench -- thread-task --pin same
-    cargo run --release --features cli --bin eventfd-bench -- throughput --json
-    cargo run --release --features cli --bin eventfd-bench -- stress --duration 10s
+    cargo run --release -p eventfd-bench
+    cargo run --release -p eventfd-bench -- latency --syscalls
+    cargo run --release -p eventfd-bench -- thread-task --pin same
+    cargo run --release -p eventfd-bench -- throughput --json
+    cargo run --release -p eventfd-bench -- stress --duration 10s
 
 Exit status: 0 on success, 1 when a measurement fails (or a count is lost),
 2 on bad arguments.

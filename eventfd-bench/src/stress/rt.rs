@@ -16,7 +16,7 @@ use tokio::runtime::{Builder, Runtime};
 use tokio::sync::watch;
 
 use super::{join, Ctx, Probe, Rng, Tally, Watch};
-use crate::{AsyncEventFd, EventFd, MAX_COUNT};
+use async_eventfd::{AsyncEventFd, EventFd, MAX_COUNT};
 
 /// Counts the polls of a read future: every poll after the first is a
 /// wakeup; one that stays `Pending` is a spurious wakeup.

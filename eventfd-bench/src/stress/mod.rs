@@ -29,12 +29,11 @@
 //! from the fds they wait on) and the run fails with a clear message.
 //!
 //! The same engine backs the `stress` test target and `eventfd-bench stress`.
-//! This module is compiled only with the `stress` feature.
 //!
 //! # Examples
 //!
 //! ```
-//! use async_eventfd::stress::{self, Config};
+//! use eventfd_bench::stress::{self, Config};
 //!
 //! let report = stress::run("S3", &Config::default());
 //! assert!(report.passed(), "{report}");
@@ -67,7 +66,7 @@ mod sys;
 /// # Examples
 ///
 /// ```
-/// let s3 = async_eventfd::stress::scenario("s3").expect("S3 exists");
+/// let s3 = eventfd_bench::stress::scenario("s3").expect("S3 exists");
 /// assert_eq!(s3.id, "S3");
 /// println!("{}: {}", s3.name, s3.topology);
 /// ```
@@ -88,7 +87,7 @@ pub struct Scenario {
 /// # Examples
 ///
 /// ```
-/// let ids: Vec<&str> = async_eventfd::stress::SCENARIOS.iter().map(|s| s.id).collect();
+/// let ids: Vec<&str> = eventfd_bench::stress::SCENARIOS.iter().map(|s| s.id).collect();
 /// assert_eq!(ids.len(), 16);
 /// assert_eq!(ids[0], "S1");
 /// ```
@@ -197,7 +196,7 @@ pub const SCENARIOS: [Scenario; 16] = [
 /// # Examples
 ///
 /// ```
-/// use async_eventfd::stress::scenario;
+/// use eventfd_bench::stress::scenario;
 /// assert_eq!(scenario("16").map(|s| s.id), Some("S16"));
 /// assert_eq!(scenario("S17"), None);
 /// ```
@@ -220,7 +219,7 @@ pub fn scenario(id: &str) -> Option<&'static Scenario> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use async_eventfd::stress::Config;
+/// use eventfd_bench::stress::Config;
 ///
 /// let config = Config {
 ///     threads: Some(8),
@@ -265,7 +264,7 @@ impl Config {
     /// # Examples
     ///
     /// ```
-    /// let config = async_eventfd::stress::Config::from_env();
+    /// let config = eventfd_bench::stress::Config::from_env();
     /// assert!(config.scale >= 1);
     /// ```
     ///
@@ -297,7 +296,7 @@ impl Config {
 /// # Examples
 ///
 /// ```
-/// use async_eventfd::stress::{run, Config};
+/// use eventfd_bench::stress::{run, Config};
 ///
 /// let report = run("S13", &Config::default());
 /// assert_eq!(report.id, "S13");
@@ -341,7 +340,7 @@ impl Report {
     /// # Examples
     ///
     /// ```
-    /// let report = async_eventfd::stress::run("S99", &Default::default());
+    /// let report = eventfd_bench::stress::run("S99", &Default::default());
     /// assert!(!report.passed());
     /// ```
     ///
@@ -383,7 +382,7 @@ impl fmt::Display for Report {
 /// # Examples
 ///
 /// ```
-/// use async_eventfd::stress::{run, Config};
+/// use eventfd_bench::stress::{run, Config};
 ///
 /// let report = run("s3", &Config::default());
 /// assert!(report.passed(), "{report}");
@@ -470,7 +469,7 @@ pub fn run(id: &str, config: &Config) -> Report {
 /// # Examples
 ///
 /// ```no_run
-/// use async_eventfd::stress::{run_all, Config};
+/// use eventfd_bench::stress::{run_all, Config};
 ///
 /// let reports = run_all(&Config::default(), |s| eprintln!("running {}", s.id));
 /// assert!(reports.iter().all(|r| r.passed()));
@@ -1023,7 +1022,7 @@ impl Rng {
 }
 
 /// A writer thread's loop: `per` adds of 1 through its own dup.
-fn writer_loop(ctx: &Ctx, efd: &crate::EventFd, per: u64, seed: u64) -> Tally {
+fn writer_loop(ctx: &Ctx, efd: &async_eventfd::EventFd, per: u64, seed: u64) -> Tally {
     let mut tally = Tally::default();
     let mut rng = Rng::new(seed);
     for _ in 0..per {
@@ -1053,7 +1052,7 @@ fn writer_loop(ctx: &Ctx, efd: &crate::EventFd, per: u64, seed: u64) -> Tally {
 /// (seeds from `seed`). A failed dup fails the scenario and ends the list.
 fn writer_jobs<'env>(
     ctx: &'env Ctx,
-    efd: &crate::EventFd,
+    efd: &async_eventfd::EventFd,
     n: usize,
     per: u64,
     seed: u64,
@@ -1072,7 +1071,7 @@ fn writer_jobs<'env>(
 
 /// Reads once; `Some(v)` on success, `None` on `WouldBlock`, fails the
 /// scenario on other errors.
-fn read_once(ctx: &Ctx, efd: &crate::EventFd, tally: &mut Tally) -> Option<u64> {
+fn read_once(ctx: &Ctx, efd: &async_eventfd::EventFd, tally: &mut Tally) -> Option<u64> {
     match efd.read() {
         Ok(v) => {
             tally.read(v);
@@ -1090,7 +1089,13 @@ fn read_once(ctx: &Ctx, efd: &crate::EventFd, tally: &mut Tally) -> Option<u64> 
 
 /// Reads until `WouldBlock`, marking progress on the watched fd `fd`;
 /// returns whether anything was read.
-fn drain(ctx: &Ctx, watch: &Watch<'_>, fd: usize, efd: &crate::EventFd, tally: &mut Tally) -> bool {
+fn drain(
+    ctx: &Ctx,
+    watch: &Watch<'_>,
+    fd: usize,
+    efd: &async_eventfd::EventFd,
+    tally: &mut Tally,
+) -> bool {
     let mut any = false;
     while read_once(ctx, efd, tally).is_some() {
         watch.progress(fd);

@@ -1,5 +1,5 @@
 //! The stress suite: scenarios S1-S16 of `STRESS.md`, one test each, run by
-//! the engine in `async_eventfd::stress` (feature `stress`).
+//! the engine in `eventfd_bench::stress`.
 //!
 //! Each test runs its scenario at `EVENTFD_STRESS_SCALE` (default 1), prints
 //! the report, and asserts that it passed: conservation (sum read == sum
@@ -8,13 +8,13 @@
 //! scenario's own checks. Nothing hangs: every scenario has a watchdog.
 //!
 //! ```text
-//! cargo test --release --all-features --test stress
-//! EVENTFD_STRESS_SCALE=20 cargo test --release --all-features --test stress
-//! taskset -c 0 cargo test --release --all-features --test stress
-//! EVENTFD_STRESS_THREADS=8 cargo test --release --all-features --test stress
+//! cargo test --release -p eventfd-bench --test stress
+//! EVENTFD_STRESS_SCALE=20 cargo test --release -p eventfd-bench --test stress
+//! taskset -c 0 cargo test --release -p eventfd-bench --test stress
+//! EVENTFD_STRESS_THREADS=8 cargo test --release -p eventfd-bench --test stress
 //! ```
 
-use async_eventfd::stress::{self, Config, Report};
+use eventfd_bench::stress::{self, Config, Report};
 
 /// Runs `id` and asserts that it passed, with exact conservation.
 fn check(id: &str) -> Report {

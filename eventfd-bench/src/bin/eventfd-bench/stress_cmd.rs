@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use async_eventfd::stress::{self, Config, Report, Scenario, SCENARIOS};
+use eventfd_bench::stress::{self, Config, Report, Scenario, SCENARIOS};
 
 /// What the command line asked for.
 #[derive(Debug)]

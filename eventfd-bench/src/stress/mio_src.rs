@@ -10,7 +10,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use super::{drain, run_threads, writer_jobs, Ctx, Job, Rng, Tally, Watch};
-use crate::EventFd;
+use async_eventfd::EventFd;
 
 const STOP: Token = Token(usize::MAX);
 
