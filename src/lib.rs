@@ -1,20 +1,31 @@
-// The README and the guide show every layer, so they (and their doctests) are
-// the crate docs when the default features are on; a trimmed build gets a
-// pointer instead of broken links.
-#![cfg_attr(
-    all(feature = "tokio", feature = "mio", feature = "stream"),
-    doc = include_str!("../README.md")
-)]
-#![cfg_attr(all(feature = "tokio", feature = "mio", feature = "stream"), doc = "")]
+//! A Linux eventfd as a first-class citizen of async Rust: an owned
+//! [`EventFd`] (counter or semaphore mode, blocking or not, adopt an fd from
+//! elsewhere), a mio `Source`, and a tokio `AsyncEventFd` that any number of
+//! tasks share through `&self` and that never loses a wakeup.
+//!
+//! An eventfd is a counter in the kernel behind a file descriptor, so it can
+//! be handed to what a channel cannot reach: the kernel (io_uring, KVM), a
+//! plain thread, a signal handler, a child process, a C event loop. Adds from
+//! any number of writers coalesce into one count that a reader takes in one
+//! read.
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tokio` | yes | `AsyncEventFd`, on tokio's `AsyncFd` (tokio 1.54 or later) |
+//! | `mio` | yes | `impl mio::event::Source for EventFd` |
+//! | `stream` | yes | `impl futures_core::Stream for AsyncEventFd` |
+//!
+// The guide shows every layer, so it (and its doctests) is the rest of the
+// crate docs when the default features are on; a trimmed build gets a pointer
+// instead of broken links.
 #![cfg_attr(
     all(feature = "tokio", feature = "mio", feature = "stream"),
     doc = include_str!("../docs/guide.md")
 )]
 #![cfg_attr(
     not(all(feature = "tokio", feature = "mio", feature = "stream")),
-    doc = "A Linux eventfd as a first-class citizen of async Rust. These docs were \
-           built without some default features (`tokio`, `mio`, `stream`); build \
-           with them for the full guide and examples."
+    doc = "These docs were built without some default features (`tokio`, \
+           `mio`, `stream`); build with them for the full guide and examples."
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, unsafe_code)]
@@ -24,6 +35,12 @@
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 compile_error!("async-eventfd supports Linux and Android only: eventfd(2) is a Linux syscall");
+
+// The README's example is a whole program that readers copy as it stands, so
+// it is compiled here rather than shown in the crate docs.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod eventfd;
 pub use crate::eventfd::{EventFd, EventFdBuilder};
