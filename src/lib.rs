@@ -25,8 +25,13 @@
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 compile_error!("async-eventfd supports Linux and Android only: eventfd(2) is a Linux syscall");
 
+mod builder;
 mod eventfd;
-pub use crate::eventfd::{EventFd, EventFdBuilder};
+mod notifier;
+mod wait;
+pub use crate::builder::EventFdBuilder;
+pub use crate::eventfd::EventFd;
+pub use crate::notifier::Notifier;
 
 #[cfg(feature = "mio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
@@ -61,8 +66,4 @@ mod stream;
 /// # Ok(())
 /// # }
 /// ```
-///
-/// # Errors
-///
-/// None: a constant.
 pub const MAX_COUNT: u64 = 0xffff_ffff_ffff_fffe;
