@@ -48,6 +48,10 @@ pub use crate::async_fd::AsyncEventFd;
 #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
 mod stream;
 
+#[cfg(feature = "vmm-sys-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vmm-sys-util")))]
+mod vmm;
+
 /// The largest value the counter holds: `u64::MAX - 1`.
 ///
 /// An add that would take the counter past it waits (blocking fd,
