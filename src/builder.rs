@@ -23,6 +23,10 @@ use crate::EventFd;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # References
+///
+/// [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html)
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct EventFdBuilder {

@@ -2,6 +2,7 @@
 //! counting as notified, and no lock or allocation (usable from a signal
 //! handler).
 
+#[macro_use]
 mod util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -422,5 +423,51 @@ fn open_file(fd: i32) -> Option<String> {
         None => std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .ok()
             .map(|link| link.display().to_string()),
+    }
+}
+
+// ----- waking a task -----
+
+#[cfg(feature = "tokio")]
+both_flavors! {
+    /// Plain threads notify through clones of one `Notifier` while a task
+    /// awaits `AsyncEventFd::read`: every notify is read, exactly.
+    async fn notifies_from_threads_wake_a_task_and_all_are_read() {
+        const THREADS: u64 = 3;
+        const NOTIFIES: u64 = 500;
+        let efd = util::new_efd();
+        let notifier = efd.get_ref().notifier().expect("notifier");
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let notifier = notifier.clone();
+                thread::spawn(move || {
+                    for _ in 0..NOTIFIES {
+                        notifier.notify().expect("notify");
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        while total < THREADS * NOTIFIES {
+            total += util::finish(efd.read()).await.expect("read");
+        }
+        for thread in threads {
+            thread.join().expect("notifying thread");
+        }
+        assert_eq!(total, THREADS * NOTIFIES);
+        assert_kind(efd.try_read(), ErrorKind::WouldBlock);
+    }
+
+    /// One notify while the task is already waiting wakes it.
+    async fn a_notify_wakes_a_waiting_task() {
+        let efd = util::new_efd();
+        let notifier = efd.get_ref().notifier().expect("notifier");
+        let mut read = std::pin::pin!(efd.read());
+        tokio_test::assert_pending!(futures::poll!(&mut read));
+        thread::spawn(move || notifier.notify())
+            .join()
+            .expect("notifying thread")
+            .expect("notify");
+        assert_eq!(util::finish(read).await.expect("read"), 1);
     }
 }
