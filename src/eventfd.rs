@@ -21,7 +21,10 @@ use crate::{EventFdBuilder, Notifier, MAX_COUNT};
 /// Every method takes `&self` (the kernel counter is the lock), so an
 /// `EventFd` can be shared through an [`Arc`](std::sync::Arc). The fd is closed
 /// on drop. [`try_clone`](EventFd::try_clone) makes a second fd on the same
-/// counter, for example for a writer on another thread.
+/// counter; [`notifier`](EventFd::notifier) makes a [`Notifier`], a writer
+/// whose clones share one fd, for threads, callbacks and signal handlers.
+/// [`wait_timeout`](EventFd::wait_timeout) lets a plain thread wait with a
+/// deadline.
 ///
 /// [`EventFd::new`] makes a nonblocking, close-on-exec fd in counter mode;
 /// [`EventFd::builder`] chooses otherwise.

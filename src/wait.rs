@@ -83,6 +83,9 @@ fn read_nowait(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(buf))
 }
 
+/// `preadv2(fd, [buf], offset -1, RWF_NOWAIT)`, as a raw syscall: the libc
+/// wrapper is missing from glibc before 2.26 and from Android before API 33,
+/// and a missing symbol would stop the program from loading at all.
 #[allow(
     unsafe_code,
     reason = "preadv2 writes at most `buf.len()` bytes into `buf`, which outlives the call"
@@ -92,9 +95,31 @@ fn preadv2_nowait(fd: BorrowedFd<'_>, buf: &mut [u8; 8]) -> Result<usize, Errno>
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
+    // Every argument as a `c_long`, the width syscall(2) reads. The offset
+    // goes in two halves (low, high), as the kernel's preadv2 takes it on
+    // every architecture; -1 in both is offset -1: "the current position",
+    // as read(2) (an eventfd has none to move).
+    let args: [libc::c_long; 6] = [
+        libc::c_long::from(fd.as_raw_fd()),
+        &iov as *const libc::iovec as libc::c_long,
+        1,
+        -1,
+        -1,
+        libc::c_long::from(libc::RWF_NOWAIT),
+    ];
     // SAFETY: `iov` describes `buf`, 8 writable bytes borrowed mutably for
-    // the whole call; `fd` is borrowed, so it stays open. Offset -1 means
-    // "the current position", as read(2) (an eventfd has none to move).
-    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    // the whole call, and `iov` itself lives until it returns; `fd` is
+    // borrowed, so it stays open.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            args[0],
+            args[1],
+            args[2],
+            args[3],
+            args[4],
+            args[5],
+        )
+    };
     Errno::result(n).map(|n| usize::try_from(n).unwrap_or(0))
 }
