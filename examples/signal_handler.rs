@@ -1,5 +1,5 @@
 //! A signal handler wakes an async task: the handler's whole body is one
-//! `EventFd::add(1)`, and the task awaits `AsyncEventFd::read`.
+//! `Notifier::notify()`, and the task awaits `AsyncEventFd::read`.
 //!
 //! ```sh
 //! cargo run --example signal_handler
@@ -8,18 +8,20 @@
 //! A signal handler may only call async-signal-safe functions: it can
 //! interrupt any code, including `malloc` or a thread holding a lock, so a
 //! handler that allocates or locks (a channel send, `Notify`, `println!`) can
-//! deadlock or corrupt the heap. [`EventFd::add`] is safe there: it is one
+//! deadlock or corrupt the heap. [`Notifier::notify`] is safe there: it is one
 //! `write(2)` of 8 bytes from the stack, with no allocation and no lock, even
-//! on its error paths. `write(2)` is on POSIX's list of async-signal-safe
+//! on its error paths, and a full counter counts as notified, so it never
+//! fails for that. `write(2)` is on POSIX's list of async-signal-safe
 //! functions.
 //!
 //! The example installs a `SIGUSR1` handler with `nix::sys::signal::sigaction`
-//! that adds 1 to a clone of the eventfd kept in a static `OnceLock` (reading
-//! an initialized `OnceLock` is one atomic load). A plain thread then sends
-//! the process `SIGUSR1` five times with `kill(2)`, and the task reacts to
-//! each. Ordinary signals do not queue (two sent while one is pending are
-//! delivered once), so the sender waits until the handler has run before it
-//! sends the next; the eventfd itself never loses a count.
+//! that notifies through a [`Notifier`] (from `get_ref().notifier()`) kept in
+//! a static `OnceLock` (reading an initialized `OnceLock` is one atomic
+//! load). A plain thread then sends the process `SIGUSR1` five times with
+//! `kill(2)`, and the task reacts to each. Ordinary signals do not queue (two
+//! sent while one is pending are delivered once), so the sender waits until
+//! the handler has run before it sends the next; the eventfd itself never
+//! loses a count.
 //!
 //! If all you need is to react to a signal in tokio, `tokio::signal::unix`
 //! does this for you. Use this pattern when you own the handler: a C library
@@ -34,7 +36,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_eventfd::{AsyncEventFd, EventFd};
+use async_eventfd::{AsyncEventFd, Notifier};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
@@ -44,9 +46,9 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(5);
 const SIGNALS: u64 = 5;
 
-/// The handler's clone of the eventfd, set before the handler is installed.
-static DOORBELL: OnceLock<EventFd> = OnceLock::new();
-/// How many times the handler ran, and how many of its adds failed.
+/// The handler's notifier, set before the handler is installed.
+static DOORBELL: OnceLock<Notifier> = OnceLock::new();
+/// How many times the handler ran, and how many of its notifies failed.
 static HANDLED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
@@ -57,7 +59,7 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 extern "C" fn on_sigusr1(_signal: c_int) {
     let saved_errno = Errno::last_raw();
     if let Some(doorbell) = DOORBELL.get() {
-        let counter = match doorbell.add(1) {
+        let counter = match doorbell.notify() {
             Ok(()) => &HANDLED,
             Err(_) => &FAILED,
         };
@@ -70,7 +72,7 @@ extern "C" fn on_sigusr1(_signal: c_int) {
 async fn main() -> Res<()> {
     let efd = AsyncEventFd::new()?;
     DOORBELL
-        .set(efd.get_ref().try_clone()?)
+        .set(efd.get_ref().notifier()?)
         .map_err(|_| "DOORBELL was already set")?;
 
     let action = SigAction::new(
@@ -80,11 +82,11 @@ async fn main() -> Res<()> {
     );
     // SAFETY: `on_sigusr1` calls only async-signal-safe code: an atomic load
     // (`OnceLock::get` on a lock that was set above, before installing),
-    // `EventFd::add` (one write(2), no allocation, no lock), atomic adds, and
+    // `Notifier::notify` (one write(2), no allocation, no lock), atomic adds, and
     // reading and restoring errno. Nothing else in this program handles
     // SIGUSR1, so replacing the default action disturbs no one.
     let previous = unsafe { sigaction(Signal::SIGUSR1, &action) }?;
-    println!("installed a SIGUSR1 handler that calls EventFd::add(1)");
+    println!("installed a SIGUSR1 handler that calls Notifier::notify()");
 
     let sender = thread::spawn(send_signals);
 
@@ -104,7 +106,7 @@ async fn main() -> Res<()> {
 
     assert_eq!(total, SIGNALS, "one count per signal");
     assert_eq!(HANDLED.load(Ordering::SeqCst), SIGNALS);
-    assert_eq!(FAILED.load(Ordering::SeqCst), 0, "no add failed");
+    assert_eq!(FAILED.load(Ordering::SeqCst), 0, "no notify failed");
     println!("{SIGNALS} signals sent, {SIGNALS} handled, {total} counts read");
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! A plain OS thread wakes an async task: no runtime handle, no channel, just
-//! a second fd on the same counter from `get_ref().try_clone()`.
+//! a [`Notifier`] on the task's counter.
 //!
 //! ```sh
 //! cargo run --example thread_to_runtime
 //! ```
 //!
 //! The thread stands for a blocking library or a callback from C: code that
-//! knows nothing about tokio. It gets an [`EventFd`] (a plain, synchronous
-//! handle) and calls [`EventFd::add`], one `write(2)`. The task awaits
+//! knows nothing about tokio. It gets a [`Notifier`] (one `dup` of the fd,
+//! made by `get_ref().notifier()`; its clones share that fd) and calls
+//! [`Notifier::add`], one `write(2)`. The task awaits
 //! [`AsyncEventFd::read`] on the same counter.
 //!
 //! Part 1 shows coalescing: four adds made while nobody reads are one count,
@@ -16,14 +17,16 @@
 //! Part 2 is a stream of 100 callbacks, each adding its event number, while
 //! the task keeps reading. Some reads see one add, some see several that
 //! landed between two reads; the total is exact: 1 + 2 + ... + 100 = 5050,
-//! and nothing is left over afterwards.
+//! and nothing is left over afterwards. Its thread holds a clone of the same
+//! notifier: no second fd.
 
 use std::error::Error;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Duration;
 
-use async_eventfd::{AsyncEventFd, EventFd};
+use async_eventfd::{AsyncEventFd, Notifier};
 use tokio::time::timeout;
 
 /// Any await that takes longer than this is a lost wakeup: fail.
@@ -35,9 +38,15 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Res<()> {
     let efd = AsyncEventFd::new()?;
+    let notifier = efd.get_ref().notifier()?;
 
     // Part 1: adds made while nobody reads coalesce into one count.
-    let writer = efd.get_ref().try_clone()?;
+    let writer = notifier.clone();
+    assert_eq!(
+        writer.as_raw_fd(),
+        notifier.as_raw_fd(),
+        "clones share one fd"
+    );
     let thread = thread::spawn(move || -> io::Result<()> {
         for n in 1..=4 {
             writer.add(n)?;
@@ -52,9 +61,9 @@ async fn main() -> Res<()> {
     println!("part 1: the thread added 1, 2, 3, 4; one read returned {value}");
     assert_eq!(value, 10, "four adds coalesce into one count of 10");
 
-    // Part 2: a thread firing callbacks while the task reads.
-    let writer = efd.get_ref().try_clone()?;
-    let thread = thread::spawn(move || library_with_callbacks(&writer));
+    // Part 2: a thread firing callbacks while the task reads; the notifier
+    // itself moves there (clones share its one fd).
+    let thread = thread::spawn(move || library_with_callbacks(&notifier));
 
     let expected = CALLBACKS * (CALLBACKS + 1) / 2;
     let (mut total, mut reads, mut largest) = (0, 0, 0);
@@ -82,9 +91,9 @@ async fn main() -> Res<()> {
 /// Stands for a blocking C library that calls back on its own thread: each
 /// event is announced with one `add`. Bursts of three callbacks, then a short
 /// pause, so that some reads see one add and some see several.
-fn library_with_callbacks(notify: &EventFd) -> io::Result<()> {
+fn library_with_callbacks(notifier: &Notifier) -> io::Result<()> {
     for event in 1..=CALLBACKS {
-        notify.add(event)?;
+        notifier.add(event)?;
         if event % 3 == 0 {
             thread::sleep(Duration::from_micros(300));
         }

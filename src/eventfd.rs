@@ -4,12 +4,12 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::sys::eventfd::EfdFlags;
 
-use crate::MAX_COUNT;
+use crate::{EventFdBuilder, Notifier, MAX_COUNT};
 
 /// An owned Linux eventfd: a kernel `u64` counter behind a file descriptor.
 ///
@@ -21,7 +21,10 @@ use crate::MAX_COUNT;
 /// Every method takes `&self` (the kernel counter is the lock), so an
 /// `EventFd` can be shared through an [`Arc`](std::sync::Arc). The fd is closed
 /// on drop. [`try_clone`](EventFd::try_clone) makes a second fd on the same
-/// counter, for example for a writer on another thread.
+/// counter; [`notifier`](EventFd::notifier) makes a [`Notifier`], a writer
+/// whose clones share one fd, for threads, callbacks and signal handlers.
+/// [`wait_timeout`](EventFd::wait_timeout) lets a plain thread wait with a
+/// deadline.
 ///
 /// [`EventFd::new`] makes a nonblocking, close-on-exec fd in counter mode;
 /// [`EventFd::builder`] chooses otherwise.
@@ -94,10 +97,6 @@ impl EventFd {
     /// # Ok(())
     /// # }
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// None here; [`EventFdBuilder::build`] makes the syscall.
     pub fn builder() -> EventFdBuilder {
         EventFdBuilder::default()
     }
@@ -173,16 +172,7 @@ impl EventFd {
     /// - [`io::ErrorKind::Interrupted`]: a blocking add was interrupted by a
     ///   signal handler installed without `SA_RESTART`.
     pub fn add(&self, n: u64) -> io::Result<()> {
-        if n == u64::MAX {
-            // `from_raw_os_error` allocates nothing, so this path stays
-            // async-signal-safe too.
-            return Err(io::Error::from_raw_os_error(Errno::EINVAL as i32));
-        }
-        let written = nix::unistd::write(&self.fd, &n.to_ne_bytes()).map_err(io::Error::from)?;
-        if written != 8 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        Ok(())
+        add(self.fd.as_fd(), n)
     }
 
     /// Creates a second fd on the same counter.
@@ -222,6 +212,79 @@ impl EventFd {
         })
     }
 
+    /// Returns a [`Notifier`] on this counter: a cheap, cloneable writer for
+    /// threads, callbacks and signal handlers.
+    ///
+    /// Makes one `dup` of the fd (close-on-exec if this one is, as
+    /// [`try_clone`](EventFd::try_clone)); clones of the notifier share it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::new()?;
+    /// let notifier = efd.notifier()?;
+    /// std::thread::spawn(move || notifier.notify())
+    ///     .join()
+    ///     .expect("the notifying thread")?;
+    /// assert_eq!(efd.read()?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`try_clone`](EventFd::try_clone): the errors of
+    /// `fcntl(F_DUPFD[_CLOEXEC])`, chiefly `EMFILE` (too many open files).
+    pub fn notifier(&self) -> io::Result<Notifier> {
+        Ok(Notifier::from_eventfd_fd(self.try_clone()?.fd))
+    }
+
+    /// Waits up to `timeout` for the counter to be non-zero, then reads it as
+    /// [`read`](EventFd::read) does: `Ok(Some(value))`, or `Ok(None)` if the
+    /// time ran out with nothing read.
+    ///
+    /// For plain threads, which have no reactor to wait with. Works on
+    /// blocking and nonblocking fds alike and never waits (much) past the
+    /// timeout, even on a blocking fd shared with other readers: the read
+    /// after the wait cannot block (`preadv2(2)` with `RWF_NOWAIT`), and if
+    /// another reader took the count first, the wait goes on with the time
+    /// left. A signal that interrupts the wait is retried with the time left
+    /// too. [`Duration::ZERO`] checks once and never waits. The wait is
+    /// `poll(2)`, whose timeout is in milliseconds: a timeout is rounded up
+    /// to the next one.
+    ///
+    /// On kernels before Linux 5.12, which lack `RWF_NOWAIT` for eventfds,
+    /// the read is a plain `read(2)`: there, on a *blocking* fd whose count
+    /// another reader takes between the wait and the read, the read waits for
+    /// the next add. Nonblocking fds, and blocking fds with one reader, are
+    /// not affected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let efd = async_eventfd::EventFd::new()?;
+    /// assert_eq!(efd.wait_timeout(Duration::from_millis(10))?, None);
+    ///
+    /// let notifier = efd.notifier()?;
+    /// std::thread::spawn(move || notifier.add(3));
+    /// assert_eq!(efd.wait_timeout(Duration::from_secs(10))?, Some(3));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of `poll(2)` and of [`read`](EventFd::read) other than
+    /// `WouldBlock` and `Interrupted` (both retried): with an open eventfd,
+    /// [`io::ErrorKind::OutOfMemory`] (`ENOMEM` from `poll`) in practice.
+    pub fn wait_timeout(&self, timeout: Duration) -> io::Result<Option<u64>> {
+        crate::wait::wait_timeout(self.fd.as_fd(), timeout)
+    }
+
     /// Returns whether reads take 1 (semaphore mode) rather than the whole
     /// counter.
     ///
@@ -234,12 +297,17 @@ impl EventFd {
     /// # Ok(())
     /// # }
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: the mode is fixed when the eventfd is created.
     pub fn is_semaphore(&self) -> bool {
         self.semaphore
+    }
+
+    /// Wraps an fd that eventfd(2) has just made with the given mode.
+    pub(crate) fn from_created(fd: OwnedFd, semaphore: bool) -> EventFd {
+        EventFd {
+            fd,
+            semaphore,
+            mode_known: true,
+        }
     }
 
     /// What `TryFrom<OwnedFd>` makes of an eventfd on a kernel whose fdinfo
@@ -293,6 +361,22 @@ impl EventFd {
         fcntl(self.fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
         Ok(())
     }
+}
+
+/// The one implementation of [`EventFd::add`] and
+/// [`Notifier::add`](crate::Notifier::add): one `write(2)`.
+///
+/// Async-signal-safe, error paths included: `io::Error::from(Errno)` and
+/// `from_raw_os_error` pack the code into the error without allocating.
+pub(crate) fn add(fd: BorrowedFd<'_>, n: u64) -> io::Result<()> {
+    if n == u64::MAX {
+        return Err(io::Error::from_raw_os_error(Errno::EINVAL as i32));
+    }
+    let written = nix::unistd::write(fd, &n.to_ne_bytes()).map_err(io::Error::from)?;
+    if written != 8 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(())
 }
 
 fn status_flags(fd: BorrowedFd<'_>) -> io::Result<OFlag> {
@@ -351,10 +435,6 @@ impl From<EventFd> for OwnedFd {
     /// # Ok(())
     /// # }
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: the fd moves, nothing is called.
     fn from(efd: EventFd) -> OwnedFd {
         efd.fd
     }
@@ -427,168 +507,6 @@ impl TryFrom<OwnedFd> for EventFd {
             fd,
             semaphore: semaphore.unwrap_or(false),
             mode_known: semaphore.is_some(),
-        })
-    }
-}
-
-/// Builds an [`EventFd`] with chosen options, like std's `OpenOptions`.
-///
-/// Defaults: initial value 0, counter mode, nonblocking, close-on-exec.
-///
-/// # Examples
-///
-/// ```
-/// # fn main() -> std::io::Result<()> {
-/// let efd = async_eventfd::EventFd::builder()
-///     .initial(1)
-///     .nonblocking(true)
-///     .cloexec(true)
-///     .build()?;
-/// assert_eq!(efd.read()?, 1);
-/// # Ok(())
-/// # }
-/// ```
-///
-/// # Errors
-///
-/// Only [`EventFdBuilder::build`] fails.
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `build` is called"]
-pub struct EventFdBuilder {
-    initial: u32,
-    semaphore: bool,
-    nonblocking: bool,
-    cloexec: bool,
-}
-
-impl Default for EventFdBuilder {
-    fn default() -> EventFdBuilder {
-        EventFdBuilder {
-            initial: 0,
-            semaphore: false,
-            nonblocking: true,
-            cloexec: true,
-        }
-    }
-}
-
-impl EventFdBuilder {
-    /// Sets the counter's initial value (default 0).
-    ///
-    /// eventfd(2) takes an `unsigned int`, hence `u32`; use
-    /// [`EventFd::add`] for more.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let efd = async_eventfd::EventFd::builder().initial(42).build()?;
-    /// assert_eq!(efd.read()?, 42);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: setters only record the choice.
-    pub fn initial(mut self, value: u32) -> EventFdBuilder {
-        self.initial = value;
-        self
-    }
-
-    /// Chooses semaphore mode (default `false`): each read takes 1 instead of
-    /// the whole counter.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let efd = async_eventfd::EventFd::builder().semaphore(true).build()?;
-    /// efd.add(2)?;
-    /// assert_eq!(efd.read()?, 1);
-    /// assert_eq!(efd.read()?, 1);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: setters only record the choice.
-    pub fn semaphore(mut self, semaphore: bool) -> EventFdBuilder {
-        self.semaphore = semaphore;
-        self
-    }
-
-    /// Chooses nonblocking mode (default `true`). A blocking `EventFd` waits
-    /// in [`EventFd::read`] while empty and in [`EventFd::add`] while full.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let efd = async_eventfd::EventFd::builder().nonblocking(false).build()?;
-    /// efd.add(1)?;
-    /// assert_eq!(efd.read()?, 1); // would block if the counter were 0
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: setters only record the choice.
-    pub fn nonblocking(mut self, nonblocking: bool) -> EventFdBuilder {
-        self.nonblocking = nonblocking;
-        self
-    }
-
-    /// Chooses close-on-exec (default `true`). Turn it off only to hand the
-    /// fd to a program started with `exec`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let inheritable = async_eventfd::EventFd::builder().cloexec(false).build()?;
-    /// # let _ = inheritable;
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: setters only record the choice.
-    pub fn cloexec(mut self, cloexec: bool) -> EventFdBuilder {
-        self.cloexec = cloexec;
-        self
-    }
-
-    /// Creates the eventfd with one `eventfd2(2)` call.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let efd = async_eventfd::EventFd::builder().build()?;
-    /// assert!(efd.is_nonblocking()?);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// The errors of eventfd(2): `EMFILE`/`ENFILE` (too many open files) and
-    /// `ENOMEM` ([`io::ErrorKind::OutOfMemory`]), with the raw OS error kept.
-    pub fn build(self) -> io::Result<EventFd> {
-        let mut flags = EfdFlags::empty();
-        flags.set(EfdFlags::EFD_SEMAPHORE, self.semaphore);
-        flags.set(EfdFlags::EFD_NONBLOCK, self.nonblocking);
-        flags.set(EfdFlags::EFD_CLOEXEC, self.cloexec);
-        let efd = nix::sys::eventfd::EventFd::from_value_and_flags(self.initial, flags)
-            .map_err(io::Error::from)?;
-        Ok(EventFd {
-            fd: efd.into(),
-            semaphore: self.semaphore,
-            mode_known: true,
         })
     }
 }

@@ -42,8 +42,13 @@ compile_error!("async-eventfd supports Linux and Android only: eventfd(2) is a L
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod builder;
 mod eventfd;
-pub use crate::eventfd::{EventFd, EventFdBuilder};
+mod notifier;
+mod wait;
+pub use crate::builder::EventFdBuilder;
+pub use crate::eventfd::EventFd;
+pub use crate::notifier::Notifier;
 
 #[cfg(feature = "mio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
@@ -59,6 +64,10 @@ pub use crate::async_fd::AsyncEventFd;
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
 mod stream;
+
+#[cfg(feature = "vmm-sys-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vmm-sys-util")))]
+mod vmm;
 
 /// The largest value the counter holds: `u64::MAX - 1`.
 ///
@@ -78,8 +87,4 @@ mod stream;
 /// # Ok(())
 /// # }
 /// ```
-///
-/// # Errors
-///
-/// None: a constant.
 pub const MAX_COUNT: u64 = 0xffff_ffff_ffff_fffe;
