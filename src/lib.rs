@@ -14,6 +14,7 @@
 //! | `tokio` | yes | `AsyncEventFd`, on tokio's `AsyncFd` (tokio 1.54 or later) |
 //! | `mio` | yes | `impl mio::event::Source for EventFd` |
 //! | `stream` | yes | `impl futures_core::Stream for AsyncEventFd` |
+//! | `vmm-sys-util` | no | conversions to and from `vmm_sys_util::eventfd::EventFd` (rust-vmm: kvm-ioctls' ioeventfd and irqfd) |
 //!
 // The guide shows every layer, so it (and its doctests) is the rest of the
 // crate docs when the default features are on; a trimmed build gets a pointer
