@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::run::{Flavor, Subject};
 use crate::sys::Pin;
@@ -46,14 +46,16 @@ impl Counts {
             .map(|v| format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { *v }))
             .collect()
     }
+}
 
-    pub(crate) fn to_json(self) -> Value {
-        EVENTS
-            .iter()
-            .zip(self.0)
-            .map(|(e, v)| (e.3.to_string(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+/// For `--json`: an object with one key per tracepoint of [`EVENTS`].
+impl Serialize for Counts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(EVENTS.len()))?;
+        for (e, v) in EVENTS.iter().zip(self.0) {
+            map.serialize_entry(e.3, &v)?;
+        }
+        map.end()
     }
 }
 
