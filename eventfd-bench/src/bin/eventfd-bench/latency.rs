@@ -233,3 +233,23 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_counts_serialize_as_before() {
+        let counts = Counts::from_per_rt([6.0, 2.0, 2.0, 1.5, 0.25, 0.0]);
+        let json = serde_json::to_string(&SyscallsJson::Counts(counts)).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"all":6.0,"read":2.0,"write":2.0,"epoll_wait":1.5,"read_eagain":0.25,"futex":0.0}"#
+        );
+        let error = SyscallsJson::Error {
+            error: "no perf".to_string(),
+        };
+        let json = serde_json::to_string(&error).expect("serializes");
+        assert_eq!(json, r#"{"error":"no perf"}"#);
+    }
+}

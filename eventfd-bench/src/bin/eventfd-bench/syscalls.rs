@@ -40,6 +40,11 @@ pub(crate) fn columns() -> impl Iterator<Item = &'static str> {
 pub(crate) struct Counts([f64; EVENTS.len()]);
 
 impl Counts {
+    #[cfg(test)]
+    pub(crate) fn from_per_rt(values: [f64; EVENTS.len()]) -> Counts {
+        Counts(values)
+    }
+
     pub(crate) fn cells(&self) -> Vec<String> {
         self.0
             .iter()
