@@ -9,24 +9,22 @@
 //! - `ping-pong-ct` / `ping-pong-mt`: one round trip between two tasks, each
 //!   waiting on its own channel: `AsyncEventFd`, `tokio::sync::Notify`, and
 //!   two hand-written `AsyncFd` loops (READABLE|WRITABLE interest cleared
-//!   only on `WouldBlock`; READABLE-only cleared after a draining read).
+//!   only on `WouldBlock`; READABLE-only cleared after a draining read), the
+//!   baselines of `eventfd_bench::baselines`, which the binary measures too.
 //! - `stream`: the `Stream` impl, against `read().await` on the same fd.
 
 use std::future::Future;
 use std::hint::black_box;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_eventfd::{AsyncEventFd, EventFd};
 use criterion::{criterion_group, criterion_main, Criterion};
+use eventfd_bench::baselines::{AsyncFdR, AsyncFdRw, NotifyCounter};
 use futures::StreamExt;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::runtime::{Builder, Runtime};
-use tokio::sync::Notify;
 
 fn ct() -> Runtime {
     Builder::new_current_thread()
@@ -112,98 +110,49 @@ impl Side for Ends<Arc<AsyncEventFd>> {
     }
 }
 
-/// A counter and a `Notify`: `notify_one` keeps a permit, so no wakeup is lost.
-#[derive(Default)]
-struct NotifyCell {
-    notify: Notify,
-    count: AtomicU64,
-}
-
-impl Pair for Arc<NotifyCell> {
+impl Pair for Arc<NotifyCounter> {
     fn make() -> io::Result<Self> {
-        Ok(Arc::default())
+        Ok(Arc::new(NotifyCounter::new()))
     }
 }
 
-impl Side for Ends<Arc<NotifyCell>> {
+impl Side for Ends<Arc<NotifyCounter>> {
     async fn wait(&self) -> io::Result<u64> {
-        loop {
-            let v = self.0.count.swap(0, Ordering::AcqRel);
-            if v > 0 {
-                return Ok(v);
-            }
-            self.0.notify.notified().await;
-        }
+        Ok(self.0.read().await)
     }
     async fn signal(&self) -> io::Result<()> {
-        self.1.count.fetch_add(1, Ordering::AcqRel);
-        self.1.notify.notify_one();
+        self.1.add(1);
         Ok(())
     }
 }
 
-fn register(interest: Interest) -> io::Result<AsyncFd<EventFd>> {
-    let efd = EventFd::new()?;
-    // SAFETY: the `AsyncFd` owns `efd`; its fd stays open and unchanged until
-    // the `AsyncFd` is dropped.
-    #[allow(unsafe_code, reason = "tokio's registration is unsafe since 1.53.3")]
-    let afd = unsafe { AsyncFd::register_with_interest(efd, interest) };
-    afd.map_err(|e| e.into_parts().1)
-}
-
-/// Hand-written, READABLE|WRITABLE, readiness cleared only on `WouldBlock`.
-struct Rw(AsyncFd<EventFd>);
-
-impl Pair for Arc<Rw> {
+impl Pair for Arc<AsyncFdRw> {
     fn make() -> io::Result<Self> {
-        register(Interest::READABLE | Interest::WRITABLE).map(|afd| Arc::new(Rw(afd)))
+        AsyncFdRw::new().map(Arc::new)
     }
 }
 
-impl Side for Ends<Arc<Rw>> {
+impl Side for Ends<Arc<AsyncFdRw>> {
     async fn wait(&self) -> io::Result<u64> {
-        loop {
-            let mut guard = self.0 .0.readable().await?;
-            if let Ok(result) = guard.try_io(|afd| afd.get_ref().read()) {
-                return result;
-            }
-        }
+        self.0.read().await
     }
     async fn signal(&self) -> io::Result<()> {
-        loop {
-            let mut guard = self.1 .0.writable().await?;
-            if let Ok(result) = guard.try_io(|afd| afd.get_ref().add(1)) {
-                return result;
-            }
-        }
+        self.1.add(1).await
     }
 }
 
-/// Hand-written, READABLE only, readiness cleared after a draining read.
-struct ROnly(AsyncFd<EventFd>);
-
-impl Pair for Arc<ROnly> {
+impl Pair for Arc<AsyncFdR> {
     fn make() -> io::Result<Self> {
-        register(Interest::READABLE).map(|afd| Arc::new(ROnly(afd)))
+        AsyncFdR::new().map(Arc::new)
     }
 }
 
-impl Side for Ends<Arc<ROnly>> {
+impl Side for Ends<Arc<AsyncFdR>> {
     async fn wait(&self) -> io::Result<u64> {
-        loop {
-            let mut guard = self.0 .0.readable().await?;
-            match guard.get_inner().read() {
-                Ok(v) => {
-                    guard.clear_ready();
-                    return Ok(v);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => return Err(e),
-            }
-        }
+        self.0.read().await
     }
     async fn signal(&self) -> io::Result<()> {
-        self.1 .0.get_ref().add(1)
+        self.1.add(1)
     }
 }
 
@@ -245,13 +194,13 @@ fn ping_pong_group(c: &mut Criterion, name: &str, rt: &Runtime) {
         b.iter_custom(|iters| ping_pong::<Arc<AsyncEventFd>>(rt, iters))
     });
     g.bench_function("Notify (baseline, no fd)", |b| {
-        b.iter_custom(|iters| ping_pong::<Arc<NotifyCell>>(rt, iters))
+        b.iter_custom(|iters| ping_pong::<Arc<NotifyCounter>>(rt, iters))
     });
     g.bench_function("AsyncFd READABLE|WRITABLE, clear on WouldBlock", |b| {
-        b.iter_custom(|iters| ping_pong::<Arc<Rw>>(rt, iters))
+        b.iter_custom(|iters| ping_pong::<Arc<AsyncFdRw>>(rt, iters))
     });
     g.bench_function("AsyncFd READABLE, clear after draining read", |b| {
-        b.iter_custom(|iters| ping_pong::<Arc<ROnly>>(rt, iters))
+        b.iter_custom(|iters| ping_pong::<Arc<AsyncFdR>>(rt, iters))
     });
     g.finish();
 }

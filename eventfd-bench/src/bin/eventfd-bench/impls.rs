@@ -1,36 +1,37 @@
-//! The ways to wake a task that the benchmarks compare: this crate, the
-//! baselines, and their common shape (a [`Chan`]: a receiving side owned by
+//! The ways to wake a task that the benchmarks compare (this crate and the
+//! [`eventfd_bench::baselines`]) in their common shape (a [`Chan`]: a receiving side owned by
 //! one task, a sending side for another task, and a plain-thread sender).
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Poll};
 
-use async_eventfd::{AsyncEventFd, EventFd};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::sync::Notify;
+use async_eventfd::AsyncEventFd;
+use eventfd_bench::baselines::{AsyncFdR, AsyncFdRw, NotifyCounter, TokioEventfd};
 
 use crate::sys;
 
-/// An implementation under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An implementation under test; the value names of `--impl` are the
+/// table's names ([`Impl::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Impl {
-    /// `async_eventfd::AsyncEventFd`: `read().await` / `add(1).await`.
+    /// This crate: AsyncEventFd read().await / add(1).await.
+    #[value(name = "async-eventfd")]
     Crate,
-    /// `tokio::sync::Notify` plus an atomic counter (in-process only, no fd).
+    /// tokio::sync::Notify + an atomic counter (in-process only, no fd).
+    #[value(name = "notify")]
     Notify,
-    /// Hand-written `AsyncFd<EventFd>`, READABLE|WRITABLE interest, readiness
-    /// cleared only on `WouldBlock` (`try_io`): tokio's idiomatic loop.
+    /// Hand-written AsyncFd<EventFd>, READABLE|WRITABLE interest, readiness
+    /// cleared only on WouldBlock (tokio's idiomatic try_io).
+    #[value(name = "asyncfd-rw")]
     AsyncFdRw,
-    /// Hand-written `AsyncFd<EventFd>`, READABLE-only interest, readiness
-    /// cleared after every draining read; `add` is a plain write.
+    /// Hand-written AsyncFd<EventFd>, READABLE-only interest, readiness
+    /// cleared after every draining read.
+    #[value(name = "asyncfd-r")]
     AsyncFdR,
-    /// The `tokio-eventfd` 0.2.2 crate (`AsyncRead`/`AsyncWrite` of 8 bytes).
+    /// tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes).
+    #[value(name = "tokio-eventfd")]
     TokioEventfd,
 }
 
@@ -88,7 +89,7 @@ pub(crate) enum SyncTx {
     /// The receiver's fd; valid while the receiver lives, which every
     /// benchmark guarantees (receivers outlive the last send to them).
     Fd(RawFd),
-    Notify(Arc<NotifyCell>),
+    Notify(Arc<NotifyCounter>),
 }
 
 impl SyncTx {
@@ -96,7 +97,7 @@ impl SyncTx {
         match self {
             SyncTx::Fd(fd) => sys::add_raw(*fd),
             SyncTx::Notify(cell) => {
-                cell.add();
+                cell.add(1);
                 Ok(())
             }
         }
@@ -117,13 +118,13 @@ pub(crate) trait Kind {
     fn make() -> io::Result<Chan<Self::R, Self::T>>;
 }
 
-/// A channel whose receiving and sending ends share one fd object, and
-/// whose plain-thread sender writes to that fd.
-fn shared_fd<F: AsRawFd, E>(fd: Arc<F>, end: impl Fn(Arc<F>) -> E) -> Chan<E, E> {
+/// A channel whose two ends share one object on an fd, and whose
+/// plain-thread sender writes to that fd.
+fn shared_fd<F: AsRawFd>(fd: Arc<F>) -> Chan<Arc<F>, Arc<F>> {
     Chan {
         sync: SyncTx::Fd(fd.as_raw_fd()),
-        rx: end(Arc::clone(&fd)),
-        tx: end(fd),
+        rx: Arc::clone(&fd),
+        tx: fd,
     }
 }
 
@@ -141,217 +142,125 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-// ---- this crate -----------------------------------------------------------
+// ---- the implementations ---------------------------------------------------
 
 pub(crate) struct CrateKind;
 
-pub(crate) struct CrateEnd(Arc<AsyncEventFd>);
-
-impl Rx for CrateEnd {
+impl Rx for Arc<AsyncEventFd> {
     async fn recv(&mut self) -> io::Result<u64> {
-        self.0.read().await
+        self.read().await
     }
 }
 
-impl Tx for CrateEnd {
+impl Tx for Arc<AsyncEventFd> {
     async fn send(&mut self) -> io::Result<()> {
-        self.0.add(1).await
+        self.add(1).await
     }
 }
 
 impl Kind for CrateKind {
-    type R = CrateEnd;
-    type T = CrateEnd;
-    fn make() -> io::Result<Chan<CrateEnd, CrateEnd>> {
-        Ok(shared_fd(Arc::new(AsyncEventFd::new()?), CrateEnd))
-    }
-}
-
-// ---- Notify ---------------------------------------------------------------
-
-/// A counter and a `Notify`: `notify_one` keeps a permit, so no wakeup is lost.
-#[derive(Default)]
-pub(crate) struct NotifyCell {
-    notify: Notify,
-    count: AtomicU64,
-}
-
-impl NotifyCell {
-    fn add(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        self.notify.notify_one();
+    type R = Arc<AsyncEventFd>;
+    type T = Arc<AsyncEventFd>;
+    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+        Ok(shared_fd(Arc::new(AsyncEventFd::new()?)))
     }
 }
 
 pub(crate) struct NotifyKind;
 
-pub(crate) struct NotifyEnd(Arc<NotifyCell>);
-
-impl Rx for NotifyEnd {
+impl Rx for Arc<NotifyCounter> {
     async fn recv(&mut self) -> io::Result<u64> {
-        loop {
-            let value = self.0.count.swap(0, Ordering::AcqRel);
-            if value > 0 {
-                return Ok(value);
-            }
-            self.0.notify.notified().await;
-        }
+        Ok(self.read().await)
     }
 }
 
-impl Tx for NotifyEnd {
+impl Tx for Arc<NotifyCounter> {
     async fn send(&mut self) -> io::Result<()> {
-        self.0.add();
+        self.add(1);
         Ok(())
     }
 }
 
 impl Kind for NotifyKind {
-    type R = NotifyEnd;
-    type T = NotifyEnd;
-    fn make() -> io::Result<Chan<NotifyEnd, NotifyEnd>> {
-        let cell = Arc::new(NotifyCell::default());
+    type R = Arc<NotifyCounter>;
+    type T = Arc<NotifyCounter>;
+    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+        let cell = Arc::new(NotifyCounter::new());
         Ok(Chan {
-            rx: NotifyEnd(Arc::clone(&cell)),
-            tx: NotifyEnd(Arc::clone(&cell)),
+            rx: Arc::clone(&cell),
+            tx: Arc::clone(&cell),
             sync: SyncTx::Notify(cell),
         })
     }
 }
 
-// ---- hand-written AsyncFd loops -------------------------------------------
-
-fn register(interest: Interest) -> io::Result<Arc<AsyncFd<EventFd>>> {
-    let efd = EventFd::new()?;
-    // SAFETY: the `AsyncFd` owns `efd`, whose fd stays open and unchanged
-    // until the `AsyncFd` is dropped (nothing here swaps it).
-    let afd = unsafe { AsyncFd::register_with_interest(efd, interest) };
-    Ok(Arc::new(afd.map_err(|e| e.into_parts().1)?))
-}
-
 pub(crate) struct AsyncFdRwKind;
 
-pub(crate) struct AsyncFdRwEnd(Arc<AsyncFd<EventFd>>);
-
-impl Rx for AsyncFdRwEnd {
+impl Rx for Arc<AsyncFdRw> {
     async fn recv(&mut self) -> io::Result<u64> {
-        loop {
-            let mut guard = self.0.readable().await?;
-            match guard.try_io(|afd| afd.get_ref().read()) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
+        self.read().await
     }
 }
 
-impl Tx for AsyncFdRwEnd {
+impl Tx for Arc<AsyncFdRw> {
     async fn send(&mut self) -> io::Result<()> {
-        loop {
-            let mut guard = self.0.writable().await?;
-            match guard.try_io(|afd| afd.get_ref().add(1)) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
+        self.add(1).await
     }
 }
 
 impl Kind for AsyncFdRwKind {
-    type R = AsyncFdRwEnd;
-    type T = AsyncFdRwEnd;
-    fn make() -> io::Result<Chan<AsyncFdRwEnd, AsyncFdRwEnd>> {
-        let afd = register(Interest::READABLE | Interest::WRITABLE)?;
-        Ok(shared_fd(afd, AsyncFdRwEnd))
+    type R = Arc<AsyncFdRw>;
+    type T = Arc<AsyncFdRw>;
+    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+        Ok(shared_fd(Arc::new(AsyncFdRw::new()?)))
     }
 }
 
 pub(crate) struct AsyncFdRKind;
 
-pub(crate) struct AsyncFdREnd(Arc<AsyncFd<EventFd>>);
-
-impl Rx for AsyncFdREnd {
+impl Rx for Arc<AsyncFdR> {
     async fn recv(&mut self) -> io::Result<u64> {
-        loop {
-            let mut guard = self.0.readable().await?;
-            match guard.get_inner().read() {
-                Ok(value) => {
-                    // The read took the whole counter: readiness is stale. An
-                    // event that arrived after the guard bumps tokio's tick
-                    // and makes this clear a no-op.
-                    guard.clear_ready();
-                    return Ok(value);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => return Err(e),
-            }
-        }
+        self.read().await
     }
 }
 
-impl Tx for AsyncFdREnd {
+impl Tx for Arc<AsyncFdR> {
     async fn send(&mut self) -> io::Result<()> {
-        // Never full in these benchmarks; a plain write.
-        self.0.get_ref().add(1)
+        self.add(1)
     }
 }
 
 impl Kind for AsyncFdRKind {
-    type R = AsyncFdREnd;
-    type T = AsyncFdREnd;
-    fn make() -> io::Result<Chan<AsyncFdREnd, AsyncFdREnd>> {
-        Ok(shared_fd(register(Interest::READABLE)?, AsyncFdREnd))
+    type R = Arc<AsyncFdR>;
+    type T = Arc<AsyncFdR>;
+    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+        Ok(shared_fd(Arc::new(AsyncFdR::new()?)))
     }
 }
-
-// ---- tokio-eventfd ----------------------------------------------------------
 
 pub(crate) struct TokioEventfdKind;
 
-pub(crate) struct TokioEventfdEnd(tokio_eventfd::EventFd);
-
-impl Rx for TokioEventfdEnd {
+impl Rx for TokioEventfd {
     async fn recv(&mut self) -> io::Result<u64> {
-        let mut buf = [0u8; 8];
-        let efd = &mut self.0;
-        let n = poll_fn(|cx| {
-            let mut rb = ReadBuf::new(&mut buf);
-            ready!(Pin::new(&mut *efd).poll_read(cx, &mut rb))?;
-            Poll::Ready(Ok::<_, io::Error>(rb.filled().len()))
-        })
-        .await?;
-        if n != 8 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(u64::from_ne_bytes(buf))
+        self.read().await
     }
 }
 
-impl Tx for TokioEventfdEnd {
+impl Tx for TokioEventfd {
     async fn send(&mut self) -> io::Result<()> {
-        let buf = 1u64.to_ne_bytes();
-        let efd = &mut self.0;
-        let n = poll_fn(|cx| Pin::new(&mut *efd).poll_write(cx, &buf)).await?;
-        if n != 8 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        Ok(())
+        self.add(1).await
     }
 }
 
 impl Kind for TokioEventfdKind {
-    type R = TokioEventfdEnd;
-    type T = TokioEventfdEnd;
-    fn make() -> io::Result<Chan<TokioEventfdEnd, TokioEventfdEnd>> {
-        let rx = tokio_eventfd::EventFd::new(0, false)?;
+    type R = TokioEventfd;
+    type T = TokioEventfd;
+    fn make() -> io::Result<Chan<TokioEventfd, TokioEventfd>> {
+        let rx = TokioEventfd::new()?;
         // The crate's handles are `&mut` for I/O: the sender gets a dup of the
         // fd with its own registration, as a user of the crate would do.
         let tx = rx.try_clone()?;
         let sync = SyncTx::Fd(rx.as_raw_fd());
-        Ok(Chan {
-            rx: TokioEventfdEnd(rx),
-            tx: TokioEventfdEnd(tx),
-            sync,
-        })
+        Ok(Chan { rx, tx, sync })
     }
 }

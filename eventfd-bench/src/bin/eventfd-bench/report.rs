@@ -91,6 +91,12 @@ pub(crate) fn ns(v: f64) -> String {
     out
 }
 
+/// `v`, or `None` (JSON `null`) when it is not finite: a ratio against a
+/// row that was not measured.
+pub(crate) fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
 /// Formats a ratio: `0.93x`.
 pub(crate) fn ratio(v: f64) -> String {
     if v.is_finite() {

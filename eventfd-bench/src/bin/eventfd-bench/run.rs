@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_eventfd::EventFd;
+use eventfd_bench::rng::Rng;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::runtime::{Builder, Runtime};
 
@@ -29,15 +30,6 @@ impl Flavor {
         match self {
             Flavor::Ct => "ct",
             Flavor::Mt => "mt",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Vec<Flavor>> {
-        match s {
-            "ct" => Some(vec![Flavor::Ct]),
-            "mt" => Some(vec![Flavor::Mt]),
-            "both" => Some(vec![Flavor::Ct, Flavor::Mt]),
-            _ => None,
         }
     }
 }
@@ -294,23 +286,11 @@ fn thread_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
     })
 }
 
-/// A small xorshift generator: the scale benchmark's random choice must cost
-/// the same for every implementation.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
+/// The seed of `scale`'s random choice of receivers.
+const SCALE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Which receiver the `scale` driver wakes each time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Pick {
     /// One chosen at random: with many receivers, most of what a wake touches
     /// (task, registration, kernel file and epoll item) is cold in the caches.
@@ -321,14 +301,6 @@ pub(crate) enum Pick {
 }
 
 impl Pick {
-    pub(crate) fn parse(s: &str) -> Option<Pick> {
-        match s {
-            "random" => Some(Pick::Random),
-            "first" => Some(Pick::First),
-            _ => None,
-        }
-    }
-
     pub(crate) fn name(self) -> &'static str {
         match self {
             Pick::Random => "random",
@@ -336,11 +308,12 @@ impl Pick {
         }
     }
 
-    /// The sequence of receivers to wake, out of `fds`.
+    /// The sequence of receivers to wake, out of `fds`: the same for every
+    /// implementation (a fixed seed), so each pays for the same choices.
     fn picker(self, fds: usize) -> impl FnMut() -> usize {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(SCALE_SEED);
         move || match self {
-            Pick::Random => usize::try_from(rng.next() % fds.max(1) as u64).unwrap_or(0),
+            Pick::Random => usize::try_from(rng.below(fds as u64)).unwrap_or(0),
             Pick::First => 0,
         }
     }

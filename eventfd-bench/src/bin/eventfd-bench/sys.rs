@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::libc;
 
 /// Where threads run while a benchmark measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Pin {
     /// Every thread of the measurement on one CPU.
     Same,
@@ -19,15 +19,6 @@ pub(crate) enum Pin {
 }
 
 impl Pin {
-    pub(crate) fn parse(s: &str) -> Option<Pin> {
-        match s {
-            "same" => Some(Pin::Same),
-            "cross" => Some(Pin::Cross),
-            "none" => Some(Pin::None),
-            _ => None,
-        }
-    }
-
     pub(crate) fn name(self) -> &'static str {
         match self {
             Pin::Same => "same",

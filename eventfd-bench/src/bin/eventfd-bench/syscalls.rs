@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::run::{Flavor, Subject};
 use crate::sys::Pin;
@@ -40,20 +40,27 @@ pub(crate) fn columns() -> impl Iterator<Item = &'static str> {
 pub(crate) struct Counts([f64; EVENTS.len()]);
 
 impl Counts {
+    #[cfg(test)]
+    pub(crate) fn from_per_rt(values: [f64; EVENTS.len()]) -> Counts {
+        Counts(values)
+    }
+
     pub(crate) fn cells(&self) -> Vec<String> {
         self.0
             .iter()
             .map(|v| format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { *v }))
             .collect()
     }
+}
 
-    pub(crate) fn to_json(self) -> Value {
-        EVENTS
-            .iter()
-            .zip(self.0)
-            .map(|(e, v)| (e.3.to_string(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+/// For `--json`: an object with one key per tracepoint of [`EVENTS`].
+impl Serialize for Counts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(EVENTS.len()))?;
+        for (e, v) in EVENTS.iter().zip(self.0) {
+            map.serialize_entry(e.3, &v)?;
+        }
+        map.end()
     }
 }
 

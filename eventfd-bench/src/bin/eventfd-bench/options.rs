@@ -1,0 +1,562 @@
+//! The command line: one clap struct per subcommand, the typed values they
+//! take, and the generated `--help`. clap exits with status 2 on a bad
+//! argument and 0 after `--help`.
+
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use eventfd_bench::stress::{self, Scenario, SCENARIOS};
+
+use crate::impls::Impl;
+use crate::run::{Flavor, Pick, Subject};
+use crate::sys::Pin;
+
+const AFTER_HELP: &str = "\
+With no command: the tour, 3 s of stress verdicts, then the latency table.
+In the tables, `vs crate` divides by async-eventfd's number of the same run and
+flavor. `eventfd-bench <COMMAND> --help` lists a command's options.
+
+Examples:
+    cargo run --release -p eventfd-bench
+    cargo run --release -p eventfd-bench -- latency --syscalls
+    cargo run --release -p eventfd-bench -- thread-task --pin same
+    cargo run --release -p eventfd-bench -- throughput --json
+    cargo run --release -p eventfd-bench -- stress --duration 10s
+    cargo install --path eventfd-bench && eventfd-bench stress --duration 1m
+
+Exit status: 0 on success, 1 when a measurement fails (or a count is lost, or
+a stress scenario fails), 2 on bad arguments.";
+
+/// What waking a task through an eventfd costs, in one run.
+///
+/// Measures async-eventfd next to the ways one would otherwise wake a task
+/// (same run, rounds interleaved, median of rounds), and runs the stress
+/// scenarios with a verdict each.
+#[derive(Debug, Parser)]
+#[command(name = "eventfd-bench", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// The subcommands; none is the tour.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Ping-pong between two tasks, each waiting on its own channel.
+    ///
+    /// One round trip (RT) = two wakeups. Reports ns per RT (mean), median,
+    /// p99, p99.9 and max, per implementation and runtime flavor, plus two
+    /// floors without any task: `write`+`read` of one eventfd in one thread,
+    /// and two OS threads ping-ponging through blocking eventfds.
+    Latency(LatencyArgs),
+    /// Ping-pong between a plain OS thread (blocking eventfd) and a task.
+    ///
+    /// The thread wakes the task by writing to the task's eventfd.
+    ThreadTask(LatencyArgs),
+    /// N writer threads add 1 as fast as they can; one task reads.
+    ///
+    /// Reports adds/s, reads/s, adds per read (coalescing), the runtime's CPU
+    /// time per add, and checks total read == total added.
+    Throughput(ThroughputArgs),
+    /// Wake one of N registered receivers, each waited on by a task.
+    ///
+    /// 1, 100, 1,000, 10,000 receivers; a driver wakes one and waits for its
+    /// reply. Reports ns per wake+reply, and the ratio against the fewest
+    /// receivers. Floor: the same syscalls on as many eventfds in one epoll
+    /// set, one thread, no runtime (what the kernel alone adds as the fds
+    /// grow cold).
+    Scale(ScaleArgs),
+    /// The stress scenarios with a verdict each: no layer loses a wakeup or
+    /// a count.
+    ///
+    /// Every scenario checks conservation (the sum of all reads equals the
+    /// sum of all adds, exactly) and liveness (no count stays pending for T
+    /// while nobody wakes; a watchdog reports the count left and the waiters
+    /// asleep). Per scenario the output gives add and read calls, the sum
+    /// read (always equal to the sum added when the verdict is PASS),
+    /// wakeups, spurious wakeups (woke and found nothing), the longest wait
+    /// seen while a count was pending, and PASS or FAIL. The exit status is
+    /// 0 if every scenario passed, 1 if any failed, 2 for bad arguments.
+    Stress(StressArgs),
+}
+
+/// The options of every measurement.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct Common {
+    /// One JSON document on stdout instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Where threads run while measuring. Unpinned multi-thread timings are
+    /// bimodal on small VMs.
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = Pin::Same)]
+    pub(crate) pin: Pin,
+    /// Runtime flavor.
+    #[arg(long, value_enum, value_name = "FLAVOR", default_value_t = Flavors::Both)]
+    flavor: Flavors,
+    /// Only these implementations, comma-separated (async-eventfd is always
+    /// included) [default: all].
+    #[arg(
+        long = "impl",
+        value_enum,
+        value_name = "IMPL,...",
+        value_delimiter = ','
+    )]
+    impls: Vec<Impl>,
+}
+
+impl Common {
+    /// The runtime flavors to measure, in table order.
+    pub(crate) fn flavors(&self) -> Vec<Flavor> {
+        match self.flavor {
+            Flavors::Ct => vec![Flavor::Ct],
+            Flavors::Mt => vec![Flavor::Mt],
+            Flavors::Both => vec![Flavor::Ct, Flavor::Mt],
+        }
+    }
+
+    /// The implementations to measure: the crate first when `--impl` leaves
+    /// it out, since every ratio divides by its number.
+    pub(crate) fn impls(&self) -> Vec<Impl> {
+        if self.impls.is_empty() {
+            return Impl::ALL.to_vec();
+        }
+        let mut list = self.impls.clone();
+        if !list.contains(&Impl::Crate) {
+            list.insert(0, Impl::Crate);
+        }
+        list
+    }
+}
+
+/// `--flavor`: which runtime flavors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Flavors {
+    /// current_thread.
+    Ct,
+    /// multi_thread with 2 workers.
+    Mt,
+    /// Both, one after the other.
+    Both,
+}
+
+/// The options of `latency` and `thread-task`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct LatencyArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Rounds; the implementations alternate within each.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = positive)]
+    pub(crate) rounds: usize,
+    /// Round trips per implementation per round.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
+    pub(crate) rts: usize,
+    /// Round trips before the measured ones.
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count, hide = true)]
+    pub(crate) warmup: usize,
+    /// Count syscalls per RT with `perf stat`, one process per
+    /// implementation: all syscalls, read, write, epoll_wait, read returning
+    /// EAGAIN, futex.
+    #[arg(long)]
+    pub(crate) syscalls: bool,
+    /// Run this one subject once and print nothing (what `--syscalls` has
+    /// `perf stat` count).
+    #[arg(long, value_name = "KEY", value_parser = subject, hide = true)]
+    pub(crate) one: Option<Subject>,
+}
+
+/// The options of `throughput`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct ThroughputArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Rounds; the implementations alternate within each.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
+    pub(crate) rounds: usize,
+    /// Writer-thread counts, comma-separated.
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        value_parser = positive,
+        default_values_t = [1, 2, 4]
+    )]
+    pub(crate) writers: Vec<usize>,
+    /// Time per measurement (e.g. 200ms, 2s).
+    #[arg(long, value_name = "D", default_value = "200ms", value_parser = duration)]
+    pub(crate) duration: Duration,
+}
+
+/// The options of `scale`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct ScaleArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Rounds; the implementations alternate within each (fewer than the
+    /// others: each measurement opens and registers up to 10,000 fds and
+    /// spawns as many tasks).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = positive)]
+    pub(crate) rounds: usize,
+    /// Wakes per implementation per round.
+    #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = positive)]
+    pub(crate) rts: usize,
+    /// Wakes before the measured ones (at most --rts).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count, hide = true)]
+    pub(crate) warmup: usize,
+    /// Receiver counts, comma-separated.
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        value_parser = positive,
+        default_values_t = [1, 100, 1_000, 10_000]
+    )]
+    pub(crate) fds: Vec<usize>,
+    /// Which receiver the driver wakes each time.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = Pick::Random)]
+    pub(crate) pick: Pick,
+}
+
+/// The options of `stress`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct StressArgs {
+    /// Run for about D in all (e.g. 10s, 500ms, 5m, 1h), shared equally by
+    /// the selected scenarios; each repeats rounds until its share is used
+    /// [default: one round each].
+    #[arg(long, value_name = "D", value_parser = duration)]
+    pub(crate) duration: Option<Duration>,
+    /// Run only this scenario (S1, s1 or 1); repeat the option or give a
+    /// comma-separated list for several [default: all].
+    #[arg(long = "scenario", value_name = "ID", value_delimiter = ',', value_parser = scenario)]
+    pub(crate) scenarios: Vec<&'static Scenario>,
+    /// Writer/reader threads (and tokio workers) where a scenario has a
+    /// choice, 1 to 1024; more than the cores oversubscribes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) threads: Option<u16>,
+    /// Multiply each round's work by N [default: $EVENTFD_STRESS_SCALE,
+    /// else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) scale: Option<u32>,
+    /// T: the longest a count may stay pending with no waiter woken before
+    /// it counts as a lost wakeup [default: 2s].
+    #[arg(long, value_name = "D", value_parser = duration)]
+    pub(crate) liveness: Option<Duration>,
+    /// Replay the random choices of the run that printed this seed
+    /// [default: $EVENTFD_STRESS_SEED, else a fresh one].
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+    /// Print a JSON array instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl StressArgs {
+    /// The scenarios asked for, each once, in the order given; all when none
+    /// was named.
+    pub(crate) fn selected(&self) -> Vec<&'static Scenario> {
+        if self.scenarios.is_empty() {
+            return SCENARIOS.iter().collect();
+        }
+        let mut list: Vec<&'static Scenario> = Vec::new();
+        for &s in &self.scenarios {
+            if !list.contains(&s) {
+                list.push(s);
+            }
+        }
+        list
+    }
+}
+
+/// The command with the parts of its help that are known only at run time.
+fn command() -> clap::Command {
+    let mut scenarios = String::from("Scenarios:\n");
+    for s in &SCENARIOS {
+        scenarios.push_str(&format!(
+            "    {:<4} {}\n         {}\n         checks: {}\n",
+            s.id, s.name, s.topology, s.checks
+        ));
+    }
+    Cli::command().mut_subcommand("stress", |c| c.after_long_help(scenarios))
+}
+
+/// Parses `args` (the program name first).
+pub(crate) fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut cmd = command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+}
+
+/// Parses the process's arguments; on `--help` or a bad argument, prints
+/// and exits (status 0 or 2).
+pub(crate) fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// The command that `args` (without the program name) spell; for the
+/// tour's fixed presets, which a test parses.
+///
+/// # Panics
+///
+/// If `args` is not a valid command line: a bug in the preset.
+pub(crate) fn preset(args: &[&str]) -> Command {
+    let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
+    match try_parse_from(argv) {
+        Ok(Cli {
+            command: Some(command),
+        }) => command,
+        other => panic!("bad preset {args:?}: {other:?}"),
+    }
+}
+
+/// A count with optional `_` separators: `20_000`.
+fn count(s: &str) -> Result<usize, String> {
+    s.replace('_', "")
+        .parse()
+        .map_err(|_| "expected a non-negative integer".to_string())
+}
+
+/// A positive count with optional `_` separators.
+fn positive(s: &str) -> Result<usize, String> {
+    match count(s) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a positive integer".to_string()),
+    }
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or a plain number of seconds.
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 10s, 500ms, 5m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" | "sec" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("invalid duration {s:?} (must be positive)"))
+}
+
+fn scenario(id: &str) -> Result<&'static Scenario, String> {
+    stress::scenario(id).ok_or_else(|| {
+        let first = SCENARIOS.first().map_or("", |s| s.id);
+        let last = SCENARIOS.last().map_or("", |s| s.id);
+        format!("unknown scenario {id:?} (expected {first} to {last})")
+    })
+}
+
+fn subject(key: &str) -> Result<Subject, String> {
+    Subject::parse_key(key).ok_or_else(|| format!("unknown subject {key:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
+        try_parse_from(argv).map(|cli| cli.command.expect("a subcommand"))
+    }
+
+    /// The error message of `args`, which must be a usage error (status 2).
+    fn usage_error(args: &[&str]) -> String {
+        let e = parse(args).expect_err("a bad argument");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn no_command_is_the_tour() {
+        let cli = try_parse_from(["eventfd-bench"]).expect("no arguments");
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn rounds_and_rts_default_per_subcommand_unless_given() {
+        let Ok(Command::Scale(o)) = parse(&["scale"]) else {
+            panic!("scale")
+        };
+        assert_eq!((o.rounds, o.rts, o.warmup), (5, 5_000, 1_000));
+        assert_eq!(o.pick, Pick::Random);
+        assert_eq!(o.fds, [1, 100, 1_000, 10_000]);
+        let Ok(Command::Latency(o)) = parse(&["latency"]) else {
+            panic!("latency")
+        };
+        assert_eq!((o.rounds, o.rts), (7, 10_000));
+        assert_eq!(o.common.pin, Pin::Same);
+        assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
+        assert_eq!(o.common.impls(), Impl::ALL);
+        let Ok(Command::Throughput(o)) = parse(&["throughput"]) else {
+            panic!("throughput")
+        };
+        assert_eq!((o.rounds, o.duration), (3, Duration::from_millis(200)));
+        assert_eq!(o.writers, [1, 2, 4]);
+        let Ok(Command::Scale(o)) = parse(&[
+            "scale",
+            "--rounds",
+            "9",
+            "--rts=20_000",
+            "--pick",
+            "first",
+            "--fds",
+            "10,20",
+        ]) else {
+            panic!("scale with options")
+        };
+        assert_eq!((o.rounds, o.rts), (9, 20_000));
+        assert_eq!(o.pick, Pick::First);
+        assert_eq!(o.fds, [10, 20]);
+    }
+
+    #[test]
+    fn impl_list_always_includes_the_crate_first() {
+        let Ok(Command::ThreadTask(o)) = parse(&["thread-task", "--impl", "notify,asyncfd-r"])
+        else {
+            panic!("thread-task")
+        };
+        assert_eq!(
+            o.common.impls(),
+            [Impl::Crate, Impl::Notify, Impl::AsyncFdR]
+        );
+        let Ok(Command::Latency(o)) = parse(&[
+            "latency",
+            "--impl=tokio-eventfd,async-eventfd",
+            "--flavor",
+            "mt",
+            "--syscalls",
+            "--json",
+        ]) else {
+            panic!("latency")
+        };
+        assert_eq!(o.common.impls(), [Impl::TokioEventfd, Impl::Crate]);
+        assert_eq!(o.common.flavors(), [Flavor::Mt]);
+        assert!(o.syscalls && o.common.json);
+    }
+
+    #[test]
+    fn impl_values_are_the_table_names() {
+        for imp in Impl::ALL {
+            let value = imp.to_possible_value().expect("not skipped");
+            assert_eq!(value.get_name(), imp.name());
+        }
+    }
+
+    #[test]
+    fn the_hidden_one_option_takes_a_subject_key() {
+        let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-asyncfd-rw"]) else {
+            panic!("latency --one")
+        };
+        assert_eq!(o.one, Some(Subject::ThreadTask(Impl::AsyncFdRw)));
+        assert!(usage_error(&["latency", "--one", "bogus"]).contains("unknown subject \"bogus\""));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        let e = usage_error(&["scale", "--pick", "last"]);
+        assert!(
+            e.contains("invalid value 'last' for '--pick <WHICH>'"),
+            "{e}"
+        );
+        let e = usage_error(&["latency", "--rounds", "0"]);
+        assert!(
+            e.contains("'--rounds <N>': expected a positive integer"),
+            "{e}"
+        );
+        let e = usage_error(&["scale", "--fds", "10,x"]);
+        assert!(e.contains("invalid value 'x' for '--fds <N,...>'"), "{e}");
+        let e = usage_error(&["latency", "--rts"]);
+        assert!(e.contains("a value is required for '--rts <N>'"), "{e}");
+        let e = usage_error(&["latency", "--writers", "2"]);
+        assert!(e.contains("unexpected argument '--writers'"), "{e}");
+        let e = usage_error(&["bogus"]);
+        assert!(e.contains("unrecognized subcommand 'bogus'"), "{e}");
+    }
+
+    #[test]
+    fn help_exits_zero_and_names_every_scenario() {
+        let e = parse(&["stress", "--help"]).expect_err("help is an early exit");
+        assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
+        let help = e.to_string();
+        for s in &SCENARIOS {
+            assert!(help.contains(s.name), "{} missing from stress --help", s.id);
+        }
+        assert!(help.contains("--seed <N>"), "{help}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(
+            duration("0s"),
+            Err("invalid duration \"0s\" (must be positive)".to_string())
+        );
+        assert_eq!(
+            duration("5x"),
+            Err("invalid duration unit in \"5x\" (use ms, s, m or h)".to_string())
+        );
+    }
+
+    #[test]
+    fn stress_arguments_parse_and_bad_ones_are_errors() {
+        let e = usage_error(&["stress", "--scenario", "S99"]);
+        assert!(
+            e.contains("unknown scenario \"S99\" (expected S1 to S"),
+            "{e}"
+        );
+        let e = usage_error(&["stress", "--threads"]);
+        assert!(e.contains("a value is required for '--threads <N>'"), "{e}");
+        let e = usage_error(&["stress", "--threads", "1025"]);
+        assert!(e.contains("1025 is not in 1..=1024"), "{e}");
+        let e = usage_error(&["stress", "--bogus"]);
+        assert!(e.contains("unexpected argument '--bogus'"), "{e}");
+        let e = usage_error(&["stress", "--duration", "5x"]);
+        assert!(e.contains("invalid duration unit in \"5x\""), "{e}");
+        let Ok(Command::Stress(o)) = parse(&[
+            "stress",
+            "--scenario=s3,S5",
+            "--scenario",
+            "3",
+            "--threads",
+            "8",
+            "--seed",
+            "42",
+            "--duration",
+            "1.5s",
+            "--json",
+        ]) else {
+            panic!("stress")
+        };
+        let ids: Vec<&str> = o.selected().iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["S3", "S5"]);
+        assert_eq!((o.threads, o.seed), (Some(8), Some(42)));
+        assert_eq!(o.duration, Some(Duration::from_millis(1_500)));
+        assert!(o.json);
+        let Ok(Command::Stress(o)) = parse(&["stress"]) else {
+            panic!("stress")
+        };
+        assert_eq!(o.selected().len(), SCENARIOS.len());
+        assert_eq!((o.duration, o.scale, o.seed), (None, None, None));
+    }
+}

@@ -1,0 +1,46 @@
+//! Rounds that interleave what a table compares, so that a slow spell of a
+//! noisy machine hits every row alike.
+
+use std::io;
+
+use crate::impls::Impl;
+use crate::options::Common;
+use crate::report::Progress;
+use crate::run::Flavor;
+
+/// Measures each key once per round, for `rounds` rounds; each round starts
+/// one key later than the one before, so no key always runs first. Returns
+/// each key's results in round order. `label` names a key in the progress line.
+pub(crate) fn interleaved<K: Copy, R>(
+    keys: &[K],
+    rounds: usize,
+    label: impl Fn(K) -> String,
+    mut measure: impl FnMut(K) -> io::Result<R>,
+) -> io::Result<Vec<Vec<R>>> {
+    let mut results: Vec<Vec<R>> = keys.iter().map(|_| Vec::with_capacity(rounds)).collect();
+    let mut progress = Progress::new(keys.len() * rounds);
+    for round in 0..rounds {
+        for k in 0..keys.len() {
+            let i = (round + k) % keys.len();
+            progress.step(&format!("round {}/{rounds}: {}", round + 1, label(keys[i])));
+            results[i].push(measure(keys[i])?);
+        }
+    }
+    progress.finish();
+    Ok(results)
+}
+
+/// The rows of the `throughput` and `scale` tables: every flavor, count
+/// (writers or fds) and implementation.
+pub(crate) fn grid(common: &Common, counts: &[usize]) -> Vec<(Flavor, usize, Impl)> {
+    let impls = common.impls();
+    let mut keys = Vec::new();
+    for flavor in common.flavors() {
+        for &n in counts {
+            for &imp in &impls {
+                keys.push((flavor, n, imp));
+            }
+        }
+    }
+    keys
+}

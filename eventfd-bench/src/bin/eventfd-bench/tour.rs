@@ -1,0 +1,52 @@
+//! The tour, what `eventfd-bench` runs with no command: every stress
+//! scenario briefly, then the latency table, short enough for CI.
+
+use std::process::ExitCode;
+
+use crate::options::{self, Command};
+use crate::{exit_code, latency, stress};
+
+/// The two commands the tour runs, as a user would type them.
+const STRESS: &[&str] = &["stress", "--duration", "3s", "--scale", "1"];
+const LATENCY: &[&str] = &[
+    "latency", "--rounds", "3", "--rts", "3000", "--warmup", "500",
+];
+
+/// Runs the tour: status 0 when every scenario passed and the latency table
+/// was measured.
+pub(crate) fn run() -> ExitCode {
+    println!("eventfd-bench tour: stress verdicts (3 s), then the latency table.");
+    println!("More: `eventfd-bench --help`.\n");
+    let (Command::Stress(stress_args), Command::Latency(latency_args)) =
+        (options::preset(STRESS), options::preset(LATENCY))
+    else {
+        unreachable!("the tour's presets are a stress and a latency command");
+    };
+    let stress_ok = stress::run_and_print(&stress_args);
+    let code = exit_code(latency::run(&latency_args));
+    if stress_ok {
+        code
+    } else {
+        eprintln!("eventfd-bench: a stress scenario FAILED (see above)");
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_presets_parse_as_the_old_tour_ran() {
+        let Command::Stress(s) = options::preset(STRESS) else {
+            panic!("stress preset")
+        };
+        assert_eq!(s.duration, Some(std::time::Duration::from_secs(3)));
+        assert_eq!((s.scale, s.threads, s.json), (Some(1), None, false));
+        let Command::Latency(l) = options::preset(LATENCY) else {
+            panic!("latency preset")
+        };
+        assert_eq!((l.rounds, l.rts, l.warmup), (3, 3_000, 500));
+        assert!(!l.syscalls && !l.common.json && l.one.is_none());
+    }
+}
