@@ -21,7 +21,10 @@ use futures::poll;
 use nix::errno::Errno;
 use tokio_test::{assert_pending, assert_ready};
 
-use util::{assert_kind, finish, is_cloexec, is_nonblocking, new_efd, semaphore_efd, Flavor};
+use util::{
+    assert_kind, assert_shutdown_error, finish, is_cloexec, is_nonblocking, new_efd, semaphore_efd,
+    Flavor,
+};
 
 #[track_caller]
 fn assert_empty(efd: &AsyncEventFd) {
@@ -730,12 +733,6 @@ fn shut_down(rt: tokio::runtime::Runtime) {
     std::thread::spawn(move || drop(rt))
         .join()
         .expect("drop the runtime");
-}
-
-#[track_caller]
-fn assert_shutdown_error<T: Debug>(result: io::Result<T>) {
-    let err = assert_kind(result, ErrorKind::Other);
-    assert!(err.to_string().contains("shut"), "{err}");
 }
 
 #[test]

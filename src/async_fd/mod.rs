@@ -17,6 +17,9 @@ mod registration;
 mod runtime_watch;
 mod writer;
 
+pub use self::registration::TryNewError;
+pub use self::runtime_watch::RuntimeShutdown;
+
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
@@ -28,7 +31,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
 use self::readiness::Speculation;
-use self::runtime_watch::RuntimeWatch;
+use self::runtime_watch::{driver_error, RuntimeWatch};
 use self::writer::PollWriter;
 use crate::EventFd;
 
@@ -90,44 +93,6 @@ pub struct AsyncEventFd {
 }
 
 impl AsyncEventFd {
-    /// Creates a fresh [`EventFd::new`] (counter 0, counter mode) and registers
-    /// it with the current tokio runtime.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let efd = async_eventfd::AsyncEventFd::new()?;
-    /// efd.add(1).await?;
-    /// assert_eq!(efd.read().await?, 1);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// Outside a runtime, an error instead of a panic:
-    ///
-    /// ```
-    /// let err = async_eventfd::AsyncEventFd::new().unwrap_err();
-    /// assert_eq!(err.kind(), std::io::ErrorKind::Other);
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// - [`io::ErrorKind::Other`]: called outside a tokio runtime (the error's
-    ///   source is tokio's `TryCurrentError`), or the runtime is shutting down.
-    /// - The errors of [`EventFd::new`] and of the `epoll_ctl` registration.
-    ///
-    /// # Panics
-    ///
-    /// Panics, as tokio's own registration does, if the runtime was built
-    /// without its I/O driver (`enable_io`/`enable_all` not called).
-    pub fn new() -> io::Result<AsyncEventFd> {
-        // Check for a runtime before making an fd we would only close again.
-        Handle::try_current().map_err(io::Error::other)?;
-        AsyncEventFd::try_from(EventFd::new()?)
-    }
-
     /// Reads the counter, waiting until it is non-zero.
     ///
     /// Returns as [`EventFd::read`]: the whole counter (which is then 0), or 1
@@ -149,8 +114,9 @@ impl AsyncEventFd {
     ///
     /// # Errors
     ///
-    /// - [`io::ErrorKind::Other`]: the runtime the fd is registered with has
-    ///   shut down (also for a read that was already waiting).
+    /// - [`io::ErrorKind::Other`] holding a [`RuntimeShutdown`]: the runtime
+    ///   the fd is registered with has shut down (also for a read that was
+    ///   already waiting).
     /// - Any other error of [`EventFd::read`] except `WouldBlock`, which is
     ///   waited out.
     ///
@@ -164,7 +130,9 @@ impl AsyncEventFd {
             return done;
         }
         loop {
-            if let Some(done) = self.read_when_ready(self.inner.readable().await?) {
+            if let Some(done) =
+                self.read_when_ready(self.inner.readable().await.map_err(driver_error)?)
+            {
                 return done;
             }
         }
@@ -192,8 +160,9 @@ impl AsyncEventFd {
     /// # Errors
     ///
     /// - [`io::ErrorKind::InvalidInput`]: `n` is `u64::MAX`; nothing is added.
-    /// - [`io::ErrorKind::Other`]: the runtime the fd is registered with has
-    ///   shut down (also for an add that was already waiting).
+    /// - [`io::ErrorKind::Other`] holding a [`RuntimeShutdown`]: the runtime
+    ///   the fd is registered with has shut down (also for an add that was
+    ///   already waiting).
     /// - Any other error of [`EventFd::add`] except `WouldBlock`, which is
     ///   waited out.
     ///
@@ -228,7 +197,8 @@ impl AsyncEventFd {
     /// # Errors
     ///
     /// As [`EventFd::read`]: [`io::ErrorKind::WouldBlock`] when the counter is
-    /// 0.
+    /// 0. It is one syscall that does not need the runtime, so it keeps
+    /// working after the runtime has shut down.
     pub fn try_read(&self) -> io::Result<u64> {
         self.inner.get_ref().read()
     }
@@ -251,6 +221,8 @@ impl AsyncEventFd {
     ///
     /// As [`EventFd::add`]: [`io::ErrorKind::WouldBlock`] when the counter
     /// has no room for `n`, [`io::ErrorKind::InvalidInput`] for `u64::MAX`.
+    /// It is one syscall that does not need the runtime, so it keeps working
+    /// after the runtime has shut down.
     pub fn try_add(&self, n: u64) -> io::Result<()> {
         self.inner.get_ref().add(n)
     }
@@ -289,7 +261,9 @@ impl AsyncEventFd {
             return Poll::Ready(done);
         }
         loop {
-            if let Some(done) = self.read_when_ready(ready!(self.inner.poll_read_ready(cx))?) {
+            if let Some(done) =
+                self.read_when_ready(ready!(self.inner.poll_read_ready(cx)).map_err(driver_error)?)
+            {
                 return Poll::Ready(done);
             }
         }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::runtime_watch::{driver_error, shutdown_error};
 use super::AsyncEventFd;
 
 impl AsyncEventFd {
@@ -34,7 +35,7 @@ impl AsyncEventFd {
         loop {
             let writable = self.register_writable()?;
             loop {
-                let mut guard = writable.writable().await?;
+                let mut guard = writable.writable().await.map_err(driver_error)?;
                 match self.inner.get_ref().add(n) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if guard.ready().is_write_closed() {
@@ -69,7 +70,7 @@ impl AsyncEventFd {
         // open, and `as_raw_fd` keeps returning it, until the `AsyncFd` is
         // dropped.
         let registered = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) };
-        registered.map_err(|e| e.into_parts().1)
+        registered.map_err(|e| driver_error(e.into_parts().1))
     }
 
     /// Sleeps without needing the runtime's timer (which may be disabled):
@@ -78,7 +79,8 @@ impl AsyncEventFd {
         self.handle
             .spawn_blocking(move || std::thread::sleep(duration))
             .await
-            .map_err(io::Error::other)
+            // The sleep cannot panic: it failed because the runtime is gone.
+            .map_err(|_| shutdown_error())
     }
 }
 
@@ -132,7 +134,7 @@ impl PollWriter {
                 Poll::Ready(Err(e)) => {
                     *state = PollWriterState::default();
                     self.waiting.store(false, Ordering::Release);
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err(driver_error(e)));
                 }
             };
             match efd.inner.get_ref().add(n) {

@@ -267,6 +267,20 @@ pub fn assert_kind<T: Debug>(result: io::Result<T>, kind: ErrorKind) -> io::Erro
     err
 }
 
+/// Asserts that `result` is the error an `AsyncEventFd` gives once its
+/// runtime has shut down: kind `Other`, holding a `RuntimeShutdown`.
+#[cfg(feature = "tokio")]
+#[track_caller]
+pub fn assert_shutdown_error<T: Debug>(result: io::Result<T>) {
+    let err = assert_kind(result, ErrorKind::Other);
+    assert!(
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<async_eventfd::RuntimeShutdown>())
+            .is_some(),
+        "not a RuntimeShutdown: {err:?}"
+    );
+}
+
 /// A fresh `AsyncEventFd` in counter mode on the current runtime.
 #[cfg(feature = "tokio")]
 pub fn new_efd() -> async_eventfd::AsyncEventFd {
