@@ -32,7 +32,7 @@ use tokio::runtime::Handle;
 
 use self::readiness::Speculation;
 use self::runtime_watch::{driver_error, RuntimeWatch};
-use self::writer::PollWriter;
+use self::writer::{PollWriter, Room};
 use crate::EventFd;
 
 /// An eventfd registered with a tokio runtime: `read().await` waits until the
@@ -83,8 +83,10 @@ pub struct AsyncEventFd {
     /// Semaphore mode, or a mode the kernel did not tell: a successful read
     /// may leave a count behind, so it must not clear readiness.
     read_may_leave_count: bool,
-    /// The write registration of a `poll_add` that is waiting for room.
+    /// The wait of a `poll_add` that is waiting for room.
     poll_writer: PollWriter,
+    /// The adds waiting for room, woken by this `AsyncEventFd`'s reads.
+    room: Room,
     /// Whether `read` tries the syscall before waiting for readiness.
     speculation: Speculation,
     /// Tells `add` and the speculative read that the runtime may have shut
@@ -142,7 +144,11 @@ impl AsyncEventFd {
     ///
     /// Almost always this is a single `write(2)`. Only when the counter is
     /// too full for `n` (near [`MAX_COUNT`](crate::MAX_COUNT)) does it wait
-    /// until a read makes room, and then add.
+    /// until a read makes room, and then add. A read through this
+    /// `AsyncEventFd` (`read`, `try_read`, `poll_read`, the `Stream`) ends the
+    /// wait at once; a read through another fd on the counter ends it through
+    /// the reactor, or, if the kernel has pushed the counter to `u64::MAX`
+    /// (its overflow state), within a back-off of at most 128 ms.
     ///
     /// # Examples
     ///
@@ -200,7 +206,9 @@ impl AsyncEventFd {
     /// 0. It is one syscall that does not need the runtime, so it keeps
     /// working after the runtime has shut down.
     pub fn try_read(&self) -> io::Result<u64> {
-        self.inner.get_ref().read()
+        let value = self.inner.get_ref().read()?;
+        self.room.made();
+        Ok(value)
     }
 
     /// Adds `n` to the counter if it has room, without waiting.
@@ -273,13 +281,13 @@ impl AsyncEventFd {
     ///
     /// Returns `Poll::Ready(Ok(()))` once `n` was added. While the counter
     /// has no room it returns `Poll::Pending` and wakes `cx`'s waker when a
-    /// read has made room. As for [`poll_read`](AsyncEventFd::poll_read),
+    /// read has made room (as for [`add`](AsyncEventFd::add)). As for [`poll_read`](AsyncEventFd::poll_read),
     /// only the latest waker is kept: one task at a time should wait through
     /// `poll_add`; tasks that share use [`add`](AsyncEventFd::add).
     ///
-    /// A `poll_add` that returned `Pending` keeps a write registration until
-    /// a later `poll_add` (from any caller) succeeds; it costs nothing while
-    /// the counter has room.
+    /// A `poll_add` that returned `Pending` keeps its wait (a write
+    /// registration and a parked waker) until a later `poll_add` (from any
+    /// caller) finishes; it costs nothing while the counter has room.
     ///
     /// # Examples
     ///
@@ -303,7 +311,7 @@ impl AsyncEventFd {
         match self.inner.get_ref().add(n) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             done => {
-                self.poll_writer.release();
+                self.poll_writer.release(self);
                 return Poll::Ready(done);
             }
         }

@@ -69,6 +69,7 @@ impl AsyncEventFd {
                 if !self.read_may_leave_count {
                     guard.clear_ready();
                 }
+                self.room.made();
                 Some(Ok(value))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -98,6 +99,7 @@ impl AsyncEventFd {
             Ok(value) => {
                 budget.made_progress();
                 self.speculation.hit();
+                self.room.made();
                 Poll::Ready(Some(Ok(value)))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

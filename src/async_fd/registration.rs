@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 
 use super::readiness::Speculation;
 use super::runtime_watch::{driver_error, RuntimeWatch};
-use super::writer::PollWriter;
+use super::writer::{PollWriter, Room};
 use super::AsyncEventFd;
 use crate::EventFd;
 
@@ -210,6 +210,7 @@ impl AsyncEventFd {
             handle: handle.clone(),
             read_may_leave_count,
             poll_writer: PollWriter::default(),
+            room: Room::default(),
             speculation: Speculation::default(),
             runtime_watch: RuntimeWatch::new(),
         })
