@@ -99,10 +99,10 @@ impl AsyncEventFd {
     /// Registers an existing [`EventFd`] with the current tokio runtime, and
     /// gives it back if that fails.
     ///
-    /// As [`TryFrom<EventFd>`](#impl-TryFrom<EventFd>-for-AsyncEventFd):
-    /// a blocking `EventFd` is switched to nonblocking (and so is every dup
-    /// of it). On failure, [`TryNewError::into_parts`] returns the `EventFd`
-    /// unchanged: the same open fd, the same counter, the same blocking flag.
+    /// As `AsyncEventFd::try_from(efd)`: a blocking `EventFd` is switched to
+    /// nonblocking (and so is every dup of it), once registered. On failure,
+    /// [`TryNewError::into_parts`] returns the `EventFd` unchanged: the same
+    /// open fd, the same counter, the same blocking flag.
     ///
     /// # Examples
     ///
@@ -199,6 +199,7 @@ impl AsyncEventFd {
                 });
             }
         };
+        // Only now, so that a failed registration has nothing to undo.
         if let Err(error) = inner.get_ref().set_nonblocking(true) {
             return Err(TryNewError {
                 efd: inner.into_inner(),
