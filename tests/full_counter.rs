@@ -1,9 +1,10 @@
-//! An add waiting on a full counter ends as soon as a read through the same
-//! `AsyncEventFd` makes room (`read`, `try_read`, `poll_read`, the
-//! `Stream`): the read wakes it, without the reactor and without a back-off
-//! sleep, also in the kernel's overflow state (a kernel signal on a counter
-//! at `MAX_COUNT` makes it `u64::MAX`; here an io_uring completion is that
-//! signal). A read through another fd still ends the wait, after a back-off.
+//! Adds on a full counter: they wait (cancel safe) and finish after a read
+//! through any fd. A read through the same `AsyncEventFd` (`read`,
+//! `try_read`, `poll_read`, the `Stream`) wakes a waiting add itself, without
+//! the reactor and without a back-off sleep, also in the kernel's overflow
+//! state (a kernel signal on a counter at `MAX_COUNT` makes it `u64::MAX`;
+//! here an io_uring completion is that signal). A read through another fd
+//! still ends the wait, after a back-off.
 //!
 //! The last test prints how long a waiting add takes after each kind of read
 //! (measured, not asserted).
@@ -21,10 +22,12 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_eventfd::{AsyncEventFd, MAX_COUNT};
-use futures::Stream;
+use futures::{poll, Stream};
 use io_uring::{opcode, IoUring};
+use tokio_test::{assert_pending, assert_ready};
 
-use util::{assert_kind, assert_shutdown_error, finish, Flavor};
+use util::tasks::{assert_empty, assert_not_woken, settle_pending, until_woken};
+use util::{assert_kind, assert_shutdown_error, finish, new_efd, Flavor};
 
 /// A waker that records that it was woken.
 #[derive(Default)]
@@ -238,6 +241,106 @@ woken_by_a_read! {
     overflow_add_is_woken_by_poll_read: MultiThread, true, PollRead;
     overflow_poll_add_is_woken_by_the_stream: MultiThread, true, Stream;
 }
+
+// ----- a full counter, read through any fd -----
+
+both_flavors! {
+    async fn add_on_a_full_counter_is_pending_then_finishes_after_a_read() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut add = pin!(efd.add(1));
+        assert_pending!(poll!(&mut add));
+        assert_pending!(poll!(&mut add));
+        assert_eq!(efd.try_read().expect("read makes room"), MAX_COUNT);
+        finish(add).await.expect("add");
+        assert_eq!(efd.try_read().expect("try_read"), 1);
+    }
+
+    async fn add_on_a_full_counter_resumes_after_a_read_on_a_plain_thread() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT - 1).expect("nearly fill");
+        let reader = efd.get_ref().try_clone().expect("try_clone");
+        let mut add = tokio_test::task::spawn(efd.add(2));
+        assert_pending!(add.poll());
+        // The counter has room for 1, so the fd is writable (EPOLLOUT) and the
+        // write registration may wake the add once; it must wait again.
+        settle_pending(&mut add, "add(2) with room for 1").await;
+        let read = std::thread::spawn(move || reader.read())
+            .join()
+            .expect("reader thread")
+            .expect("read");
+        assert_eq!(read, MAX_COUNT - 1);
+        until_woken(&add).await;
+        assert_ready!(add.poll()).expect("add");
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+    }
+
+    async fn add_on_a_full_counter_resumes_after_a_read_from_another_task() {
+        let efd = Arc::new(new_efd());
+        efd.try_add(MAX_COUNT).expect("fill");
+        let adder = Arc::clone(&efd);
+        let add = tokio::spawn(async move { adder.add(7).await });
+        // Let the adder start waiting (not required for correctness).
+        tokio::task::yield_now().await;
+        assert_eq!(finish(efd.read()).await.expect("read"), MAX_COUNT);
+        finish(add).await.expect("join").expect("add");
+        assert_eq!(finish(efd.read()).await.expect("read"), 7);
+    }
+
+    async fn several_waiting_adds_all_finish_after_one_read() {
+        let efd = Arc::new(new_efd());
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut adds = Vec::new();
+        for n in [1u64, 2, 3] {
+            let mut add = tokio_test::task::spawn({
+                let efd = Arc::clone(&efd);
+                async move { efd.add(n).await }
+            });
+            assert_pending!(add.poll());
+            adds.push(add);
+        }
+        assert_eq!(efd.try_read().expect("read makes room"), MAX_COUNT);
+        for add in &mut adds {
+            finish(add).await.expect("add");
+        }
+        assert_eq!(efd.try_read().expect("try_read"), 6);
+    }
+
+    async fn poll_add_on_a_full_counter_is_pending_then_finishes_after_a_read() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        let mut add = tokio_test::task::spawn(poll_fn(|cx| efd.poll_add(cx, 3)));
+        assert_pending!(add.poll());
+        assert_not_woken(&add, "woken with nothing to do").await;
+        assert_eq!(efd.try_read().expect("read makes room"), MAX_COUNT);
+        until_woken(&add).await;
+        assert_ready!(add.poll()).expect("poll_add");
+        assert_eq!(efd.try_read().expect("try_read"), 3);
+        // The next poll_add is immediate again.
+        finish(poll_fn(|cx| efd.poll_add(cx, 4))).await.expect("poll_add");
+        assert_eq!(efd.try_read().expect("try_read"), 4);
+    }
+
+    async fn cancelled_pending_add_adds_nothing() {
+        let efd = new_efd();
+        efd.try_add(MAX_COUNT).expect("fill");
+        {
+            let mut add = pin!(efd.add(1));
+            assert_pending!(poll!(&mut add));
+        }
+        assert_eq!(efd.try_read().expect("try_read"), MAX_COUNT);
+        assert_empty(&efd);
+        // And the fd still works for adds that wait.
+        efd.try_add(MAX_COUNT).expect("fill again");
+        let mut add = pin!(efd.add(2));
+        assert_pending!(poll!(&mut add));
+        assert_eq!(efd.try_read().expect("try_read"), MAX_COUNT);
+        finish(add).await.expect("add");
+        assert_eq!(efd.try_read().expect("try_read"), 2);
+    }
+}
+
+// ----- the overflow state -----
 
 both_flavors! {
     /// Several adds wait on an overflowed counter; one read through the same
