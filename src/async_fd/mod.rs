@@ -7,10 +7,12 @@
 //!   must never lose a wakeup), and when `read` tries `read(2)` before
 //!   waiting;
 //! - `runtime_watch.rs`: how `add` and a speculative read learn, for one
-//!   atomic load, that the runtime has shut down;
-//! - `writer.rs`: how an add waits for room, including the kernel's overflow
-//!   state;
-//! - `registration.rs`: registering an `EventFd` with a runtime.
+//!   atomic load, that the runtime has shut down, and `RuntimeShutdown`, the
+//!   error that says so;
+//! - `writer.rs`: how an add waits for room: woken by this fd's own reads,
+//!   by `EPOLLOUT`, or after a back-off in the kernel's overflow state;
+//! - `registration.rs`: registering an `EventFd` with a runtime, from any
+//!   thread, and `TryNewError`, which gives the fd back.
 
 mod readiness;
 mod registration;
