@@ -50,7 +50,6 @@ use super::AsyncEventFd;
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RuntimeShutdown;
 
 impl fmt::Display for RuntimeShutdown {
