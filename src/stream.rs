@@ -13,7 +13,8 @@ use crate::AsyncEventFd;
 /// Each item is one successful read: the whole counter in counter mode, `1`
 /// in semaphore mode. The stream never ends on its own (`poll_next` never
 /// returns `None`); stop taking items when done. An error (the runtime shut
-/// down) is yielded as an `Err` item, and the stream may be polled again.
+/// down: kind `Other`, holding a [`RuntimeShutdown`](crate::RuntimeShutdown))
+/// is yielded as an `Err` item, and the stream may be polled again.
 ///
 /// It waits through [`AsyncEventFd::poll_read`], so only the task polling the
 /// stream is woken; other tasks can still `read().await` the same fd.

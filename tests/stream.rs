@@ -151,8 +151,34 @@ fn yields_errors_after_the_runtime_shut_down_and_still_does_not_end() {
         );
         for _ in 0..2 {
             let item = assert_ready!(stream.poll_next()).expect("an item, not the end");
-            assert_eq!(item.expect_err("an error item").kind(), ErrorKind::Other);
+            util::assert_shutdown_error(item);
         }
+    }
+}
+
+/// After 1,100 items that each found a count, the stream reads before
+/// waiting (speculation); after the shutdown, with a count waiting, it must
+/// still yield the shutdown error and leave the count.
+#[test]
+fn warm_stream_with_a_count_waiting_yields_the_shutdown_error() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let rt = util::runtime(flavor);
+        let mut efd = {
+            let _entered = rt.enter();
+            new_efd()
+        };
+        rt.block_on(async {
+            for _ in 0..1_100 {
+                efd.try_add(1).expect("try_add");
+                assert_eq!(next_value(&mut efd).await, 1);
+            }
+        });
+        efd.try_add(1).expect("try_add");
+        drop(rt);
+        let mut stream = tokio_test::task::spawn(efd);
+        let item = assert_ready!(stream.poll_next()).expect("an item, not the end");
+        util::assert_shutdown_error(item);
+        assert_eq!(stream.try_read().expect("the count is still there"), 1);
     }
 }
 

@@ -233,6 +233,9 @@ fn is_blocked_in(tid: i32, syscall: Syscall, fd: i32) -> bool {
         == Some("S")
 }
 
+#[cfg(feature = "tokio")]
+pub mod tasks;
+
 /// Generates `name::current_thread` and `name::multi_thread` from one async
 /// body, each run by [`run_isolated`] on a fresh runtime of that flavor.
 #[cfg(feature = "tokio")]
@@ -267,6 +270,20 @@ pub fn assert_kind<T: Debug>(result: io::Result<T>, kind: ErrorKind) -> io::Erro
     err
 }
 
+/// Asserts that `result` is the error an `AsyncEventFd` gives once its
+/// runtime has shut down: kind `Other`, holding a `RuntimeShutdown`.
+#[cfg(feature = "tokio")]
+#[track_caller]
+pub fn assert_shutdown_error<T: Debug>(result: io::Result<T>) {
+    let err = assert_kind(result, ErrorKind::Other);
+    assert!(
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<async_eventfd::RuntimeShutdown>())
+            .is_some(),
+        "not a RuntimeShutdown: {err:?}"
+    );
+}
+
 /// A fresh `AsyncEventFd` in counter mode on the current runtime.
 #[cfg(feature = "tokio")]
 pub fn new_efd() -> async_eventfd::AsyncEventFd {
@@ -282,6 +299,22 @@ pub fn semaphore_efd(initial: u32) -> async_eventfd::AsyncEventFd {
         .build()
         .expect("build a semaphore eventfd");
     async_eventfd::AsyncEventFd::try_from(efd).expect("register")
+}
+
+/// More reads (each with a count waiting) than any back-off `read` may start
+/// with before it tries `read(2)` ahead of readiness.
+#[cfg(feature = "tokio")]
+pub const WARM_UP_READS: usize = 1_100;
+
+/// Reads [`WARM_UP_READS`] single counts, so that later reads run in the
+/// read-first state as well as in the readiness-first state of a fresh fd.
+#[cfg(feature = "tokio")]
+pub async fn warm_up(efd: &async_eventfd::AsyncEventFd) {
+    for _ in 0..WARM_UP_READS {
+        efd.try_add(1).expect("try_add");
+        assert_eq!(finish(efd.read()).await.expect("warm-up read"), 1);
+    }
+    assert_kind(efd.try_read(), ErrorKind::WouldBlock);
 }
 
 /// Starts `threads` plain threads, each adding 1 `adds` times to a clone of
