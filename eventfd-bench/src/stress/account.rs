@@ -18,9 +18,10 @@ pub(super) struct Usage {
 }
 
 impl Usage {
-    /// A snapshot, from `/proc/self/fd` and `/proc/self/status`. The
-    /// directory read holds an fd of its own, in every snapshot alike.
+    /// A snapshot, from `/proc/self/fd` and `/proc/self/status`.
     pub(super) fn now() -> Usage {
+        // The directory being read is open too: not counted.
+        let own = format!("/proc/{}/fd", std::process::id());
         let fds = std::fs::read_dir("/proc/self/fd")
             .map(|dir| {
                 dir.filter_map(Result::ok)
@@ -28,7 +29,7 @@ impl Usage {
                         let fd = e.file_name().to_str()?.parse().ok()?;
                         let target = std::fs::read_link(e.path())
                             .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
-                        Some((fd, target))
+                        (target != own).then_some((fd, target))
                     })
                     .collect()
             })

@@ -127,6 +127,10 @@ pub(super) struct Ctx {
     stamp: AtomicU64,
     max_pending_ns: AtomicU64,
     epoch: Instant,
+    /// Every stream handed out (its number and first value), so that a test
+    /// can compare two runs' random choices.
+    #[cfg(test)]
+    pub(super) handed: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Ctx {
@@ -143,6 +147,8 @@ impl Ctx {
             stamp: AtomicU64::new(0),
             max_pending_ns: AtomicU64::new(0),
             epoch: Instant::now(),
+            #[cfg(test)]
+            handed: Mutex::new(Vec::new()),
         }
     }
 
@@ -159,7 +165,14 @@ impl Ctx {
     /// from the run seed.
     pub(super) fn rng(&self, stream: u64) -> Rng {
         let round = self.round.load(Ordering::SeqCst);
-        Rng::stream(self.seed, (round << 32) ^ stream)
+        let stream = (round << 32) ^ stream;
+        let rng = Rng::stream(self.seed, stream);
+        #[cfg(test)]
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((stream, rng.clone().next_u64()));
+        rng
     }
 
     pub(super) fn scale(&self) -> u64 {

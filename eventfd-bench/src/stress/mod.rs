@@ -311,6 +311,11 @@ pub fn run(id: &str, config: &Config) -> Report {
             rss_after: 0,
         };
     };
+    run_scenario(sc, config, seed)
+}
+
+/// Runs `sc` with `seed`, alone in the process, and reports.
+fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
     let _alone = account::exclusive();
     let before = account::Usage::now();
     let start = Instant::now();
@@ -454,6 +459,32 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_replays_every_random_choice_of_a_scenario() {
+        // Like `run`, one scenario at a time: the other tests of this
+        // process check their fds.
+        let _alone = account::exclusive();
+        let handed = |seed| {
+            let config = Config {
+                seed: Some(seed),
+                ..Config::default()
+            };
+            // S10 takes its churn (reregister, deregister, sleeps) and its
+            // writers' jitter from the seed.
+            let ctx = Arc::new(Ctx::new(&SCENARIOS[9], config.clone(), seed));
+            let rounds = run_rounds(&ctx, &config, Instant::now());
+            assert_eq!(ctx.failure(), None);
+            assert_eq!(rounds, 1);
+            let mut handed = ctx.handed.lock().expect("not poisoned").clone();
+            handed.sort_unstable();
+            handed
+        };
+        let first = handed(5);
+        assert_eq!(first.len(), 3, "two writers and the poller: {first:?}");
+        assert_eq!(first, handed(5), "the same seed, the same generators");
+        assert_ne!(first, handed(6), "another seed, other generators");
+    }
+
+    #[test]
     fn a_report_names_its_seed_and_how_to_replay_it() {
         let config = Config {
             seed: Some(987_654_321),
@@ -470,15 +501,59 @@ mod tests {
         assert_ne!(unseeded.seed, 0, "a fresh seed is reported");
     }
 
+    /// A scenario of the tests' own, running `run`.
+    const fn fake(run: fn(&Arc<Ctx>) -> ctx::Step) -> Scenario {
+        Scenario {
+            id: "S0",
+            name: "fake",
+            topology: "",
+            checks: "",
+            run,
+        }
+    }
+
     #[test]
     fn a_failure_names_the_seed_and_the_replay_variable() {
-        let ctx = Arc::new(Ctx::new(&SCENARIOS[0], Config::default(), 42));
-        ctx.fail("S1: something");
-        let msg = ctx.failure().map(|m| format!("{m} {}", replay(42)));
+        static FAILS: Scenario = fake(|_| Err(ctx::Failure("S0: boom".to_string())));
+        let report = run_scenario(&FAILS, &Config::default(), 42);
         assert_eq!(
-            msg.as_deref(),
-            Some("S1: something [seed 42; replay with EVENTFD_STRESS_SEED=42]")
+            report.failure.as_deref(),
+            Some("S0: boom [seed 42; replay with EVENTFD_STRESS_SEED=42]")
         );
+        assert!(report
+            .to_string()
+            .ends_with("seed 42: FAIL: S0: boom [seed 42; replay with EVENTFD_STRESS_SEED=42]"));
+    }
+
+    #[test]
+    fn a_scenario_that_leaves_an_fd_open_fails() {
+        static LEAKS: Scenario = fake(|ctx| {
+            let efd = async_eventfd::EventFd::new().expect("eventfd");
+            efd.add(1).expect("add");
+            ctx.merge(&{
+                let mut t = ctx::Tally::default();
+                t.add(1);
+                t.read(efd.read().expect("read"));
+                t
+            });
+            std::mem::forget(efd);
+            Ok(())
+        });
+        let report = run_scenario(&LEAKS, &Config::default(), 7);
+        assert_eq!(report.fds_after, report.fds_before + 1, "{report}");
+        let failure = report.failure.expect("a leak fails");
+        assert!(
+            failure.starts_with(&format!(
+                "S0: {} fds open before the scenario, {} after (opened [",
+                report.fds_before, report.fds_after
+            )),
+            "{failure}"
+        );
+        assert!(
+            failure.contains(" -> anon_inode:[eventfd]], closed [])"),
+            "{failure}"
+        );
+        assert!(failure.ends_with("[seed 7; replay with EVENTFD_STRESS_SEED=7]"));
     }
 
     #[test]
