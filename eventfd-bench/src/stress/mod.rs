@@ -325,7 +325,7 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
     // Every fd of the scenario is closed by now: its bodies own their fds,
     // join their threads and drop their runtimes before they return.
     let after = account::Usage::now();
-    if after.fds.len() != before.fds.len() && !ctx.failed() {
+    if after.fds != before.fds && !ctx.failed() {
         ctx.fail(format!(
             "{}: {} fds open before the scenario, {} after ({})",
             sc.id,
