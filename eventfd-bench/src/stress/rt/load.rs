@@ -12,9 +12,10 @@ use super::{
     async_fd, counted, join_tasks, multi, read_either, spawn_readers, spawn_step, wait_live,
     watched,
 };
-use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
+use crate::stress::ctx::{ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, stream, writer_jobs};
-use crate::stress::watchdog::Watch;
+use crate::stress::watchdog::{Probe, Watch};
+use async_eventfd::AsyncEventFd;
 
 /// S3, tokio half: a semaphore `AsyncEventFd` (read-only, edge-triggered
 /// registration), M reader tasks, rounds of one add of N.
@@ -190,28 +191,9 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
                     .iter()
                     .enumerate()
                     .map(|(i, efd)| {
-                        let (efd, mut stop, probe) =
-                            (Arc::clone(efd), stop_rx.clone(), watch.probe());
-                        spawn_step(ctx, async move {
-                            let mut tally = Tally::default();
-                            let mut got = 0;
-                            while got < k {
-                                let mut read = read_either(&efd, i as u64 + got);
-                                let r = tokio::select! {
-                                    biased;
-                                    _ = stop.wait_for(|s| *s) => break,
-                                    r = counted(read.as_mut(), &mut tally) => r,
-                                };
-                                let v = r.context("S16: read")?;
-                                tally.read(v);
-                                probe.progress(i);
-                                got += v;
-                            }
-                            if got > k {
-                                bail!("S16: reader {i} got {got}, more than its share {k}");
-                            }
-                            Ok(tally)
-                        })
+                        let task =
+                            share_reader(Arc::clone(efd), i, k, stop_rx.clone(), watch.probe());
+                        spawn_step(ctx, task)
                     })
                     .collect();
                 join_tasks(ctx, readers, "S16 reader").await;
@@ -226,4 +208,34 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
     drop(all);
     rt.shutdown_timeout(Duration::from_secs(1));
     res
+}
+
+/// S16's reader of fd `i`: reads its share of `k` units (or until the round
+/// stops), through `read()` and `poll_read` in turn.
+async fn share_reader(
+    efd: Arc<AsyncEventFd>,
+    i: usize,
+    k: u64,
+    mut stop: watch::Receiver<bool>,
+    probe: Probe,
+) -> Step<Tally> {
+    let mut tally = Tally::default();
+    let mut got = 0;
+    while got < k {
+        let mut read = read_either(&efd, i as u64 + got);
+        let r = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            r = counted(read.as_mut(), &mut tally) => r,
+        };
+        let v = r.context("S16: read")?;
+        tally.read(v);
+        probe.progress(i);
+        got += v;
+    }
+    ensure!(
+        got <= k,
+        "S16: reader {i} got {got}, more than its share {k}"
+    );
+    Ok(tally)
 }

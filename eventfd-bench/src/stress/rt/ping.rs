@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::thread;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -145,7 +145,7 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
             target.add(1).context("add")?;
             tally.add(1);
             let first = within(ctx, "the first readable()", afd.readable()).await?;
-            let mut stale = first.context("S14: the first readable()")?;
+            let stale = first.context("S14: the first readable()")?;
             tally.read(afd.get_ref().read().context("S14: read")?);
             // Keep `stale` while the reactor sees `events` events for the fd:
             // each round, one add to it and a ping through the reactor, so
@@ -181,37 +181,7 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
                 .await
                 .map_err(|e| Failure(format!("S14: ping task: {e}")))?;
             ctx.proceed()?;
-            stale.clear_ready();
-            drop(stale);
-            // The events arrived after the guard was handed out, so its
-            // clear must have been a no-op: readable() is ready at once.
-            let mut again = pin!(afd.readable());
-            let now = poll_fn(|cx| Poll::Ready(again.as_mut().poll(cx))).await;
-            let Poll::Ready(Ok(mut guard)) = now else {
-                bail!(
-                    "S14: clearing a guard kept across {events} reactor events dropped live \
-                     readiness (count left {}): tokio's readiness tick wrapped",
-                    count_left(afd.as_fd())
-                );
-            };
-            let v = afd.get_ref().read().context("S14: read")?;
-            tally.read(v);
-            ensure!(v == events, "S14: read {v}, expected {events}");
-            guard.clear_ready();
-            drop(guard);
-            // The fd still wakes.
-            let later = thread::spawn(move || {
-                thread::sleep(Duration::from_millis(1));
-                target.add(1)
-            });
-            let woke = within(ctx, "readable() after the stale guard", afd.readable()).await;
-            match later.join() {
-                Ok(Ok(())) => tally.add(1),
-                other => bail!("S14: late add: {other:?}"),
-            }
-            drop(woke?.context("S14: readable() after the stale guard")?);
-            tally.read(afd.get_ref().read().context("S14: read")?);
-            Ok(())
+            clear_stale(ctx, &afd, stale, target, events, &mut tally).await
         })
     });
     ctx.finish();
@@ -220,6 +190,50 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     drop(afd);
     rt.shutdown_timeout(Duration::from_secs(1));
     res
+}
+
+/// The end of one part of S14: clears the guard kept across `events`
+/// events (which must not drop the readiness they brought), reads them, and
+/// checks that the fd still wakes for `target`'s next add.
+async fn clear_stale(
+    ctx: &Ctx,
+    afd: &AsyncFd<EventFd>,
+    mut stale: AsyncFdReadyGuard<'_, EventFd>,
+    target: EventFd,
+    events: u64,
+    tally: &mut Tally,
+) -> Step {
+    stale.clear_ready();
+    drop(stale);
+    // The events arrived after the guard was handed out, so its
+    // clear must have been a no-op: readable() is ready at once.
+    let mut again = pin!(afd.readable());
+    let now = poll_fn(|cx| Poll::Ready(again.as_mut().poll(cx))).await;
+    let Poll::Ready(Ok(mut guard)) = now else {
+        bail!(
+            "S14: clearing a guard kept across {events} reactor events dropped live \
+             readiness (count left {}): tokio's readiness tick wrapped",
+            count_left(afd.as_fd())
+        );
+    };
+    let v = afd.get_ref().read().context("S14: read")?;
+    tally.read(v);
+    ensure!(v == events, "S14: read {v}, expected {events}");
+    guard.clear_ready();
+    drop(guard);
+    // The fd still wakes.
+    let later = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(1));
+        target.add(1)
+    });
+    let woke = within(ctx, "readable() after the stale guard", afd.readable()).await;
+    match later.join() {
+        Ok(Ok(())) => tally.add(1),
+        other => bail!("S14: late add: {other:?}"),
+    }
+    drop(woke?.context("S14: readable() after the stale guard")?);
+    tally.read(afd.get_ref().read().context("S14: read")?);
+    Ok(())
 }
 
 /// S14's ping task: reads each ping through the reactor and acknowledges
