@@ -2,29 +2,49 @@
 //! the engine in `eventfd_bench::stress`.
 //!
 //! Each test runs its scenario at `EVENTFD_STRESS_SCALE` (default 1), prints
-//! the report, and asserts that it passed: conservation (sum read == sum
-//! added, exactly), liveness (no count left pending for 2 s with no waiter
-//! woken; the watchdog names the waiter and the count left), and the
-//! scenario's own checks. Nothing hangs: every scenario has a watchdog.
+//! the report (with its seed), and asserts that it passed: conservation (sum
+//! read == sum added, exactly), liveness (no count left pending for 2 s with
+//! no waiter woken; the watchdog names the waiter and the count left), no fd
+//! left open, and the scenario's own checks. Nothing hangs: every scenario
+//! has a watchdog. A failure names its seed; `EVENTFD_STRESS_SEED=<seed>`
+//! replays its random choices.
+//!
+//! The engine runs the scenarios of one process one at a time (the fd and
+//! RSS figures are the process's), so these tests queue on each other even
+//! when the harness runs them on parallel threads.
 //!
 //! ```text
 //! cargo test --release -p eventfd-bench --test stress
 //! EVENTFD_STRESS_SCALE=20 cargo test --release -p eventfd-bench --test stress
+//! EVENTFD_STRESS_SEED=12345 cargo test --release -p eventfd-bench --test stress
 //! taskset -c 0 cargo test --release -p eventfd-bench --test stress
 //! EVENTFD_STRESS_THREADS=8 cargo test --release -p eventfd-bench --test stress
 //! ```
 
 use eventfd_bench::stress::{self, Config, Report};
 
-/// Runs `id` and asserts that it passed, with exact conservation.
+/// Runs `id` and asserts that it passed, with exact conservation and no fd
+/// left open.
 fn check(id: &str) -> Report {
-    let report = stress::run(id, &Config::from_env());
+    let config = Config::from_env();
+    let report = stress::run(id, &config);
     println!("{report}");
+    let replay = format!("replay with EVENTFD_STRESS_SEED={}", report.seed);
+    if let Some(seed) = config.seed {
+        assert_eq!(report.seed, seed, "the report must name the seed it ran");
+    }
     assert_eq!(report.id, id, "report for the wrong scenario");
     assert_eq!(report.failure, None, "{id} failed: {report}");
-    assert!(report.rounds >= 1, "{id} ran no round");
+    assert!(report.rounds >= 1, "{id} ran no round ({replay})");
     assert!(report.add_calls > 0, "{id} added nothing: {report}");
-    assert_eq!(report.reads, report.adds, "{id}: sum read != sum added");
+    assert_eq!(
+        report.reads, report.adds,
+        "{id}: sum read != sum added ({replay})"
+    );
+    assert_eq!(
+        report.fds_after, report.fds_before,
+        "{id} left fds behind: {report}"
+    );
     report
 }
 

@@ -4,108 +4,82 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
-use super::{drain, run_threads, writer_jobs, Ctx, Job, Rng, Tally, Watch};
+use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
+use super::threads::{drain, run_threads, stream, writer_jobs, Job};
+use super::watchdog::Watch;
 use async_eventfd::EventFd;
 
 const STOP: Token = Token(usize::MAX);
 
 /// A mio poll, with no short timeout (the watchdog judges liveness).
+/// Returns whether the waiter should go on.
 fn poll_once(
     ctx: &Ctx,
     watch: &Watch<'_>,
     waiter: usize,
     poll: &mut Poll,
     events: &mut Events,
-) -> bool {
+) -> Step<bool> {
     watch.sleep(waiter);
     let res = poll.poll(events, Some(ctx.backstop()));
     watch.wake(waiter);
     match res {
-        Ok(()) => !ctx.stopped(),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => !ctx.stopped(),
-        Err(e) => {
-            ctx.fail(format!("{}: mio poll: {e}", ctx.id()));
-            false
-        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        res => res.context("mio poll")?,
     }
+    Ok(!ctx.stopped())
 }
 
 /// Reads a semaphore eventfd until `WouldBlock`, failing on any read that
 /// is not 1; returns whether anything was read.
-fn semaphore_drain(ctx: &Ctx, watch: &Watch<'_>, efd: &EventFd, tally: &mut Tally) -> bool {
+fn semaphore_drain(ctx: &Ctx, watch: &Watch<'_>, efd: &EventFd, tally: &mut Tally) -> Step<bool> {
     let mut any = false;
     loop {
-        match efd.read() {
-            Ok(1) => {
-                tally.read(1);
-                ctx.stamp_read(tally);
-                ctx.live.fetch_add(1, Ordering::SeqCst);
-                watch.progress(0);
-                any = true;
-            }
-            Ok(v) => {
-                tally.read(v);
-                ctx.fail(format!("S3 (mio): a semaphore read returned {v}"));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
-            Err(e) => {
-                ctx.fail(format!("S3 (mio): read: {e}"));
-                return any;
-            }
-        }
+        let v = match efd.read() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+            res => res.context("S3 (mio): read")?,
+        };
+        tally.read(v);
+        ensure!(v == 1, "S3 (mio): a semaphore read returned {v}");
+        ctx.stamp_read(tally);
+        ctx.live.fetch_add(1, Ordering::SeqCst);
+        watch.progress(0);
+        any = true;
     }
 }
 
 /// S3, mio half: one semaphore eventfd, M consumers each with its own mio
 /// `Poll` (edge-triggered, read-only) on a dup; rounds of one add of N.
-pub(super) fn s3(ctx: &Ctx) {
+pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
     let n = 200u64;
     let rounds = 100 * ctx.scale();
     let m = ctx.threads(4);
-    let Some(efd) = ctx.ok(
-        EventFd::builder().semaphore(true).build(),
-        "semaphore eventfd",
-    ) else {
-        return;
-    };
-    let Some(stop) = ctx.ok(EventFd::new(), "stop eventfd") else {
-        return;
-    };
-    let mut consumers = Vec::new();
-    for _ in 0..m {
-        let Some(poll) = ctx.ok(Poll::new(), "mio Poll::new") else {
-            return;
-        };
-        let Some(mut dup) = ctx.ok(efd.try_clone(), "try_clone") else {
-            return;
-        };
-        let Some(mut stop_dup) = ctx.ok(stop.try_clone(), "try_clone") else {
-            return;
-        };
-        if ctx
-            .ok(
-                poll.registry()
-                    .register(&mut dup, Token(0), Interest::READABLE),
-                "register",
-            )
-            .is_none()
-            || ctx
-                .ok(
-                    poll.registry()
-                        .register(&mut stop_dup, STOP, Interest::READABLE),
-                    "register",
-                )
-                .is_none()
-        {
-            return;
-        }
-        consumers.push((poll, dup, stop_dup));
-    }
+    let efd = EventFd::builder()
+        .semaphore(true)
+        .build()
+        .context("semaphore eventfd")?;
+    let stop = EventFd::new().context("stop eventfd")?;
+    let consumers = (0..m)
+        .map(|_| {
+            let poll = Poll::new().context("mio Poll::new")?;
+            let mut dup = efd.try_clone().context("try_clone")?;
+            let mut stop_dup = stop.try_clone().context("try_clone")?;
+            let registry = poll.registry();
+            registry
+                .register(&mut dup, Token(0), Interest::READABLE)
+                .context("register")?;
+            registry
+                .register(&mut stop_dup, STOP, Interest::READABLE)
+                .context("register stop")?;
+            Ok((poll, dup, stop_dup))
+        })
+        .collect::<Step<Vec<_>>>()?;
     let watch = Watch::one(efd.as_fd(), m, "mio consumer");
     let release = || drop(stop.add(1));
     let w = &watch;
@@ -116,18 +90,18 @@ pub(super) fn s3(ctx: &Ctx) {
             Box::new(move || {
                 let mut tally = Tally::default();
                 let mut events = Events::with_capacity(4);
-                while poll_once(ctx, w, i, &mut poll, &mut events) {
+                while poll_once(ctx, w, i, &mut poll, &mut events)? {
                     for ev in events.iter() {
                         if ev.token() != Token(0) {
                             continue;
                         }
                         tally.wake();
-                        if !semaphore_drain(ctx, w, &dup, &mut tally) {
+                        if !semaphore_drain(ctx, w, &dup, &mut tally)? {
                             tally.spurious();
                         }
                     }
                 }
-                tally
+                Ok(tally)
             }) as Job<'_>
         })
         .collect();
@@ -136,90 +110,60 @@ pub(super) fn s3(ctx: &Ctx) {
         let mut tally = Tally::default();
         for round in 1..=rounds {
             ctx.stamp_add();
-            if ctx.ok(efd.add(n), "add(N)").is_none() {
-                break;
-            }
+            efd.add(n).context("add(N)")?;
             tally.add(n);
             if !ctx.wait_live(round * n) {
                 break;
             }
         }
-        tally
+        Ok(tally)
     });
-    run_threads(ctx, &watch, &release, consumers, vec![driver]);
+    run_threads(ctx, &watch, &release, consumers, vec![driver])?;
     let t = ctx.totals();
-    if !ctx.failed() && t.read_calls != t.add_calls * n {
-        ctx.fail(format!(
-            "S3 (mio): {} reads for {} units added, expected one read per unit",
-            t.read_calls, t.added
-        ));
-    }
+    ensure!(
+        t.read_calls == t.add_calls * n,
+        "S3 (mio): {} reads for {} units added, expected one read per unit",
+        t.read_calls,
+        t.added
+    );
+    Ok(())
 }
 
 /// S10: one poller with churn (reregister to a new token, deregister and
 /// register again) while writers add.
-pub(super) fn s10(ctx: &Ctx) {
+pub(super) fn mio_source_churn(ctx: &Arc<Ctx>) -> Step {
     let per = 15_000 * ctx.scale();
     let nw = ctx.threads(2);
-    let Some(mut efd) = ctx.ok(EventFd::new(), "eventfd") else {
-        return;
-    };
-    let Some(mut stop) = ctx.ok(EventFd::new(), "stop eventfd") else {
-        return;
-    };
-    let Some(stop_w) = ctx.ok(stop.try_clone(), "try_clone") else {
-        return;
-    };
-    let Some(watched) = ctx.ok(efd.try_clone(), "try_clone") else {
-        return;
-    };
-    let Some(mut poll) = ctx.ok(Poll::new(), "mio Poll::new") else {
-        return;
-    };
-    if ctx
-        .ok(
-            poll.registry()
-                .register(&mut stop, STOP, Interest::READABLE),
-            "register stop",
-        )
-        .is_none()
-        || ctx
-            .ok(
-                poll.registry()
-                    .register(&mut efd, Token(1), Interest::READABLE),
-                "register",
-            )
-            .is_none()
-    {
-        return;
-    }
-    let writers = writer_jobs(ctx, &efd, nw, per, 1000);
-    if ctx.failed() {
-        return;
-    }
+    let mut efd = EventFd::new().context("eventfd")?;
+    let mut stop = EventFd::new().context("stop eventfd")?;
+    let stop_w = stop.try_clone().context("try_clone")?;
+    let watched = efd.try_clone().context("try_clone")?;
+    let mut poll = Poll::new().context("mio Poll::new")?;
+    poll.registry()
+        .register(&mut stop, STOP, Interest::READABLE)
+        .context("register stop")?;
+    poll.registry()
+        .register(&mut efd, Token(1), Interest::READABLE)
+        .context("register")?;
+    let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     let watch = Watch::one(watched.as_fd(), 1, "mio poller");
     let release = || drop(stop_w.add(1));
     let w = &watch;
+    let mut rng = ctx.rng(stream(2, 0));
     let poller: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
-        let mut rng = Rng::new(10);
         let mut events = Events::with_capacity(8);
         let mut token = 1usize;
         let mut churns = 0u64;
-        while poll_once(ctx, w, 0, &mut poll, &mut events) {
-            for ev in events.iter() {
-                if ev.token() == STOP {
-                    continue;
-                }
-                if ev.token() != Token(token) {
-                    ctx.fail(format!(
-                        "S10: event for token {} after churn #{churns}, current token is {token}",
-                        ev.token().0
-                    ));
-                    return tally;
-                }
+        while poll_once(ctx, w, 0, &mut poll, &mut events)? {
+            for ev in events.iter().filter(|ev| ev.token() != STOP) {
+                ensure!(
+                    ev.token() == Token(token),
+                    "S10: event for token {} after churn #{churns}, current token is {token}",
+                    ev.token().0
+                );
                 tally.wake();
-                if !drain(ctx, w, 0, &efd, &mut tally) {
+                if !drain(ctx, w, 0, &efd, &mut tally)? {
                     tally.spurious();
                 }
             }
@@ -228,49 +172,35 @@ pub(super) fn s10(ctx: &Ctx) {
                     // Reregister under a new token.
                     token = token % 1_000_000 + 1;
                     churns += 1;
-                    let res =
-                        poll.registry()
-                            .reregister(&mut efd, Token(token), Interest::READABLE);
-                    if ctx.ok(res, "reregister").is_none() {
-                        return tally;
-                    }
+                    poll.registry()
+                        .reregister(&mut efd, Token(token), Interest::READABLE)
+                        .context("reregister")?;
                 }
                 1 => {
                     // Deregister: no event may arrive while out, even as
                     // writes land; then register under a new token.
                     churns += 1;
-                    if ctx
-                        .ok(poll.registry().deregister(&mut efd), "deregister")
-                        .is_none()
-                    {
-                        return tally;
-                    }
+                    poll.registry().deregister(&mut efd).context("deregister")?;
                     for _ in 0..2 {
-                        if let Err(e) = poll.poll(&mut events, Some(Duration::ZERO)) {
-                            ctx.fail(format!("S10: mio poll: {e}"));
-                            return tally;
-                        }
+                        poll.poll(&mut events, Some(Duration::ZERO))
+                            .context("S10: mio poll")?;
                         if let Some(ev) = events.iter().find(|e| e.token() != STOP) {
-                            ctx.fail(format!(
+                            bail!(
                                 "S10: event for deregistered token {} (churn #{churns})",
                                 ev.token().0
-                            ));
-                            return tally;
+                            );
                         }
                         thread::sleep(Duration::from_micros(rng.below(50)));
                     }
                     token = token % 1_000_000 + 1;
-                    let res = poll
-                        .registry()
-                        .register(&mut efd, Token(token), Interest::READABLE);
-                    if ctx.ok(res, "register again").is_none() {
-                        return tally;
-                    }
+                    poll.registry()
+                        .register(&mut efd, Token(token), Interest::READABLE)
+                        .context("register again")?;
                 }
                 _ => {}
             }
         }
-        tally
+        Ok(tally)
     });
-    run_threads(ctx, &watch, &release, vec![poller], writers);
+    run_threads(ctx, &watch, &release, vec![poller], writers)
 }

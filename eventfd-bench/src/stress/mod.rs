@@ -18,6 +18,8 @@
 //!   wakeup complete them (`select!` is `biased` with the timer first);
 //! - **work**: every round makes at least one add, so no check passes on
 //!   an empty run;
+//! - **no fd left behind**: the process has the same fds open after the
+//!   scenario as before (see [`Report::fds_after`]);
 //! - scenario-specific properties (each write produces its own edge, a re-arm
 //!   with a count reports at once, a stale readiness guard does not clear live
 //!   readiness, ...).
@@ -28,7 +30,17 @@
 //! hangs: threads blocked in syscalls are released (by writing to or reading
 //! from the fds they wait on) and the run fails with a clear message.
 //!
+//! Every random choice of a run (jitter, cancellations, churn, timeouts)
+//! comes from one seed ([`Config::seed`], reported in [`Report::seed`]):
+//! rerunning with `EVENTFD_STRESS_SEED=<seed>` makes the same choices. The
+//! threads' interleaving is the kernel's, so a replay reproduces the choices,
+//! not necessarily the schedule.
+//!
 //! The same engine backs the `stress` test target and `eventfd-bench stress`.
+//! Its parts: the scenario table (`scenarios`), the run context and tallies
+//! (`ctx`), the watchdog (`watchdog`), the thread helpers (`threads`), fd
+//! and RSS accounting (`account`), and the scenario bodies by layer
+//! (`epoll`, `sys`, `mio_src`, `rt`).
 //!
 //! # Examples
 //!
@@ -38,182 +50,33 @@
 //! let report = stress::run("S3", &Config::default());
 //! assert!(report.passed(), "{report}");
 //! assert_eq!(report.adds, report.reads);
+//! assert_eq!(report.fds_after, report.fds_before);
 //! ```
-//!
-//! # Errors
 //!
 //! Nothing here returns an error: a failed check, an I/O error or a hang is a
 //! [`Report`] whose [`failure`](Report::failure) says what went wrong.
 
 use std::fmt;
-use std::io;
-use std::os::fd::BorrowedFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use crate::rng::Rng;
 
+mod account;
+mod ctx;
 mod epoll;
 mod mio_src;
 mod rt;
+mod scenarios;
 mod sys;
+mod threads;
+mod watchdog;
 
-/// One stress scenario: its id, a short name and what it checks.
-///
-/// # Examples
-///
-/// ```
-/// let s3 = eventfd_bench::stress::scenario("s3").expect("S3 exists");
-/// assert_eq!(s3.id, "S3");
-/// println!("{}: {}", s3.name, s3.topology);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scenario {
-    /// `"S1"` to `"S16"`.
-    pub id: &'static str,
-    /// A short name, snake case, naming the topology.
-    pub name: &'static str,
-    /// The topology: who waits, who writes, through which layer.
-    pub topology: &'static str,
-    /// What the scenario checks beyond conservation and liveness.
-    pub checks: &'static str,
-}
+use ctx::Ctx;
+pub use scenarios::{scenario, Scenario, SCENARIOS};
 
-/// The sixteen scenarios, in order.
-///
-/// # Examples
-///
-/// ```
-/// let ids: Vec<&str> = eventfd_bench::stress::SCENARIOS.iter().map(|s| s.id).collect();
-/// assert_eq!(ids.len(), 16);
-/// assert_eq!(ids[0], "S1");
-/// ```
-pub const SCENARIOS: [Scenario; 16] = [
-    Scenario {
-        id: "S1",
-        name: "level_triggered_epoll",
-        topology: "level-triggered epoll: N writer threads add 1, R reader threads in epoll_wait on one epfd drain to WouldBlock",
-        checks: "after draining, epoll_wait(0) reports nothing",
-    },
-    Scenario {
-        id: "S2",
-        name: "edge_triggered_epoll",
-        topology: "edge-triggered epoll (EPOLLET): ping-pong with an ack, and two writes with no read between",
-        checks: "each write produces its own edge; a single reader sees no spurious wakeup",
-    },
-    Scenario {
-        id: "S3",
-        name: "semaphore_edge_triggered",
-        topology: "semaphore mode, read-only edge-triggered registration (mio Polls and tokio tasks): one add of N, M consumers",
-        checks: "exactly N reads of 1; no count stranded after a read that left a count",
-    },
-    Scenario {
-        id: "S4",
-        name: "epoll_oneshot_rearm",
-        topology: "EPOLLONESHOT: wait, drain, re-arm with EPOLL_CTL_MOD, writes landing between drain and re-arm",
-        checks: "a re-arm with count > 0 reports at once",
-    },
-    Scenario {
-        id: "S5",
-        name: "epoll_exclusive",
-        topology: "EPOLLEXCLUSIVE: M threads, each with its own epoll instance on the same eventfd",
-        checks: "some waiter wakes for every write; no count stranded",
-    },
-    Scenario {
-        id: "S6",
-        name: "many_fds_many_sleepers",
-        topology: "10 edge-triggered eventfds on one epfd, 10 threads in epoll_wait(maxevents = 1), all written at once",
-        checks: "all wake within T, every round; each fd read exactly once per round",
-    },
-    Scenario {
-        id: "S7",
-        name: "timeout_boundary",
-        topology: "a writer writes just before (or just after) a waiter's epoll_wait timeout expires",
-        checks: "the event reaches some waiter every round",
-    },
-    Scenario {
-        id: "S8",
-        name: "poll_many_readers",
-        topology: "poll(2) with R reader threads; POLLOUT at MAX_COUNT",
-        checks: "POLLOUT absent at MAX_COUNT, and a POLLOUT waiter wakes after a read",
-    },
-    Scenario {
-        id: "S9",
-        name: "blocking_syscalls",
-        topology: "blocking read/write syscalls under contention, blocked writers at MAX_COUNT released by a reader",
-        checks: "every blocked call returns",
-    },
-    Scenario {
-        id: "S10",
-        name: "mio_source_churn",
-        topology: "EventFd as a mio Source, with reregister/deregister churn during writes",
-        checks: "no event for a deregistered or replaced token; a re-registration with a count reports it",
-    },
-    Scenario {
-        id: "S11",
-        name: "tokio_multi_thread_cancellation",
-        topology: "tokio multi-thread runtime (2, 4, 8 workers): add tasks, plain-thread writers through try_clone, read tasks (counter and semaphore mode) cancelled at random by select!",
-        checks: "conservation under cancellation",
-    },
-    Scenario {
-        id: "S12",
-        name: "tokio_current_thread_ping_pong",
-        topology: "tokio current-thread runtime; writes only from another OS thread (eventfd -> epoll -> parked driver); ping-pong",
-        checks: "every round's wake arrives; each read takes exactly that round's add",
-    },
-    Scenario {
-        id: "S13",
-        name: "runtime_shutdown_and_drop",
-        topology: "runtime shutdown with pending read/add, Arc clones dropped while others wait, last drop",
-        checks: "pending and later read/add return errors; dropping a clone never hangs the others; the last drop closes the fd",
-    },
-    Scenario {
-        id: "S14",
-        name: "stale_readiness_guard",
-        topology: "a tokio readiness guard kept across more than 256 (and 32768) reactor events, then cleared",
-        checks: "clearing the stale guard does not drop live readiness; the fd still wakes (tokio >= 1.54, 15-bit readiness tick)",
-    },
-    Scenario {
-        id: "S15",
-        name: "bad_input_under_load",
-        topology: "u64::MAX adds, short buffers and adds at MAX_COUNT while writers and an epoll reader run",
-        checks: "exact errors (InvalidInput, EINVAL, WouldBlock); conservation; no spurious wakeup for the single reader",
-    },
-    Scenario {
-        id: "S16",
-        name: "ten_thousand_fds",
-        topology: "10,000 AsyncEventFds in one runtime, a reader task each, writer threads adding round-robin",
-        checks: "every reader gets its exact share",
-    },
-];
-
-/// Looks a scenario up by id, case-insensitively: `"S3"`, `"s3"` and `"3"`
-/// all find S3.
-///
-/// # Examples
-///
-/// ```
-/// use eventfd_bench::stress::scenario;
-/// assert_eq!(scenario("16").map(|s| s.id), Some("S16"));
-/// assert_eq!(scenario("S17"), None);
-/// ```
-///
-/// # Errors
-///
-/// None: an unknown id gives `None`.
-pub fn scenario(id: &str) -> Option<&'static Scenario> {
-    let id = id.trim();
-    let number = id
-        .strip_prefix('S')
-        .or_else(|| id.strip_prefix('s'))
-        .unwrap_or(id);
-    SCENARIOS.iter().find(|s| &s.id[1..] == number)
-}
-
-/// How hard and how long to stress.
+/// How hard and how long to stress, and with which seed.
 ///
 /// # Examples
 ///
@@ -223,6 +86,7 @@ pub fn scenario(id: &str) -> Option<&'static Scenario> {
 ///
 /// let config = Config {
 ///     threads: Some(8),
+///     seed: Some(12345),
 ///     ..Config::default()
 /// };
 /// assert_eq!(config.scale, 1);
@@ -242,6 +106,9 @@ pub struct Config {
     pub threads: Option<usize>,
     /// T: the longest a count may stay pending with no waiter woken.
     pub liveness: Duration,
+    /// The seed of every random choice; `None` takes a fresh one (from the
+    /// clock), reported in [`Report::seed`] so that the run can be replayed.
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -251,15 +118,20 @@ impl Default for Config {
             duration: None,
             threads: None,
             liveness: Duration::from_secs(2),
+            seed: None,
         }
     }
 }
 
 impl Config {
     /// The default configuration with `scale` taken from the
-    /// `EVENTFD_STRESS_SCALE` environment variable (default 1), and
-    /// `threads` from `EVENTFD_STRESS_THREADS` (default: each scenario's
-    /// own numbers), e.g. 8 to oversubscribe a 2-core machine.
+    /// `EVENTFD_STRESS_SCALE` environment variable (default 1), `threads`
+    /// from `EVENTFD_STRESS_THREADS` (default: each scenario's own numbers),
+    /// e.g. 8 to oversubscribe a 2-core machine, and `seed` from
+    /// `EVENTFD_STRESS_SEED` (default: a fresh seed per run).
+    ///
+    /// A missing, empty or unparsable variable (or a zero scale or thread
+    /// count) keeps the default.
     ///
     /// # Examples
     ///
@@ -267,27 +139,20 @@ impl Config {
     /// let config = eventfd_bench::stress::Config::from_env();
     /// assert!(config.scale >= 1);
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// None: a missing, empty, zero or unparsable variable gives scale 1
-    /// (or no thread override).
     pub fn from_env() -> Config {
-        fn positive(name: &str) -> Option<u32> {
-            std::env::var(name)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-                .filter(|&s| s > 0)
-        }
-        Config {
-            scale: positive("EVENTFD_STRESS_SCALE").unwrap_or(1),
-            threads: positive("EVENTFD_STRESS_THREADS").map(|t| t.min(1024) as usize),
-            ..Config::default()
-        }
+        Config::from_vars(|name| std::env::var(name).ok())
     }
 
-    fn scale(&self) -> u64 {
-        u64::from(self.scale.max(1))
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Config {
+        let number = |name: &str| var(name).and_then(|s| s.trim().parse::<u64>().ok());
+        let positive = |name: &str| number(name).filter(|&n| n > 0);
+        Config {
+            scale: positive("EVENTFD_STRESS_SCALE")
+                .map_or(1, |s| u32::try_from(s).unwrap_or(u32::MAX)),
+            threads: positive("EVENTFD_STRESS_THREADS").map(|t| t.min(1024) as usize),
+            seed: number("EVENTFD_STRESS_SEED"),
+            ..Config::default()
+        }
     }
 }
 
@@ -301,6 +166,7 @@ impl Config {
 /// let report = run("S13", &Config::default());
 /// assert_eq!(report.id, "S13");
 /// assert!(report.failure.is_none(), "{report}");
+/// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -330,8 +196,28 @@ pub struct Report {
     pub max_pending_wait: Duration,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// `None` if every check passed; otherwise the first failure.
+    /// `None` if every check passed; otherwise the first failure, ending
+    /// with the seed and how to replay it (`EVENTFD_STRESS_SEED=<seed>`).
     pub failure: Option<String>,
+    /// The seed of the run's random choices: [`Config::seed`], or the fresh
+    /// seed taken when that was `None`.
+    pub seed: u64,
+    /// The process's open fds just before the scenario (entries of
+    /// `/proc/self/fd`).
+    pub fds_before: usize,
+    /// The process's open fds after the scenario, its threads joined and its
+    /// runtimes dropped. A scenario that passed has `fds_after ==
+    /// fds_before`: one that leaves an fd open (or closes one it did not
+    /// open) fails. Scenarios of one process run one at a time so that these
+    /// figures are theirs alone.
+    pub fds_after: usize,
+    /// The process's resident set size just before the scenario, in bytes
+    /// (`VmRSS`; 0 where `/proc` is unavailable).
+    pub rss_before: u64,
+    /// The resident set size after the scenario, in bytes. Reported, not
+    /// judged: the allocator keeps freed memory, so growth over one run is
+    /// not a leak; growth over many rounds of a long run is worth a look.
+    pub rss_after: u64,
 }
 
 impl Report {
@@ -343,10 +229,6 @@ impl Report {
     /// let report = eventfd_bench::stress::run("S99", &Default::default());
     /// assert!(!report.passed());
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// None.
     pub fn passed(&self) -> bool {
         self.failure.is_none()
     }
@@ -354,10 +236,11 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MIB: f64 = 1024.0 * 1024.0;
         write!(
             f,
             "{} {}: {} rounds, adds {} ({} calls), reads {} ({} calls), wakeups {}, spurious {}, \
-             longest pending wait {:?}, {:?}: ",
+             longest pending wait {:?}, {:?}, fds {} -> {}, RSS {:.1} -> {:.1} MiB, seed {}: ",
             self.id,
             self.name,
             self.rounds,
@@ -369,6 +252,11 @@ impl fmt::Display for Report {
             self.spurious,
             self.max_pending_wait,
             self.elapsed,
+            self.fds_before,
+            self.fds_after,
+            self.rss_before as f64 / MIB,
+            self.rss_after as f64 / MIB,
+            self.seed,
         )?;
         match &self.failure {
             None => write!(f, "PASS"),
@@ -377,7 +265,18 @@ impl fmt::Display for Report {
     }
 }
 
+/// The replay hint that ends every failure message.
+fn replay(seed: u64) -> String {
+    format!("[seed {seed}; replay with EVENTFD_STRESS_SEED={seed}]")
+}
+
 /// Runs one scenario by id (as [`scenario`] parses it).
+///
+/// Scenarios of one process run one at a time: a call waits for any other
+/// running scenario to finish (see [`Report::fds_after`]).
+///
+/// An unknown id, a failed check, an I/O error, a panic, a hang or an fd
+/// left open all give a report whose `failure` says so.
 ///
 /// # Examples
 ///
@@ -389,12 +288,8 @@ impl fmt::Display for Report {
 /// // S3 is semaphore mode: every read returned exactly 1.
 /// assert_eq!(report.reads, u128::from(report.read_calls));
 /// ```
-///
-/// # Errors
-///
-/// None: an unknown id, a failed check, an I/O error, a panic or a hang all
-/// give a report whose `failure` says so.
 pub fn run(id: &str, config: &Config) -> Report {
+    let seed = config.seed.unwrap_or_else(Rng::fresh_seed);
     let Some(sc) = scenario(id) else {
         return Report {
             id: id.to_string(),
@@ -409,43 +304,37 @@ pub fn run(id: &str, config: &Config) -> Report {
             max_pending_wait: Duration::ZERO,
             elapsed: Duration::ZERO,
             failure: Some(format!("unknown scenario {id:?} (expected S1 to S16)")),
+            seed,
+            fds_before: 0,
+            fds_after: 0,
+            rss_before: 0,
+            rss_after: 0,
         };
     };
-    let ctx = Arc::new(Ctx::new(sc, config.clone()));
+    run_scenario(sc, config, seed)
+}
+
+/// Runs `sc` with `seed`, alone in the process, and reports.
+fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
+    let _alone = account::exclusive();
+    let before = account::Usage::now();
     let start = Instant::now();
-    let mut rounds = 0;
-    loop {
-        ctx.stop.store(false, Ordering::SeqCst);
-        ctx.live.store(0, Ordering::SeqCst);
-        ctx.stamp.store(0, Ordering::SeqCst);
-        let add_calls = ctx.totals().add_calls;
-        let round = panic::catch_unwind(AssertUnwindSafe(|| run_round(&ctx)));
-        if let Err(payload) = round {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_string());
-            ctx.fail(format!("panicked: {msg}"));
-        }
-        rounds += 1;
-        ctx.check_conservation();
-        if ctx.totals().add_calls == add_calls && !ctx.failed() {
-            ctx.fail(format!(
-                "{}: round {rounds} added nothing, so it checked nothing",
-                sc.id
-            ));
-        }
-        if ctx.failed() {
-            break;
-        }
-        match config.duration {
-            Some(d) if start.elapsed() < d => {}
-            _ => break,
-        }
+    let ctx = Arc::new(Ctx::new(sc, config.clone(), seed));
+    let rounds = run_rounds(&ctx, config, start);
+    let elapsed = start.elapsed();
+    // Every fd of the scenario is closed by now: its bodies own their fds,
+    // join their threads and drop their runtimes before they return.
+    let after = account::Usage::now();
+    if after.fds != before.fds && !ctx.failed() {
+        ctx.fail(format!(
+            "{}: {} fds open before the scenario, {} after ({})",
+            sc.id,
+            before.fds.len(),
+            after.fds.len(),
+            before.diff(&after)
+        ));
     }
     let totals = ctx.totals();
-    let failure = ctx.failure();
     Report {
         id: sc.id.to_string(),
         name: sc.name.to_string(),
@@ -456,11 +345,52 @@ pub fn run(id: &str, config: &Config) -> Report {
         read_calls: totals.read_calls,
         wakeups: totals.wakeups,
         spurious: totals.spurious,
-        max_pending_wait: totals.max_wait.max(Duration::from_nanos(
-            ctx.max_pending_ns.load(Ordering::Relaxed),
-        )),
-        elapsed: start.elapsed(),
-        failure,
+        max_pending_wait: totals.max_wait.max(ctx.max_pending()),
+        elapsed,
+        failure: ctx.failure().map(|msg| format!("{msg} {}", replay(seed))),
+        seed,
+        fds_before: before.fds.len(),
+        fds_after: after.fds.len(),
+        rss_before: before.rss,
+        rss_after: after.rss,
+    }
+}
+
+/// Runs the rounds of a scenario (one, or until the configured duration
+/// has passed, or the first failure); returns how many ran.
+fn run_rounds(ctx: &Arc<Ctx>, config: &Config, start: Instant) -> u64 {
+    let sc = ctx.scenario;
+    let mut rounds = 0;
+    loop {
+        ctx.start_round(rounds);
+        let add_calls = ctx.totals().add_calls;
+        match panic::catch_unwind(AssertUnwindSafe(|| (sc.run)(ctx))) {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => ctx.fail(failure.0),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                ctx.fail(format!("panicked: {msg}"));
+            }
+        }
+        rounds += 1;
+        ctx.check_conservation();
+        if ctx.totals().add_calls == add_calls && !ctx.failed() {
+            ctx.fail(format!(
+                "{}: round {rounds} added nothing, so it checked nothing",
+                sc.id
+            ));
+        }
+        if ctx.failed() {
+            return rounds;
+        }
+        match config.duration {
+            Some(d) if start.elapsed() < d => {}
+            _ => return rounds,
+        }
     }
 }
 
@@ -474,10 +404,6 @@ pub fn run(id: &str, config: &Config) -> Report {
 /// let reports = run_all(&Config::default(), |s| eprintln!("running {}", s.id));
 /// assert!(reports.iter().all(|r| r.passed()));
 /// ```
-///
-/// # Errors
-///
-/// None: see [`run`].
 pub fn run_all(config: &Config, mut progress: impl FnMut(&Scenario)) -> Vec<Report> {
     SCENARIOS
         .iter()
@@ -488,677 +414,170 @@ pub fn run_all(config: &Config, mut progress: impl FnMut(&Scenario)) -> Vec<Repo
         .collect()
 }
 
-fn run_round(ctx: &Arc<Ctx>) {
-    match ctx.scenario.id {
-        "S1" => epoll::s1(ctx),
-        "S2" => epoll::s2(ctx),
-        "S3" => {
-            mio_src::s3(ctx);
-            if !ctx.failed() {
-                rt::s3(ctx);
-            }
-        }
-        "S4" => epoll::s4(ctx),
-        "S5" => epoll::s5(ctx),
-        "S6" => epoll::s6(ctx),
-        "S7" => epoll::s7(ctx),
-        "S8" => sys::s8(ctx),
-        "S9" => sys::s9(ctx),
-        "S10" => mio_src::s10(ctx),
-        "S11" => rt::s11(ctx),
-        "S12" => rt::s12(ctx),
-        "S13" => rt::s13(ctx),
-        "S14" => rt::s14(ctx),
-        "S15" => sys::s15(ctx),
-        "S16" => rt::s16(ctx),
-        other => ctx.fail(format!("no engine for {other}")),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-// ---------------------------------------------------------------------------
-// Shared machinery.
-
-/// What one thread or task did; merged into the scenario's totals.
-#[derive(Debug, Default, Clone, Copy)]
-struct Tally {
-    added: u128,
-    read: u128,
-    add_calls: u64,
-    read_calls: u64,
-    wakeups: u64,
-    spurious: u64,
-    max_wait: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, n: u64) {
-        self.added += u128::from(n);
-        self.add_calls += 1;
+    fn draws(ctx: &Ctx, stream: u64) -> Vec<u64> {
+        let mut rng = ctx.rng(stream);
+        (0..32).map(|_| rng.next_u64()).collect()
     }
 
-    fn read(&mut self, n: u64) {
-        self.read += u128::from(n);
-        self.read_calls += 1;
-    }
-
-    fn wake(&mut self) {
-        self.wakeups += 1;
-    }
-
-    fn spurious(&mut self) {
-        self.spurious += 1;
-    }
-
-    fn waited(&mut self, d: Duration) {
-        self.max_wait = self.max_wait.max(d);
-    }
-
-    fn merge(&mut self, other: &Tally) {
-        self.added += other.added;
-        self.read += other.read;
-        self.add_calls += other.add_calls;
-        self.read_calls += other.read_calls;
-        self.wakeups += other.wakeups;
-        self.spurious += other.spurious;
-        self.max_wait = self.max_wait.max(other.max_wait);
-    }
-}
-
-/// One scenario run: configuration, totals, the first failure, the stop flag.
-struct Ctx {
-    scenario: &'static Scenario,
-    cfg: Config,
-    /// Set at the end of a round (normal or not): waiters exit when they see it.
-    stop: AtomicBool,
-    failure: Mutex<Option<String>>,
-    totals: Mutex<Tally>,
-    /// Progress of the current round: units read (where values are small).
-    live: AtomicU64,
-    /// When the oldest unread add was made (ns since `epoch`, 0 = none):
-    /// writers stamp before adding, readers take it after reading.
-    stamp: AtomicU64,
-    max_pending_ns: AtomicU64,
-    epoch: Instant,
-}
-
-impl Ctx {
-    fn new(scenario: &'static Scenario, cfg: Config) -> Ctx {
-        Ctx {
-            scenario,
-            cfg,
-            stop: AtomicBool::new(false),
-            failure: Mutex::new(None),
-            totals: Mutex::new(Tally::default()),
-            live: AtomicU64::new(0),
-            stamp: AtomicU64::new(0),
-            max_pending_ns: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-
-    fn scale(&self) -> u64 {
-        self.cfg.scale()
-    }
-
-    /// `default` threads, or the configured override.
-    fn threads(&self, default: usize) -> usize {
-        self.cfg.threads.unwrap_or(default).max(1)
-    }
-
-    fn t(&self) -> Duration {
-        self.cfg.liveness
-    }
-
-    /// How long a waiter blocks before it checks for the end of the round by
-    /// itself (it is normally released sooner through a stop fd). Longer than
-    /// T, so a lost wakeup is caught by the watchdog before any re-poll.
-    fn backstop(&self) -> Duration {
-        self.t() * 3
-    }
-
-    /// The hard deadline of one round.
-    fn deadline(&self) -> Duration {
-        Duration::from_secs(60) * u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000)
-            + self.t() * 4
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    fn finish(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    /// Starts a part of a round that has waiters of its own: clears the
-    /// stop flag (unless the scenario already failed) and the progress count.
-    fn begin(&self) {
-        if !self.failed() {
-            self.stop.store(false, Ordering::SeqCst);
-        }
-        self.live.store(0, Ordering::SeqCst);
-    }
-
-    /// Records the first failure (later ones are dropped) and stops the round.
-    fn fail(&self, msg: impl Into<String>) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
-            *failure = Some(msg.into());
-        }
-        drop(failure);
-        self.finish();
-    }
-
-    fn failed(&self) -> bool {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Unwraps an I/O result, failing the scenario with `what` on error.
-    fn ok<T>(&self, res: io::Result<T>, what: &str) -> Option<T> {
-        match res {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.fail(format!("{what}: {e} ({:?})", e.kind()));
-                None
-            }
-        }
-    }
-
-    fn merge(&self, tally: &Tally) {
-        self.totals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .merge(tally);
-    }
-
-    fn totals(&self) -> Tally {
-        *self.totals.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn check_conservation(&self) {
-        let t = self.totals();
-        if t.added != t.read && !self.failed() {
-            self.fail(format!(
-                "conservation: added {} but read {} ({} {})",
-                t.added,
-                t.read,
-                t.added.abs_diff(t.read),
-                if t.added > t.read {
-                    "lost or stranded"
-                } else {
-                    "read twice"
-                }
-            ));
-        }
-    }
-
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    /// A writer calls this just before an add: stamps the start of a pending
-    /// period if none is open.
-    fn stamp_add(&self) {
-        if self.stamp.load(Ordering::Relaxed) == 0 {
-            let _ =
-                self.stamp
-                    .compare_exchange(0, self.now_ns(), Ordering::AcqRel, Ordering::Relaxed);
-        }
-    }
-
-    /// A reader calls this just after a successful read: closes the pending
-    /// period and records its length.
-    fn stamp_read(&self, tally: &mut Tally) {
-        let since = self.stamp.swap(0, Ordering::AcqRel);
-        if since != 0 {
-            tally.waited(Duration::from_nanos(self.now_ns().saturating_sub(since)));
-        }
-    }
-
-    fn note_pending(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.max_pending_ns.fetch_max(ns, Ordering::Relaxed);
-    }
-
-    /// Waits until `live` reaches `target`; false if the round stopped first.
-    fn wait_live(&self, target: u64) -> bool {
-        let mut spins = 0u32;
-        loop {
-            if self.live.load(Ordering::SeqCst) >= target {
-                return true;
-            }
-            if self.stopped() {
-                return self.live.load(Ordering::SeqCst) >= target;
-            }
-            spins += 1;
-            if spins < 64 {
-                thread::yield_now();
-            } else {
-                thread::sleep(Duration::from_micros(100));
-            }
-        }
-    }
-
-    fn id(&self) -> &'static str {
-        self.scenario.id
-    }
-}
-
-/// Joins a scoped thread, turning a panic into a failure.
-fn join<T: Default>(ctx: &Ctx, handle: thread::ScopedJoinHandle<'_, T>, what: &str) -> T {
-    match handle.join() {
-        Ok(v) => v,
-        Err(_) => {
-            ctx.fail(format!("{what} panicked"));
-            T::default()
-        }
-    }
-}
-
-/// The parts of a [`Watch`] that waiters update: shareable with tokio tasks.
-#[derive(Clone)]
-struct Probe {
-    progress: Arc<[AtomicU64]>,
-    /// ns since `epoch` at which each waiter went to sleep; 0 = awake.
-    asleep: Arc<[AtomicU64]>,
-    epoch: Instant,
-}
-
-impl Probe {
-    fn progress(&self, fd: usize) {
-        if let Some(p) = self.progress.get(fd) {
-            p.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn sleep(&self, waiter: usize) {
-        if let Some(a) = self.asleep.get(waiter) {
-            let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            a.store(ns.max(1), Ordering::Relaxed);
-        }
-    }
-
-    fn wake(&self, waiter: usize) {
-        if let Some(a) = self.asleep.get(waiter) {
-            a.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The watchdog's view of a round: the fds that must not stay readable while
-/// nobody reads them, and the waiters that may be asleep.
-struct Watch<'a> {
-    fds: Vec<BorrowedFd<'a>>,
-    fd_names: Vec<String>,
-    waiter_names: Vec<String>,
-    probe: Probe,
-    done: AtomicBool,
-}
-
-impl<'a> Watch<'a> {
-    fn new(fds: Vec<(BorrowedFd<'a>, String)>, waiter_names: Vec<String>) -> Watch<'a> {
-        let (fds, fd_names): (Vec<_>, Vec<_>) = fds.into_iter().unzip();
-        let progress = fds.iter().map(|_| AtomicU64::new(0)).collect();
-        let asleep = waiter_names.iter().map(|_| AtomicU64::new(0)).collect();
-        Watch {
-            fds,
-            fd_names,
-            waiter_names,
-            probe: Probe {
-                progress,
-                asleep,
-                epoch: Instant::now(),
-            },
-            done: AtomicBool::new(false),
-        }
-    }
-
-    fn one(fd: BorrowedFd<'a>, waiters: usize, waiter: &str) -> Watch<'a> {
-        Watch::new(
-            vec![(fd, "the eventfd".to_string())],
-            (0..waiters).map(|i| format!("{waiter} {i}")).collect(),
-        )
-    }
-
-    fn probe(&self) -> Probe {
-        self.probe.clone()
-    }
-
-    fn progress(&self, fd: usize) {
-        self.probe.progress(fd);
-    }
-
-    fn sleep(&self, waiter: usize) {
-        self.probe.sleep(waiter);
-    }
-
-    fn wake(&self, waiter: usize) {
-        self.probe.wake(waiter);
-    }
-
-    fn finish(&self) {
-        self.done.store(true, Ordering::SeqCst);
-    }
-
-    /// The watchdog loop; `release` unblocks every waiter and writer of the
-    /// round (called after a failure or at the deadline, and repeatedly
-    /// until the round ends).
-    fn run(&self, ctx: &Ctx, release: &dyn Fn()) {
-        let start = Instant::now();
-        let interval = if self.fds.len() > 64 {
-            Duration::from_millis(20)
-        } else {
-            Duration::from_millis(2)
+    #[test]
+    fn the_same_seed_gives_the_same_streams() {
+        let sc = scenario("S4").expect("S4 exists");
+        let config = |seed| Config {
+            seed: Some(seed),
+            ..Config::default()
         };
-        let mut since: Vec<Option<(Instant, u64)>> = vec![None; self.fds.len()];
-        let mut released = false;
-        while !self.done.load(Ordering::SeqCst) {
-            if start.elapsed() > ctx.deadline() && !ctx.failed() {
-                ctx.fail(format!(
-                    "{}: the round did not finish within its deadline of {:?}{}",
-                    ctx.id(),
-                    ctx.deadline(),
-                    self.sleepers()
-                ));
+        let (a, b, c) = (
+            Ctx::new(sc, config(12345), 12345),
+            Ctx::new(sc, config(12345), 12345),
+            Ctx::new(sc, config(12346), 12346),
+        );
+        for round in [0, 1, 7] {
+            for ctx in [&a, &b, &c] {
+                ctx.start_round(round);
             }
-            if ctx.stopped() {
-                if ctx.failed() {
-                    release();
-                    released = true;
-                }
-                thread::sleep(Duration::from_millis(if released { 20 } else { 1 }));
-                continue;
+            for stream in [
+                threads::stream(1, 0),
+                threads::stream(1, 1),
+                threads::stream(2, 0),
+            ] {
+                assert_eq!(draws(&a, stream), draws(&b, stream), "round {round}");
+                assert_ne!(draws(&a, stream), draws(&c, stream), "round {round}");
             }
-            let mut pollfds: Vec<PollFd<'_>> = self
-                .fds
-                .iter()
-                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-                .collect();
-            if nix::poll::poll(&mut pollfds, PollTimeout::ZERO).is_ok() {
-                let now = Instant::now();
-                for (i, pfd) in pollfds.iter().enumerate() {
-                    let readable = pfd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-                    let progress = self.probe.progress[i].load(Ordering::Relaxed);
-                    if !readable {
-                        since[i] = None;
-                        continue;
-                    }
-                    match since[i] {
-                        Some((t0, p)) if p == progress => {
-                            let pending = now - t0;
-                            ctx.note_pending(pending);
-                            if pending >= ctx.t() {
-                                ctx.fail(format!(
-                                    "{}: lost wakeup: {} stayed readable for {:?} (count left {}) \
-                                     with no read{}",
-                                    ctx.id(),
-                                    self.fd_names[i],
-                                    pending,
-                                    count_left(self.fds[i]),
-                                    self.sleepers()
-                                ));
-                                break;
-                            }
-                        }
-                        _ => since[i] = Some((now, progress)),
-                    }
-                }
-            }
-            thread::sleep(interval);
+            assert_ne!(
+                draws(&a, threads::stream(1, 0)),
+                draws(&a, threads::stream(1, 1))
+            );
         }
+        a.start_round(0);
+        let first = draws(&a, 5);
+        a.start_round(1);
+        assert_ne!(first, draws(&a, 5), "rounds take different choices");
     }
 
-    fn sleepers(&self) -> String {
-        if self.waiter_names.is_empty() {
-            return String::new();
-        }
-        let now = u64::try_from(self.probe.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let mut asleep: Vec<(u64, &str)> = self
-            .probe
-            .asleep
-            .iter()
-            .zip(&self.waiter_names)
-            .filter_map(|(a, name)| {
-                let t = a.load(Ordering::Relaxed);
-                (t != 0).then(|| (now.saturating_sub(t), name.as_str()))
-            })
-            .collect();
-        if asleep.is_empty() {
-            return "; no waiter was asleep".to_string();
-        }
-        asleep.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
-        let list: Vec<String> = asleep
-            .iter()
-            .take(8)
-            .map(|(ns, name)| format!("{name} for {:?}", Duration::from_nanos(*ns)))
-            .collect();
-        format!(
-            "; asleep: {}{}",
-            list.join(", "),
-            if asleep.len() > 8 { ", ..." } else { "" }
-        )
-    }
-}
-
-/// The counter of an eventfd, read from `/proc/self/fdinfo` without
-/// consuming it (`?` if unavailable).
-fn count_left(fd: BorrowedFd<'_>) -> String {
-    use std::os::fd::AsRawFd;
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
-    info.ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("eventfd-count:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .map_or_else(|| "?".to_string(), |v| v.to_string())
-}
-
-/// Whether `fd` is readable now (poll with timeout 0).
-fn readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
-    nix::poll::poll(&mut p, PollTimeout::ZERO).map_err(io::Error::from)?;
-    Ok(p[0]
-        .revents()
-        .is_some_and(|r| r.contains(PollFlags::POLLIN)))
-}
-
-fn timeout_ms(d: Duration) -> PollTimeout {
-    PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX)
-}
-
-/// A cheap xorshift64* generator: randomness for schedules, not secrets.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Rng((seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(nanos)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// True with probability 1/n.
-    fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-
-    /// Occasionally yields or sleeps briefly, so that waiters fall asleep
-    /// between writes.
-    fn jitter(&mut self) {
-        match self.below(16) {
-            0 => thread::sleep(Duration::from_micros(self.below(100))),
-            1..=4 => thread::yield_now(),
-            _ => {}
-        }
-    }
-}
-
-/// A writer thread's loop: `per` adds of 1 through its own dup.
-fn writer_loop(ctx: &Ctx, efd: &async_eventfd::EventFd, per: u64, seed: u64) -> Tally {
-    let mut tally = Tally::default();
-    let mut rng = Rng::new(seed);
-    for _ in 0..per {
-        if ctx.stopped() {
-            break;
-        }
-        ctx.stamp_add();
-        loop {
-            match efd.add(1) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !ctx.stopped() => {
-                    thread::yield_now();
-                }
-                Err(e) => {
-                    ctx.fail(format!("{}: writer add(1): {e}", ctx.id()));
-                    return tally;
-                }
-            }
-        }
-        tally.add(1);
-        rng.jitter();
-    }
-    tally
-}
-
-/// `n` writer jobs, each running [`writer_loop`] on its own dup of `efd`
-/// (seeds from `seed`). A failed dup fails the scenario and ends the list.
-fn writer_jobs<'env>(
-    ctx: &'env Ctx,
-    efd: &async_eventfd::EventFd,
-    n: usize,
-    per: u64,
-    seed: u64,
-) -> Vec<Job<'env>> {
-    let mut jobs: Vec<Job<'env>> = Vec::new();
-    for w in 0..n {
-        let Some(dup) = ctx.ok(efd.try_clone(), "try_clone for a writer") else {
-            break;
+    #[test]
+    fn a_seed_replays_every_random_choice_of_a_scenario() {
+        // Like `run`, one scenario at a time: the other tests of this
+        // process check their fds.
+        let _alone = account::exclusive();
+        let handed = |seed| {
+            let config = Config {
+                seed: Some(seed),
+                ..Config::default()
+            };
+            // S10 takes its churn (reregister, deregister, sleeps) and its
+            // writers' jitter from the seed.
+            let ctx = Arc::new(Ctx::new(&SCENARIOS[9], config.clone(), seed));
+            let rounds = run_rounds(&ctx, &config, Instant::now());
+            assert_eq!(ctx.failure(), None);
+            assert_eq!(rounds, 1);
+            let mut handed = ctx.handed.lock().expect("not poisoned").clone();
+            handed.sort_unstable();
+            handed
         };
-        jobs.push(Box::new(move || {
-            writer_loop(ctx, &dup, per, seed + w as u64)
-        }));
+        let first = handed(5);
+        assert_eq!(first.len(), 3, "two writers and the poller: {first:?}");
+        assert_eq!(first, handed(5), "the same seed, the same generators");
+        assert_ne!(first, handed(6), "another seed, other generators");
     }
-    jobs
-}
 
-/// Reads once; `Some(v)` on success, `None` on `WouldBlock`, fails the
-/// scenario on other errors.
-fn read_once(ctx: &Ctx, efd: &async_eventfd::EventFd, tally: &mut Tally) -> Option<u64> {
-    match efd.read() {
-        Ok(v) => {
-            tally.read(v);
-            ctx.stamp_read(tally);
-            ctx.live.fetch_add(v, Ordering::SeqCst);
-            Some(v)
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(e) => {
-            ctx.fail(format!("{}: read: {e}", ctx.id()));
-            None
+    #[test]
+    fn a_report_names_its_seed_and_how_to_replay_it() {
+        let config = Config {
+            seed: Some(987_654_321),
+            ..Config::default()
+        };
+        let report = run("S13", &config);
+        assert_eq!(report.seed, 987_654_321);
+        assert!(report.passed(), "{report}");
+        assert!(
+            report.to_string().contains("seed 987654321: PASS"),
+            "{report}"
+        );
+        let unseeded = run("S99", &Config::default());
+        assert_ne!(unseeded.seed, 0, "a fresh seed is reported");
+    }
+
+    /// A scenario of the tests' own, running `run`.
+    const fn fake(run: fn(&Arc<Ctx>) -> ctx::Step) -> Scenario {
+        Scenario {
+            id: "S0",
+            name: "fake",
+            topology: "",
+            checks: "",
+            run,
         }
     }
-}
 
-/// Reads until `WouldBlock`, marking progress on the watched fd `fd`;
-/// returns whether anything was read.
-fn drain(
-    ctx: &Ctx,
-    watch: &Watch<'_>,
-    fd: usize,
-    efd: &async_eventfd::EventFd,
-    tally: &mut Tally,
-) -> bool {
-    let mut any = false;
-    while read_once(ctx, efd, tally).is_some() {
-        watch.progress(fd);
-        any = true;
+    #[test]
+    fn a_failure_names_the_seed_and_the_replay_variable() {
+        static FAILS: Scenario = fake(|_| Err(ctx::Failure("S0: boom".to_string())));
+        let report = run_scenario(&FAILS, &Config::default(), 42);
+        assert_eq!(
+            report.failure.as_deref(),
+            Some("S0: boom [seed 42; replay with EVENTFD_STRESS_SEED=42]")
+        );
+        assert!(report
+            .to_string()
+            .ends_with("seed 42: FAIL: S0: boom [seed 42; replay with EVENTFD_STRESS_SEED=42]"));
     }
-    any
-}
 
-/// A waiter or writer body, run on a scoped thread.
-type Job<'env> = Box<dyn FnOnce() -> Tally + Send + 'env>;
+    #[test]
+    fn a_scenario_that_leaves_an_fd_open_fails() {
+        static LEAKS: Scenario = fake(|ctx| {
+            let efd = async_eventfd::EventFd::new().expect("eventfd");
+            efd.add(1).expect("add");
+            ctx.merge(&{
+                let mut t = ctx::Tally::default();
+                t.add(1);
+                t.read(efd.read().expect("read"));
+                t
+            });
+            std::mem::forget(efd);
+            Ok(())
+        });
+        let report = run_scenario(&LEAKS, &Config::default(), 7);
+        assert_eq!(report.fds_after, report.fds_before + 1, "{report}");
+        let failure = report.failure.expect("a leak fails");
+        assert!(
+            failure.starts_with(&format!(
+                "S0: {} fds open before the scenario, {} after (opened [",
+                report.fds_before, report.fds_after
+            )),
+            "{failure}"
+        );
+        assert!(
+            failure.contains(" -> anon_inode:[eventfd]], closed [])"),
+            "{failure}"
+        );
+        assert!(failure.ends_with("[seed 7; replay with EVENTFD_STRESS_SEED=7]"));
+    }
 
-/// The common shape of the thread scenarios: a watchdog, waiters and
-/// writers (or a driver that paces the round). Joins the writers, waits
-/// until every watched fd is drained, ends the round, releases the waiters
-/// (calling `release` until they have all returned) and merges every tally.
-fn run_threads<'env>(
-    ctx: &'env Ctx,
-    watch: &'env Watch<'env>,
-    release: &'env (dyn Fn() + Sync),
-    waiters: Vec<Job<'env>>,
-    writers: Vec<Job<'env>>,
-) {
-    thread::scope(|s| {
-        let wd = s.spawn(|| watch.run(ctx, release));
-        let waiters: Vec<_> = waiters.into_iter().map(|job| s.spawn(job)).collect();
-        let writers: Vec<_> = writers.into_iter().map(|job| s.spawn(job)).collect();
-        for w in writers {
-            ctx.merge(&join(ctx, w, "a writer"));
-        }
-        for &fd in &watch.fds {
-            wait_drained(ctx, fd);
-        }
-        ctx.finish();
-        while !waiters.iter().all(|h| h.is_finished()) {
-            release();
-            thread::sleep(Duration::from_millis(1));
-        }
-        for w in waiters {
-            ctx.merge(&join(ctx, w, "a waiter"));
-        }
-        watch.finish();
-        join(ctx, wd, "the watchdog");
-    });
-}
-
-/// After the last add: waits until `efd` is no longer readable (every count
-/// read), or the round stopped.
-fn wait_drained(ctx: &Ctx, efd: BorrowedFd<'_>) {
-    let mut spins = 0u32;
-    while !ctx.stopped() {
-        match readable(efd) {
-            Ok(false) => return,
-            Ok(true) => {}
-            Err(e) => {
-                ctx.fail(format!("{}: poll for drained: {e}", ctx.id()));
-                return;
+    #[test]
+    fn config_reads_scale_threads_and_seed_from_the_environment() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
             }
-        }
-        spins += 1;
-        if spins < 64 {
-            thread::yield_now();
-        } else {
-            thread::sleep(Duration::from_micros(100));
-        }
+        };
+        let c = Config::from_vars(vars(&[
+            ("EVENTFD_STRESS_SCALE", "20"),
+            ("EVENTFD_STRESS_THREADS", "8"),
+            ("EVENTFD_STRESS_SEED", " 12345 "),
+        ]));
+        assert_eq!((c.scale, c.threads, c.seed), (20, Some(8), Some(12345)));
+        let c = Config::from_vars(vars(&[("EVENTFD_STRESS_SEED", "0")]));
+        assert_eq!((c.scale, c.threads, c.seed), (1, None, Some(0)));
+        let c = Config::from_vars(vars(&[
+            ("EVENTFD_STRESS_SCALE", "0"),
+            ("EVENTFD_STRESS_SEED", "x"),
+        ]));
+        assert_eq!(c, Config::default());
     }
 }

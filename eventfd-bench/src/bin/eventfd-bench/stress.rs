@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use eventfd_bench::rng::Rng;
 use eventfd_bench::stress::{self, Config, Report};
 use serde::Serialize;
 
@@ -36,11 +37,6 @@ pub(crate) fn run_and_print(args: &StressArgs) -> bool {
 /// `--threads` sets here.
 fn config(args: &StressArgs, scenarios: usize) -> Config {
     let env = Config::from_env();
-    // MERGE(engine): delete this `if` once `Config` has the engine's `seed`
-    // (and add the `seed` line below).
-    if args.seed.is_some() {
-        eprintln!("eventfd-bench stress: --seed is ignored: this engine has no seed yet");
-    }
     #[allow(
         clippy::needless_update,
         reason = "a field the engine adds takes its value from the environment"
@@ -53,7 +49,8 @@ fn config(args: &StressArgs, scenarios: usize) -> Config {
             .map(|d| d / u32::try_from(scenarios).unwrap_or(u32::MAX).max(1)),
         threads: args.threads.map(usize::from),
         liveness: args.liveness.unwrap_or(env.liveness),
-        // MERGE(engine): add `seed: args.seed.or(env.seed),` here.
+        // One seed for every scenario of the run, so that one number replays it.
+        seed: Some(args.seed.or(env.seed).unwrap_or_else(Rng::fresh_seed)),
         ..env
     }
 }
@@ -146,10 +143,17 @@ fn table(reports: &[Report]) -> String {
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
     out.push_str(&format!(
-        "\n{} scenarios, {} passed, {failed} failed\n",
+        "\n{} scenarios, {} passed, {failed} failed",
         reports.len(),
         reports.len() - failed
     ));
+    let mut seeds: Vec<u64> = reports.iter().map(|r| r.seed).collect();
+    seeds.dedup();
+    match seeds[..] {
+        [] => out.push('\n'),
+        [seed] => out.push_str(&format!("; seed {seed} (replay: --seed {seed})\n")),
+        _ => out.push_str(&format!("; seeds {seeds:?}\n")),
+    }
     out
 }
 
@@ -170,6 +174,11 @@ struct Row<'a> {
     elapsed_ms: u128,
     passed: bool,
     failure: Option<&'a str>,
+    seed: u64,
+    fds_before: usize,
+    fds_after: usize,
+    rss_before: u64,
+    rss_after: u64,
 }
 
 impl<'a> From<&'a Report> for Row<'a> {
@@ -188,6 +197,11 @@ impl<'a> From<&'a Report> for Row<'a> {
             elapsed_ms: r.elapsed.as_millis(),
             passed: r.passed(),
             failure: r.failure.as_deref(),
+            seed: r.seed,
+            fds_before: r.fds_before,
+            fds_after: r.fds_after,
+            rss_before: r.rss_before,
+            rss_after: r.rss_after,
         }
     }
 }
@@ -263,6 +277,11 @@ mod tests {
             "elapsed_ms",
             "passed",
             "failure",
+            "seed",
+            "fds_before",
+            "fds_after",
+            "rss_before",
+            "rss_after",
         ] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }

@@ -1,0 +1,99 @@
+//! fd and memory accounting: the process's open fds and resident set size,
+//! before and after a scenario.
+//!
+//! Both are figures of the whole process, so they only mean something for
+//! one scenario when no other scenario runs at the same time: [`exclusive`]
+//! serializes the scenarios of a process (`cargo test` runs the stress
+//! tests on parallel threads; they then queue here, one at a time).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, Once};
+
+/// The process's open fds (number -> what it points to) and RSS.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Usage {
+    pub(super) fds: BTreeMap<i32, String>,
+    /// Resident set size in bytes (0 if unreadable).
+    pub(super) rss: u64,
+}
+
+impl Usage {
+    /// A snapshot, from `/proc/self/fd` and `/proc/self/status`.
+    pub(super) fn now() -> Usage {
+        // The directory being read is open too: not counted.
+        let own = format!("/proc/{}/fd", std::process::id());
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let fd = e.file_name().to_str()?.parse().ok()?;
+                        let target = std::fs::read_link(e.path())
+                            .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
+                        (target != own).then_some((fd, target))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Usage { fds, rss: rss() }
+    }
+
+    /// How `after` differs from `self`: the fds opened ("fd -> target")
+    /// and closed since, at most 8 of each.
+    pub(super) fn diff(&self, after: &Usage) -> String {
+        fn list<'a>(fds: impl Iterator<Item = (&'a i32, &'a String)>) -> String {
+            let all: Vec<String> = fds
+                .map(|(fd, target)| format!("{fd} -> {target}"))
+                .collect();
+            let more = if all.len() > 8 { ", ..." } else { "" };
+            format!("[{}{more}]", all[..all.len().min(8)].join(", "))
+        }
+        let opened = list(
+            after
+                .fds
+                .iter()
+                .filter(|(fd, t)| self.fds.get(fd) != Some(t)),
+        );
+        let closed = list(
+            self.fds
+                .iter()
+                .filter(|(fd, t)| after.fds.get(fd) != Some(t)),
+        );
+        format!("opened {opened}, closed {closed}")
+    }
+}
+
+/// `VmRSS` of `/proc/self/status`, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Waits until no other scenario runs in this process, and holds that
+/// until the guard drops.
+///
+/// The first call also warms up what a process opens once and keeps for
+/// its lifetime (with tokio's `signal` feature, which `cargo test
+/// --workspace` turns on, the first runtime opens a socket pair that is
+/// never closed), so that the first scenario is not blamed for it.
+pub(super) fn exclusive() -> MutexGuard<'static, ()> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    static WARM: Once = Once::new();
+    WARM.call_once(|| {
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build();
+        drop((current, multi));
+    });
+    guard
+}

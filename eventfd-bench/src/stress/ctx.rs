@@ -1,0 +1,354 @@
+//! The run context of a scenario (configuration, seed, totals, the first
+//! failure, the stop flag), the per-thread [`Tally`], and the `Step` result
+//! that scenario bodies return.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Config, Scenario};
+use crate::rng::Rng;
+
+/// Why a scenario failed: the message that becomes [`Report::failure`].
+///
+/// [`Report::failure`]: super::Report::failure
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure(pub(super) String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The result of a scenario step: `Err` carries the failure message.
+pub(super) type Step<T = ()> = Result<T, Failure>;
+
+/// Fails the current step with a formatted message.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err($crate::stress::ctx::Failure(format!($($arg)*)))
+    };
+}
+pub(super) use bail;
+
+/// Fails the current step with a formatted message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            $crate::stress::ctx::bail!($($arg)*);
+        }
+    };
+}
+pub(super) use ensure;
+
+/// `.context("what")` on an I/O (or nix) result: the error becomes the
+/// failure "what: error (kind)".
+pub(super) trait Context<T> {
+    fn context(self, what: &str) -> Step<T>;
+}
+
+impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
+    fn context(self, what: &str) -> Step<T> {
+        self.map_err(|e| {
+            let e: io::Error = e.into();
+            Failure(format!("{what}: {e} ({:?})", e.kind()))
+        })
+    }
+}
+
+/// What one thread or task did; merged into the scenario's totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Tally {
+    pub(super) added: u128,
+    pub(super) read: u128,
+    pub(super) add_calls: u64,
+    pub(super) read_calls: u64,
+    pub(super) wakeups: u64,
+    pub(super) spurious: u64,
+    pub(super) max_wait: Duration,
+}
+
+impl Tally {
+    pub(super) fn add(&mut self, n: u64) {
+        self.added += u128::from(n);
+        self.add_calls += 1;
+    }
+
+    pub(super) fn read(&mut self, n: u64) {
+        self.read += u128::from(n);
+        self.read_calls += 1;
+    }
+
+    pub(super) fn wake(&mut self) {
+        self.wakeups += 1;
+    }
+
+    pub(super) fn spurious(&mut self) {
+        self.spurious += 1;
+    }
+
+    pub(super) fn waited(&mut self, d: Duration) {
+        self.max_wait = self.max_wait.max(d);
+    }
+
+    pub(super) fn merge(&mut self, other: &Tally) {
+        self.added += other.added;
+        self.read += other.read;
+        self.add_calls += other.add_calls;
+        self.read_calls += other.read_calls;
+        self.wakeups += other.wakeups;
+        self.spurious += other.spurious;
+        self.max_wait = self.max_wait.max(other.max_wait);
+    }
+}
+
+/// One scenario run: configuration, seed, totals, the first failure, the
+/// stop flag.
+pub(super) struct Ctx {
+    pub(super) scenario: &'static Scenario,
+    pub(super) cfg: Config,
+    /// The run's seed: every random choice comes from [`Ctx::rng`].
+    seed: u64,
+    /// The current round (from 0), mixed into the random streams so that
+    /// rounds differ while the run stays a function of the seed.
+    round: AtomicU64,
+    /// Set at the end of a round (normal or not): waiters exit when they see it.
+    stop: AtomicBool,
+    failure: Mutex<Option<String>>,
+    totals: Mutex<Tally>,
+    /// Progress of the current round: units read (where values are small).
+    pub(super) live: AtomicU64,
+    /// When the oldest unread add was made (ns since `epoch`, 0 = none):
+    /// writers stamp before adding, readers take it after reading.
+    stamp: AtomicU64,
+    max_pending_ns: AtomicU64,
+    epoch: Instant,
+    /// Every stream handed out (its number and first value), so that a test
+    /// can compare two runs' random choices.
+    #[cfg(test)]
+    pub(super) handed: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Ctx {
+    pub(super) fn new(scenario: &'static Scenario, cfg: Config, seed: u64) -> Ctx {
+        Ctx {
+            scenario,
+            cfg,
+            seed,
+            round: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            totals: Mutex::new(Tally::default()),
+            live: AtomicU64::new(0),
+            stamp: AtomicU64::new(0),
+            max_pending_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            #[cfg(test)]
+            handed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Resets the per-round state before round `round`.
+    pub(super) fn start_round(&self, round: u64) {
+        self.round.store(round, Ordering::SeqCst);
+        self.stop.store(false, Ordering::SeqCst);
+        self.live.store(0, Ordering::SeqCst);
+        self.stamp.store(0, Ordering::SeqCst);
+    }
+
+    /// The random stream `stream` of this round: each thread or task takes
+    /// its own (a distinct number per call site and thread), all derived
+    /// from the run seed.
+    pub(super) fn rng(&self, stream: u64) -> Rng {
+        let round = self.round.load(Ordering::SeqCst);
+        let stream = (round << 32) ^ stream;
+        let rng = Rng::stream(self.seed, stream);
+        #[cfg(test)]
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((stream, rng.clone().next_u64()));
+        rng
+    }
+
+    pub(super) fn scale(&self) -> u64 {
+        u64::from(self.cfg.scale.max(1))
+    }
+
+    /// `default` threads, or the configured override.
+    pub(super) fn threads(&self, default: usize) -> usize {
+        self.cfg.threads.unwrap_or(default).max(1)
+    }
+
+    /// T: the longest a count may stay pending with no waiter woken.
+    pub(super) fn t(&self) -> Duration {
+        self.cfg.liveness
+    }
+
+    /// How long a waiter blocks before it checks for the end of the round by
+    /// itself (it is normally released sooner through a stop fd). Longer than
+    /// T, so a lost wakeup is caught by the watchdog before any re-poll.
+    pub(super) fn backstop(&self) -> Duration {
+        self.t() * 3
+    }
+
+    /// The hard deadline of one round.
+    pub(super) fn deadline(&self) -> Duration {
+        Duration::from_secs(60) * u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000)
+            + self.t() * 4
+    }
+
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn finish(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts a part of a round that has waiters of its own: clears the
+    /// stop flag (unless the scenario already failed) and the progress count.
+    pub(super) fn begin(&self) {
+        if !self.failed() {
+            self.stop.store(false, Ordering::SeqCst);
+        }
+        self.live.store(0, Ordering::SeqCst);
+    }
+
+    /// Records the first failure (later ones are dropped) and stops the round.
+    pub(super) fn fail(&self, msg: impl Into<String>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            *failure = Some(msg.into());
+        }
+        drop(failure);
+        self.finish();
+    }
+
+    pub(super) fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `Err` with the recorded failure if another thread (or the watchdog)
+    /// already failed the scenario: the next part of a round is pointless.
+    pub(super) fn proceed(&self) -> Step {
+        match self.failure() {
+            Some(msg) => Err(Failure(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed step at once, so that the watchdog releases the
+    /// other waiters now rather than when the step's caller returns.
+    pub(super) fn record<T>(&self, step: Step<T>) -> Step<T> {
+        if let Err(f) = &step {
+            self.fail(f.0.clone());
+        }
+        step
+    }
+
+    /// A thread's or task's tally; a failed one is recorded (its partial
+    /// tally no longer matters: conservation is checked only on success).
+    pub(super) fn settle(&self, step: Step<Tally>) -> Tally {
+        self.record(step).unwrap_or_default()
+    }
+
+    pub(super) fn merge(&self, tally: &Tally) {
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(tally);
+    }
+
+    pub(super) fn totals(&self) -> Tally {
+        *self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn check_conservation(&self) {
+        let t = self.totals();
+        if t.added != t.read && !self.failed() {
+            self.fail(format!(
+                "conservation: added {} but read {} ({} {})",
+                t.added,
+                t.read,
+                t.added.abs_diff(t.read),
+                if t.added > t.read {
+                    "lost or stranded"
+                } else {
+                    "read twice"
+                }
+            ));
+        }
+    }
+
+    pub(super) fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// A writer calls this just before an add: stamps the start of a pending
+    /// period if none is open.
+    pub(super) fn stamp_add(&self) {
+        if self.stamp.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.stamp
+                    .compare_exchange(0, self.now_ns(), Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// A reader calls this just after a successful read: closes the pending
+    /// period and records its length.
+    pub(super) fn stamp_read(&self, tally: &mut Tally) {
+        let since = self.stamp.swap(0, Ordering::AcqRel);
+        if since != 0 {
+            tally.waited(Duration::from_nanos(self.now_ns().saturating_sub(since)));
+        }
+    }
+
+    pub(super) fn note_pending(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.max_pending_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    pub(super) fn max_pending(&self) -> Duration {
+        Duration::from_nanos(self.max_pending_ns.load(Ordering::Relaxed))
+    }
+
+    /// Waits until `live` reaches `target`; false if the round stopped first.
+    pub(super) fn wait_live(&self, target: u64) -> bool {
+        let mut spins = 0u32;
+        loop {
+            if self.live.load(Ordering::SeqCst) >= target {
+                return true;
+            }
+            if self.stopped() {
+                return self.live.load(Ordering::SeqCst) >= target;
+            }
+            spins += 1;
+            if spins < 64 {
+                thread::yield_now();
+            } else {
+                thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
+    pub(super) fn id(&self) -> &'static str {
+        self.scenario.id
+    }
+}

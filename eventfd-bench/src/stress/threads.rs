@@ -1,0 +1,186 @@
+//! Thread helpers of the scenarios: the common waiters-and-writers runner,
+//! writer loops, draining reads, joins.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use async_eventfd::EventFd;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use super::ctx::{Context, Ctx, Step, Tally};
+use super::watchdog::Watch;
+use crate::rng::Rng;
+
+/// A waiter or writer body, run on a scoped thread.
+pub(super) type Job<'env> = Box<dyn FnOnce() -> Step<Tally> + Send + 'env>;
+
+/// Joins a scoped thread, turning a panic into a failure.
+pub(super) fn join<T: Default>(
+    ctx: &Ctx,
+    handle: thread::ScopedJoinHandle<'_, T>,
+    what: &str,
+) -> T {
+    handle.join().unwrap_or_else(|_| {
+        ctx.fail(format!("{what} panicked"));
+        T::default()
+    })
+}
+
+/// Occasionally yields or sleeps briefly, so that waiters fall asleep
+/// between writes.
+pub(super) fn jitter(rng: &mut Rng) {
+    match rng.below(16) {
+        0 => thread::sleep(Duration::from_micros(rng.below(100))),
+        1..=4 => thread::yield_now(),
+        _ => {}
+    }
+}
+
+/// `poll(2)`'s timeout for `d` (whole milliseconds, at most `MAX`).
+pub(super) fn timeout_ms(d: Duration) -> PollTimeout {
+    PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX)
+}
+
+/// Whether `fd` is readable now (poll with timeout 0).
+pub(super) fn readable(fd: BorrowedFd<'_>) -> Step<bool> {
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+    nix::poll::poll(&mut p, PollTimeout::ZERO).context("poll(0)")?;
+    Ok(p[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLIN)))
+}
+
+/// A writer thread's loop: `per` adds of 1 through its own dup.
+fn writer_loop(ctx: &Ctx, efd: &EventFd, per: u64, mut rng: Rng) -> Step<Tally> {
+    let mut tally = Tally::default();
+    for _ in 0..per {
+        if ctx.stopped() {
+            break;
+        }
+        ctx.stamp_add();
+        loop {
+            match efd.add(1) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !ctx.stopped() => {
+                    thread::yield_now();
+                }
+                res => res.context("writer add(1)")?,
+            }
+        }
+        tally.add(1);
+        jitter(&mut rng);
+    }
+    Ok(tally)
+}
+
+/// The random stream of thread (or task) `i` of call site `site`: distinct
+/// for up to 65,536 threads per site.
+pub(super) fn stream(site: u64, i: usize) -> u64 {
+    (site << 16) | (i as u64 & 0xffff)
+}
+
+/// `n` writer jobs, each running [`writer_loop`] on its own dup of `efd`,
+/// writer `w` with the random stream `stream(site, w)`.
+pub(super) fn writer_jobs<'env>(
+    ctx: &'env Ctx,
+    efd: &EventFd,
+    n: usize,
+    per: u64,
+    site: u64,
+) -> Step<Vec<Job<'env>>> {
+    (0..n)
+        .map(|w| {
+            let dup = efd.try_clone().context("try_clone for a writer")?;
+            let rng = ctx.rng(stream(site, w));
+            Ok(Box::new(move || writer_loop(ctx, &dup, per, rng)) as Job<'env>)
+        })
+        .collect()
+}
+
+/// Reads once; `Some(v)` on success, `None` on `WouldBlock`.
+pub(super) fn read_once(ctx: &Ctx, efd: &EventFd, tally: &mut Tally) -> Step<Option<u64>> {
+    match efd.read() {
+        Ok(v) => {
+            tally.read(v);
+            ctx.stamp_read(tally);
+            ctx.live.fetch_add(v, Ordering::SeqCst);
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e).context("read"),
+    }
+}
+
+/// Reads until `WouldBlock`, marking progress on the watched fd `fd`;
+/// returns whether anything was read.
+pub(super) fn drain(
+    ctx: &Ctx,
+    watch: &Watch<'_>,
+    fd: usize,
+    efd: &EventFd,
+    tally: &mut Tally,
+) -> Step<bool> {
+    let mut any = false;
+    while read_once(ctx, efd, tally)?.is_some() {
+        watch.progress(fd);
+        any = true;
+    }
+    Ok(any)
+}
+
+/// The common shape of the thread scenarios: a watchdog, waiters and
+/// writers (or a driver that paces the round). Joins the writers, waits
+/// until every watched fd is drained, ends the round, releases the waiters
+/// (calling `release` until they have all returned) and merges every tally.
+/// A job that fails is recorded as soon as it returns.
+pub(super) fn run_threads<'env>(
+    ctx: &'env Ctx,
+    watch: &'env Watch<'env>,
+    release: &'env (dyn Fn() + Sync),
+    waiters: Vec<Job<'env>>,
+    writers: Vec<Job<'env>>,
+) -> Step {
+    thread::scope(|s| {
+        let wd = s.spawn(|| watch.run(ctx, release));
+        let spawn = |job: Job<'env>| s.spawn(move || ctx.settle(job()));
+        let waiters: Vec<_> = waiters.into_iter().map(spawn).collect();
+        let writers: Vec<_> = writers.into_iter().map(spawn).collect();
+        for w in writers {
+            ctx.merge(&join(ctx, w, "a writer"));
+        }
+        for &fd in &watch.fds {
+            if let Err(f) = wait_drained(ctx, fd) {
+                ctx.fail(f.0);
+            }
+        }
+        ctx.finish();
+        while !waiters.iter().all(|h| h.is_finished()) {
+            release();
+            thread::sleep(Duration::from_millis(1));
+        }
+        for w in waiters {
+            ctx.merge(&join(ctx, w, "a waiter"));
+        }
+        watch.finish();
+        join(ctx, wd, "the watchdog");
+    });
+    ctx.proceed()
+}
+
+/// After the last add: waits until `efd` is no longer readable (every count
+/// read), or the round stopped.
+fn wait_drained(ctx: &Ctx, efd: BorrowedFd<'_>) -> Step {
+    let mut spins = 0u32;
+    while !ctx.stopped() && readable(efd)? {
+        spins += 1;
+        if spins < 64 {
+            thread::yield_now();
+        } else {
+            thread::sleep(Duration::from_micros(100));
+        }
+    }
+    Ok(())
+}

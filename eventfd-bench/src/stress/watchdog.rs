@@ -1,0 +1,213 @@
+//! The watchdog: a thread that samples every watched fd with `poll(2)`
+//! (timeout 0, so it never joins a wait queue) and fails the scenario when
+//! an fd stays readable for T while no read makes progress (a lost wakeup),
+//! or when the round outlives its deadline.
+
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use super::ctx::Ctx;
+
+/// The parts of a [`Watch`] that waiters update: shareable with tokio tasks.
+#[derive(Clone)]
+pub(super) struct Probe {
+    progress: Arc<[AtomicU64]>,
+    /// ns since `epoch` at which each waiter went to sleep; 0 = awake.
+    asleep: Arc<[AtomicU64]>,
+    epoch: Instant,
+}
+
+impl Probe {
+    pub(super) fn progress(&self, fd: usize) {
+        if let Some(p) = self.progress.get(fd) {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn sleep(&self, waiter: usize) {
+        if let Some(a) = self.asleep.get(waiter) {
+            let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            a.store(ns.max(1), Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn wake(&self, waiter: usize) {
+        if let Some(a) = self.asleep.get(waiter) {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The watchdog's view of a round: the fds that must not stay readable while
+/// nobody reads them, and the waiters that may be asleep.
+pub(super) struct Watch<'a> {
+    pub(super) fds: Vec<BorrowedFd<'a>>,
+    fd_names: Vec<String>,
+    waiter_names: Vec<String>,
+    probe: Probe,
+    done: AtomicBool,
+}
+
+impl<'a> Watch<'a> {
+    pub(super) fn new(fds: Vec<(BorrowedFd<'a>, String)>, waiter_names: Vec<String>) -> Watch<'a> {
+        let (fds, fd_names): (Vec<_>, Vec<_>) = fds.into_iter().unzip();
+        let progress = fds.iter().map(|_| AtomicU64::new(0)).collect();
+        let asleep = waiter_names.iter().map(|_| AtomicU64::new(0)).collect();
+        Watch {
+            fds,
+            fd_names,
+            waiter_names,
+            probe: Probe {
+                progress,
+                asleep,
+                epoch: Instant::now(),
+            },
+            done: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn one(fd: BorrowedFd<'a>, waiters: usize, waiter: &str) -> Watch<'a> {
+        Watch::new(
+            vec![(fd, "the eventfd".to_string())],
+            (0..waiters).map(|i| format!("{waiter} {i}")).collect(),
+        )
+    }
+
+    pub(super) fn probe(&self) -> Probe {
+        self.probe.clone()
+    }
+
+    pub(super) fn progress(&self, fd: usize) {
+        self.probe.progress(fd);
+    }
+
+    pub(super) fn sleep(&self, waiter: usize) {
+        self.probe.sleep(waiter);
+    }
+
+    pub(super) fn wake(&self, waiter: usize) {
+        self.probe.wake(waiter);
+    }
+
+    pub(super) fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// The watchdog loop; `release` unblocks every waiter and writer of the
+    /// round (called after a failure or at the deadline, and repeatedly
+    /// until the round ends).
+    pub(super) fn run(&self, ctx: &Ctx, release: &dyn Fn()) {
+        let start = Instant::now();
+        let interval = if self.fds.len() > 64 {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(2)
+        };
+        let mut since: Vec<Option<(Instant, u64)>> = vec![None; self.fds.len()];
+        let mut released = false;
+        while !self.done.load(Ordering::SeqCst) {
+            if start.elapsed() > ctx.deadline() && !ctx.failed() {
+                ctx.fail(format!(
+                    "{}: the round did not finish within its deadline of {:?}{}",
+                    ctx.id(),
+                    ctx.deadline(),
+                    self.sleepers()
+                ));
+            }
+            if ctx.stopped() {
+                if ctx.failed() {
+                    release();
+                    released = true;
+                }
+                thread::sleep(Duration::from_millis(if released { 20 } else { 1 }));
+                continue;
+            }
+            let mut pollfds: Vec<PollFd<'_>> = self
+                .fds
+                .iter()
+                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+                .collect();
+            if nix::poll::poll(&mut pollfds, PollTimeout::ZERO).is_ok() {
+                let now = Instant::now();
+                for (i, pfd) in pollfds.iter().enumerate() {
+                    let readable = pfd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+                    let progress = self.probe.progress[i].load(Ordering::Relaxed);
+                    if !readable {
+                        since[i] = None;
+                        continue;
+                    }
+                    match since[i] {
+                        Some((t0, p)) if p == progress => {
+                            let pending = now - t0;
+                            ctx.note_pending(pending);
+                            if pending >= ctx.t() {
+                                ctx.fail(format!(
+                                    "{}: lost wakeup: {} stayed readable for {:?} (count left {}) \
+                                     with no read{}",
+                                    ctx.id(),
+                                    self.fd_names[i],
+                                    pending,
+                                    count_left(self.fds[i]),
+                                    self.sleepers()
+                                ));
+                                break;
+                            }
+                        }
+                        _ => since[i] = Some((now, progress)),
+                    }
+                }
+            }
+            thread::sleep(interval);
+        }
+    }
+
+    fn sleepers(&self) -> String {
+        if self.waiter_names.is_empty() {
+            return String::new();
+        }
+        let now = u64::try_from(self.probe.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut asleep: Vec<(u64, &str)> = self
+            .probe
+            .asleep
+            .iter()
+            .zip(&self.waiter_names)
+            .filter_map(|(a, name)| {
+                let t = a.load(Ordering::Relaxed);
+                (t != 0).then(|| (now.saturating_sub(t), name.as_str()))
+            })
+            .collect();
+        if asleep.is_empty() {
+            return "; no waiter was asleep".to_string();
+        }
+        asleep.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+        let list: Vec<String> = asleep
+            .iter()
+            .take(8)
+            .map(|(ns, name)| format!("{name} for {:?}", Duration::from_nanos(*ns)))
+            .collect();
+        format!(
+            "; asleep: {}{}",
+            list.join(", "),
+            if asleep.len() > 8 { ", ..." } else { "" }
+        )
+    }
+}
+
+/// The counter of an eventfd, read from `/proc/self/fdinfo` without
+/// consuming it (`?` if unavailable).
+pub(super) fn count_left(fd: BorrowedFd<'_>) -> String {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
+    info.ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("eventfd-count:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map_or_else(|| "?".to_string(), |v| v.to_string())
+}
