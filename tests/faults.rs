@@ -82,7 +82,10 @@ fn in_child(name: &str) {
         return;
     }
     assert!(
-        output.stdout.lines().any(|l| l == format!("fault case {name}: ok")),
+        output
+            .stdout
+            .lines()
+            .any(|l| l == format!("fault case {name}: ok")),
         "the child did not run fault case {name}: {output}"
     );
 }
@@ -292,7 +295,10 @@ fn run_eventfd2_emfile_rlimit() -> Outcome {
     assert_os_error(EventFd::builder().initial(1).build(), libc::EMFILE);
     restore_nofile(limits);
     assert_eq!(open_fds(), fds, "a failed eventfd2 left an fd open");
-    let efd = EventFd::builder().initial(1).build().expect("eventfd after the limit rose");
+    let efd = EventFd::builder()
+        .initial(1)
+        .build()
+        .expect("eventfd after the limit rose");
     efd.add(2).expect("add");
     assert_holds(&efd, 3);
     Ok(())
@@ -340,7 +346,10 @@ fn dup_fails(flavor: Flavor) -> Outcome {
         // The counter is full, so `add` waits: its write registration needs a
         // dup of the fd, which the limit refuses.
         assert_os_error(finish(efd.add(1)).await, libc::EMFILE);
-        assert_os_error(finish(poll_fn(|cx| efd.poll_add(cx, 1))).await, libc::EMFILE);
+        assert_os_error(
+            finish(poll_fn(|cx| efd.poll_add(cx, 1))).await,
+            libc::EMFILE,
+        );
         restore_nofile(limits);
         assert_eq!(open_fds(), fds, "a failed add left an fd open");
 
@@ -349,7 +358,10 @@ fn dup_fails(flavor: Flavor) -> Outcome {
         let waiting = tokio::spawn(async move { adder.add(7).await });
         until_waiting_add_registered(fds).await;
         assert_eq!(efd.try_read().expect("read the full counter"), MAX_COUNT);
-        finish(waiting).await.expect("join").expect("add(7) after the limit rose");
+        finish(waiting)
+            .await
+            .expect("join")
+            .expect("add(7) after the limit rose");
         assert_holds(efd.get_ref(), 7);
     });
     Ok(())
@@ -369,9 +381,15 @@ fn write_registration_fails() -> Outcome {
     rt.block_on(async {
         let err = assert_os_error(finish(efd.add(1)).await, libc::ENOSPC);
         assert_eq!(err.kind(), ErrorKind::StorageFull);
-        assert_os_error(finish(poll_fn(|cx| efd.poll_add(cx, 1))).await, libc::ENOSPC);
+        assert_os_error(
+            finish(poll_fn(|cx| efd.poll_add(cx, 1))).await,
+            libc::ENOSPC,
+        );
     });
-    assert!(!is_open(dup), "the dup of a failed write registration was leaked");
+    assert!(
+        !is_open(dup),
+        "the dup of a failed write registration was leaked"
+    );
     assert_eq!(open_fds(), fds);
 
     // Take the filtered number, so the next dup registers; nothing was added.
@@ -433,7 +451,11 @@ fn interrupt<T: Send + 'static>(
     nix::sys::pthread::pthread_kill(pthread, Signal::SIGUSR1).expect("pthread_kill");
     let result = util::recv_within(&done_rx, util::LIMIT);
     thread.join().expect("the interrupted thread");
-    assert_eq!(SIGNALS.load(Ordering::SeqCst), before + 1, "the handler ran once");
+    assert_eq!(
+        SIGNALS.load(Ordering::SeqCst),
+        before + 1,
+        "the handler ran once"
+    );
     result
 }
 
@@ -443,7 +465,10 @@ fn run_eintr_blocking_read() -> Outcome {
         .nonblocking(false)
         .build()
         .expect("blocking eventfd");
-    let err = assert_os_error(interrupt(&efd, util::Syscall::Read, EventFd::read), libc::EINTR);
+    let err = assert_os_error(
+        interrupt(&efd, util::Syscall::Read, EventFd::read),
+        libc::EINTR,
+    );
     assert_eq!(err.kind(), ErrorKind::Interrupted);
     // Nothing was read, so a count added now is all there is.
     efd.add(3).expect("add");

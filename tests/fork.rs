@@ -100,7 +100,10 @@ async fn read_exactly(
         // An aborted reader was waiting on an empty counter: it read nothing.
         assert!(finish(reader).await.expect_err("aborted").is_cancelled());
     }
-    assert!(values.try_recv().is_err(), "a value read after the sum was reached");
+    assert!(
+        values.try_recv().is_err(),
+        "a value read after the sum was reached"
+    );
     reads
 }
 
@@ -214,7 +217,10 @@ fn exec_child() {
     let private_open = std::fs::read_link(format!("/proc/self/fd/{private}"))
         .map(|target| target.to_string_lossy().contains("eventfd"))
         .unwrap_or(false);
-    assert!(!private_open, "a close-on-exec eventfd reached the exec'd child");
+    assert!(
+        !private_open,
+        "a close-on-exec eventfd reached the exec'd child"
+    );
     // SAFETY: the parent passed this fd (close-on-exec off) for this process
     // to own; nothing else in this process uses it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
