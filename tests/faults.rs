@@ -5,8 +5,9 @@
 //! test. The child makes a syscall fail for real, by a seccomp filter that
 //! returns a chosen errno for one syscall (optionally only for one fd
 //! number), by a lowered `RLIMIT_NOFILE`, or by a signal installed without
-//! `SA_RESTART`. A filter or a limit can never be taken back from a process,
-//! so the parent's other tests are untouched. The child prints one line: `ok`,
+//! `SA_RESTART`. A filter can never be removed, and limits and signal
+//! handlers belong to the whole process: the child keeps them from the
+//! parent's other tests. The child prints one line: `ok`,
 //! or `SKIP` with the reason (no seccomp here); a failed assertion exits
 //! non-zero, and the parent test fails with the child's output.
 //!
@@ -45,14 +46,14 @@ fn case(name: &str) -> fn() -> Outcome {
     match name {
         "eventfd2_emfile_seccomp" => || eventfd2_fails(libc::EMFILE),
         "eventfd2_enomem_seccomp" => || eventfd2_fails(libc::ENOMEM),
-        "eventfd2_emfile_rlimit" => run_eventfd2_emfile_rlimit,
+        "eventfd2_emfile_rlimit" => emfile_under_rlimit,
         "epoll_ctl_enospc_on_registration" => || registration_fails(libc::ENOSPC),
         "epoll_ctl_enomem_on_registration" => || registration_fails(libc::ENOMEM),
         "dup_emfile_in_waiting_add_current_thread" => || dup_fails(Flavor::CurrentThread),
         "dup_emfile_in_waiting_add_multi_thread" => || dup_fails(Flavor::MultiThread),
         "epoll_ctl_enospc_in_waiting_add" => write_registration_fails,
-        "eintr_blocking_read" => run_eintr_blocking_read,
-        "eintr_blocking_add" => run_eintr_blocking_add,
+        "eintr_blocking_read" => interrupted_read,
+        "eintr_blocking_add" => interrupted_add,
         other => panic!("no fault case named {other:?}"),
     }
 }
@@ -62,6 +63,7 @@ fn case(name: &str) -> fn() -> Outcome {
 #[ignore = "runs only in a child process started by the fault tests"]
 fn child() {
     let Ok(name) = std::env::var(CASE_VAR) else {
+        println!("no {CASE_VAR}: not a child of the fault tests, nothing to run");
         return;
     };
     match case(&name)() {
@@ -160,16 +162,24 @@ fn eintr_blocking_add() {
 
 // ---- what the cases share -------------------------------------------------
 
-/// Asserts that `result` failed with raw OS error `errno` and the `ErrorKind`
-/// std gives it (`EMFILE` has no stable kind of its own: std calls it
-/// `Uncategorized`, which stable Rust cannot name, so it is compared through
-/// std's own mapping).
+/// Asserts that `result` failed with raw OS error `errno` and its exact
+/// `ErrorKind`.
 #[track_caller]
 fn assert_os_error<T: std::fmt::Debug>(result: io::Result<T>, errno: i32) -> io::Error {
     let err = result.expect_err("expected an OS error");
     assert_eq!(err.raw_os_error(), Some(errno), "unexpected error {err:?}");
-    let kind = io::Error::from_raw_os_error(errno).kind();
+    let kind = match errno {
+        libc::ENOMEM => ErrorKind::OutOfMemory,
+        libc::ENOSPC => ErrorKind::StorageFull,
+        libc::EINTR => ErrorKind::Interrupted,
+        // std calls EMFILE `Uncategorized`, a kind stable Rust cannot name:
+        // compare through std's own mapping (never `Other`, which is for
+        // errors made by hand).
+        libc::EMFILE => io::Error::from_raw_os_error(errno).kind(),
+        _ => panic!("no expected kind for errno {errno}"),
+    };
     assert_eq!(err.kind(), kind, "unexpected kind for {err:?}");
+    assert_ne!(err.kind(), ErrorKind::Other, "the OS error was wrapped");
     err
 }
 
@@ -288,7 +298,7 @@ fn eventfd2_fails(errno: i32) -> Outcome {
     Ok(())
 }
 
-fn run_eventfd2_emfile_rlimit() -> Outcome {
+fn emfile_under_rlimit() -> Outcome {
     let fds = open_fds();
     let limits = exhaust_nofile();
     assert_os_error(EventFd::new(), libc::EMFILE);
@@ -379,8 +389,7 @@ fn write_registration_fails() -> Outcome {
     let fds = open_fds();
     fail_syscall(libc::SYS_epoll_ctl, &[(1, add), (2, number)], libc::ENOSPC)?;
     rt.block_on(async {
-        let err = assert_os_error(finish(efd.add(1)).await, libc::ENOSPC);
-        assert_eq!(err.kind(), ErrorKind::StorageFull);
+        assert_os_error(finish(efd.add(1)).await, libc::ENOSPC);
         assert_os_error(
             finish(poll_fn(|cx| efd.poll_add(cx, 1))).await,
             libc::ENOSPC,
@@ -459,24 +468,22 @@ fn interrupt<T: Send + 'static>(
     result
 }
 
-fn run_eintr_blocking_read() -> Outcome {
+fn interrupted_read() -> Outcome {
     install_interrupting_handler();
     let efd = EventFd::builder()
         .nonblocking(false)
         .build()
         .expect("blocking eventfd");
-    let err = assert_os_error(
+    assert_os_error(
         interrupt(&efd, util::Syscall::Read, EventFd::read),
         libc::EINTR,
     );
-    assert_eq!(err.kind(), ErrorKind::Interrupted);
     // Nothing was read, so a count added now is all there is.
     efd.add(3).expect("add");
-    let err = assert_os_error(
+    assert_os_error(
         interrupt(&efd, util::Syscall::Write, |efd| efd.add(MAX_COUNT)),
         libc::EINTR,
     );
-    assert_eq!(err.kind(), ErrorKind::Interrupted);
     assert_holds(&efd, 3);
     // A later blocking read works.
     efd.add(1).expect("add");
@@ -484,18 +491,17 @@ fn run_eintr_blocking_read() -> Outcome {
     Ok(())
 }
 
-fn run_eintr_blocking_add() -> Outcome {
+fn interrupted_add() -> Outcome {
     install_interrupting_handler();
     let efd = EventFd::builder()
         .nonblocking(false)
         .build()
         .expect("blocking eventfd");
     efd.add(MAX_COUNT).expect("fill the counter");
-    let err = assert_os_error(
+    assert_os_error(
         interrupt(&efd, util::Syscall::Write, |efd| efd.add(2)),
         libc::EINTR,
     );
-    assert_eq!(err.kind(), ErrorKind::Interrupted);
     // The interrupted add added nothing: the counter holds MAX_COUNT only.
     assert_holds(&efd, MAX_COUNT);
     // A later blocking add works, and adds once.
