@@ -208,6 +208,7 @@ const EXEC_CHILD_OK: &str = "exec child: added";
 #[ignore = "runs only in a child process started by exec_child_adopts_the_inherited_fd"]
 fn exec_child() {
     let (Ok(fd), Ok(private)) = (std::env::var(FD_VAR), std::env::var(PRIVATE_FD_VAR)) else {
+        println!("no {FD_VAR}: not a child of the fork tests, nothing to run");
         return;
     };
     let fd: RawFd = fd.parse().expect("fd number");
