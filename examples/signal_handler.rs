@@ -15,7 +15,7 @@
 //! functions.
 //!
 //! The example installs a `SIGUSR1` handler with `nix::sys::signal::sigaction`
-//! that notifies through a [`Notifier`] (from `get_ref().notifier()`) kept in
+//! that notifies through a [`Notifier`] (from `notifier()`) kept in
 //! a static `OnceLock` (reading an initialized `OnceLock` is one atomic
 //! load). A plain thread then sends the process `SIGUSR1` five times with
 //! `kill(2)`, and the task reacts to each. Ordinary signals do not queue (two
@@ -72,7 +72,7 @@ extern "C" fn on_sigusr1(_signal: c_int) {
 async fn main() -> Res<()> {
     let efd = AsyncEventFd::new()?;
     DOORBELL
-        .set(efd.get_ref().notifier()?)
+        .set(efd.notifier()?)
         .map_err(|_| "DOORBELL was already set")?;
 
     let action = SigAction::new(

@@ -7,7 +7,7 @@
 //!
 //! The thread stands for a blocking library or a callback from C: code that
 //! knows nothing about tokio. It gets a [`Notifier`] (one `dup` of the fd,
-//! made by `get_ref().notifier()`; its clones share that fd) and calls
+//! made by `notifier()`; its clones share that fd) and calls
 //! [`Notifier::add`], one `write(2)`. The task awaits
 //! [`AsyncEventFd::read`] on the same counter.
 //!
@@ -38,7 +38,7 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Res<()> {
     let efd = AsyncEventFd::new()?;
-    let notifier = efd.get_ref().notifier()?;
+    let notifier = efd.notifier()?;
 
     // Part 1: adds made while nobody reads coalesce into one count.
     let writer = notifier.clone();

@@ -42,9 +42,10 @@ use crate::{EventFd, Notifier};
 ///
 /// Every method takes `&self`: put an `AsyncEventFd` in an
 /// [`Arc`] and any number of tasks can read and add at once.
-/// Writers that are not tasks (a plain thread, a signal handler, a child
-/// process, the kernel) write to the same counter through a clone of the fd:
-/// `get_ref().try_clone()`.
+/// Writers that are not tasks (a plain thread, a signal handler, a C
+/// callback) write to the same counter through a [`Notifier`] from
+/// [`notifier`](AsyncEventFd::notifier); a child process or the kernel gets
+/// the fd itself.
 ///
 /// Three ways to use it, as for tokio's own I/O types:
 ///
@@ -109,7 +110,7 @@ impl AsyncEventFd {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
     /// let efd = async_eventfd::AsyncEventFd::new()?;
-    /// let writer = efd.get_ref().try_clone()?;
+    /// let writer = efd.notifier()?;
     /// std::thread::spawn(move || writer.add(3));
     /// assert_eq!(efd.read().await?, 3);
     /// # Ok(())
