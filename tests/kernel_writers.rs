@@ -190,7 +190,7 @@ kernel_tests! {
         let efd = new_efd();
         let Some(guest) = kernel::kvm::Guest::new(test) else { return };
         guest.doorbell(PORT, efd.get_ref()).expect("KVM_IOEVENTFD");
-        let vcpu = guest.vcpu(0, PORT, RINGS);
+        let vcpu = guest.vcpu(0, PORT, RINGS, 0);
         let thread = std::thread::spawn(move || vcpu.run());
         let (mut sum, mut reads) = (0, 0);
         while sum < u64::from(RINGS) {
@@ -203,6 +203,32 @@ kernel_tests! {
         assert_eq!(sum, u64::from(RINGS), "every ring read exactly once");
         assert_kind(efd.try_read(), ErrorKind::WouldBlock);
         println!("{RINGS} guest doorbell rings read in {reads} reads");
+    }
+
+    /// The other direction: each add by the task raises a guest interrupt
+    /// (irqfd), whose handler rings the doorbell once: every read is exactly
+    /// 1, and the task is woken by the kernel each time.
+    #[cfg(target_arch = "x86_64")]
+    async fn kvm_irqfd_interrupts_from_a_task_are_each_answered_by_one_ring() {
+        const ROUND_TRIPS: u32 = 500;
+        let test = "kvm_irqfd_interrupts_from_a_task_are_each_answered_by_one_ring";
+        let doorbell = new_efd();
+        let interrupt = new_efd();
+        let Some(guest) = kernel::kvm::Guest::new(test) else { return };
+        guest.doorbell(PORT, doorbell.get_ref()).expect("KVM_IOEVENTFD");
+        guest.interrupt(interrupt.get_ref()).expect("KVM_IRQFD");
+        let vcpu = guest.vcpu(0, PORT, 1, ROUND_TRIPS);
+        let thread = std::thread::spawn(move || vcpu.run());
+        assert_eq!(finish(doorbell.read()).await.expect("read"), 1, "the guest's one ring");
+        for round in 0..ROUND_TRIPS {
+            finish(interrupt.add(1)).await.expect("add to the irqfd");
+            let rung = finish(doorbell.read()).await.expect("read");
+            assert_eq!(rung, 1, "round {round}: one ring per interrupt");
+        }
+        join(thread).await.expect("the guest answered every interrupt");
+        assert_kind(doorbell.try_read(), ErrorKind::WouldBlock);
+        // KVM reads the irqfd's counter itself.
+        assert_kind(interrupt.try_read(), ErrorKind::WouldBlock);
     }
 
     /// `eventfd_signal` on a counter at `MAX_COUNT` saturates it to
