@@ -9,6 +9,9 @@
 //! io_uring or `/dev/kvm` is missing, a test prints one line saying it
 //! skipped and returns.
 
+// io_uring and KVM are Linux's (the crate also builds for Android).
+#![cfg(target_os = "linux")]
+
 #[macro_use]
 mod util;
 

@@ -7,6 +7,9 @@
 //! EVENTFD_STRESS_SCALE=20 cargo test --release -p eventfd-bench --test kernel_scenarios
 //! ```
 
+// io_uring and KVM are Linux's.
+#![cfg(target_os = "linux")]
+
 /// `kernel.rs` names the generator `crate::rng::Rng`, as inside the library.
 mod rng {
     pub(crate) use eventfd_bench::rng::Rng;
