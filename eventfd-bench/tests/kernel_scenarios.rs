@@ -16,7 +16,7 @@ mod rng {
 }
 
 #[allow(dead_code, reason = "the summary's fields are read through Debug")]
-#[path = "../src/stress/kernel.rs"]
+#[path = "../src/stress/kernel/mod.rs"]
 mod kernel;
 
 use eventfd_bench::rng::Rng;

@@ -4,10 +4,8 @@
 //! line saying why, where the machine lacks the facility: the caller then
 //! returns without claiming a pass for what it did not run.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-use async_eventfd::EventFd;
 use io_uring::{opcode, IoUring};
 
 /// A ring of `entries` with `efd` registered as its completion eventfd, or
@@ -65,7 +63,11 @@ pub fn drain(ring: &mut IoUring) -> u64 {
 /// counter. The one place that converts: with the crate's `vmm-sys-util`
 /// feature this becomes `Ok(efd.try_clone()?.into())`.
 #[cfg(target_arch = "x86_64")]
-pub fn vmm_eventfd(efd: &EventFd) -> io::Result<vmm_sys_util::eventfd::EventFd> {
+pub fn vmm_eventfd(
+    efd: &async_eventfd::EventFd,
+) -> std::io::Result<vmm_sys_util::eventfd::EventFd> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
     let fd: OwnedFd = efd.try_clone()?.into();
     // SAFETY: `into_raw_fd` gives up ownership of a fresh, open eventfd (a dup
     // made just above), which the returned `EventFd` now owns and closes.
