@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 
 pub mod child;
+#[cfg(target_os = "linux")]
+pub mod kernel;
 
 /// The limit for an await that must finish: generous, since a loaded
 /// machine (or `taskset -c 0`) may be slow; correctness never depends on it.
