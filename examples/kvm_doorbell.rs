@@ -3,7 +3,7 @@
 //! the other direction: the task interrupts the guest through an irqfd.
 //!
 //! ```sh
-//! cargo run --example kvm_doorbell
+//! cargo run --example kvm_doorbell --features vmm-sys-util
 //! ```
 //!
 //! Needs `/dev/kvm` (read and write) on x86_64; elsewhere it says it skipped.
@@ -44,7 +44,6 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 mod doorbell {
     use std::error::Error;
     use std::io;
-    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
     use async_eventfd::{AsyncEventFd, EventFd};
@@ -214,13 +213,9 @@ mod doorbell {
         }
     }
 
-    /// A second fd on `efd`'s counter, in the type kvm-ioctls takes. The one
-    /// place that converts; with the crate's `vmm-sys-util` feature this is
-    /// `Ok(efd.try_clone()?.into())`.
+    /// A second fd on `efd`'s counter, in the type kvm-ioctls takes (the
+    /// crate's `vmm-sys-util` feature hands the dup over as it is).
     fn to_vmm(efd: &EventFd) -> io::Result<vmm_sys_util::eventfd::EventFd> {
-        let fd: OwnedFd = efd.try_clone()?.into();
-        // SAFETY: `into_raw_fd` gives up ownership of a fresh, open eventfd
-        // (the dup made just above); the returned `EventFd` now owns it.
-        Ok(unsafe { vmm_sys_util::eventfd::EventFd::from_raw_fd(fd.into_raw_fd()) })
+        Ok(efd.try_clone()?.into())
     }
 }

@@ -60,18 +60,12 @@ pub fn drain(ring: &mut IoUring) -> u64 {
 }
 
 /// Hands KVM (whose API takes `vmm_sys_util`'s type) a second fd on `efd`'s
-/// counter. The one place that converts: with the crate's `vmm-sys-util`
-/// feature this becomes `Ok(efd.try_clone()?.into())`.
+/// counter, through the crate's `vmm-sys-util` conversion.
 #[cfg(target_arch = "x86_64")]
 pub fn vmm_eventfd(
     efd: &async_eventfd::EventFd,
 ) -> std::io::Result<vmm_sys_util::eventfd::EventFd> {
-    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-
-    let fd: OwnedFd = efd.try_clone()?.into();
-    // SAFETY: `into_raw_fd` gives up ownership of a fresh, open eventfd (a dup
-    // made just above), which the returned `EventFd` now owns and closes.
-    Ok(unsafe { vmm_sys_util::eventfd::EventFd::from_raw_fd(fd.into_raw_fd()) })
+    Ok(efd.try_clone()?.into())
 }
 
 /// A tiny KVM guest (x86 real mode) that rings a doorbell port, and

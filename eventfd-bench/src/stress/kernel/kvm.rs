@@ -105,7 +105,6 @@ async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
 #[cfg(target_arch = "x86_64")]
 mod guest {
     use std::io;
-    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
     use std::sync::Arc;
 
     use async_eventfd::EventFd;
@@ -232,13 +231,9 @@ mod guest {
         }
     }
 
-    /// A second fd on `efd`'s counter, in the type kvm-ioctls takes. The one
-    /// place that converts; with the crate's `vmm-sys-util` feature this is
-    /// `Ok(efd.try_clone()?.into())`.
+    /// A second fd on `efd`'s counter, in the type kvm-ioctls takes (the
+    /// crate's `vmm-sys-util` feature hands the dup over as it is).
     fn to_vmm(efd: &EventFd) -> io::Result<vmm_sys_util::eventfd::EventFd> {
-        let fd: OwnedFd = efd.try_clone()?.into();
-        // SAFETY: `into_raw_fd` gives up ownership of a fresh, open eventfd
-        // (the dup made just above); the returned `EventFd` now owns it.
-        Ok(unsafe { vmm_sys_util::eventfd::EventFd::from_raw_fd(fd.into_raw_fd()) })
+        Ok(efd.try_clone()?.into())
     }
 }
