@@ -14,7 +14,6 @@ mod util;
 
 use std::future::{poll_fn, Future};
 use std::io::{self, ErrorKind};
-use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,22 +43,6 @@ impl Flag {
     fn take(&self) -> bool {
         self.0.swap(false, Ordering::SeqCst)
     }
-}
-
-/// An io_uring ring with `efd` registered as its completion eventfd, or
-/// `None` (after printing why) where io_uring is missing or disabled.
-fn ring_for(efd: &impl AsRawFd, test: &str) -> Option<IoUring> {
-    let ring = match IoUring::new(4) {
-        Ok(ring) => ring,
-        Err(e) => {
-            println!("{test}: skipped: io_uring is not available here ({e})");
-            return None;
-        }
-    };
-    ring.submitter()
-        .register_eventfd(efd.as_raw_fd())
-        .expect("IORING_REGISTER_EVENTFD");
-    Some(ring)
 }
 
 /// Fills the counter to `MAX_COUNT`; with a ring, the kernel then signals it
@@ -160,7 +143,7 @@ fn waiting_add_is_woken_by_a_read(flavor: Flavor, overflow: bool, reader: Reader
     let mut efd = AsyncEventFd::new_in(rt.handle()).expect("new_in");
     let mut ring = None;
     if overflow {
-        let Some(made) = ring_for(&efd, test) else {
+        let Some(made) = util::kernel::ring_for(&efd, 4, test) else {
             return;
         };
         ring = Some(made);
@@ -349,7 +332,7 @@ both_flavors! {
     async fn several_waiting_adds_all_finish_after_one_read_in_the_overflow_state() {
         let efd = Arc::new(util::new_efd());
         let test = "several_waiting_adds_all_finish_after_one_read_in_the_overflow_state";
-        let Some(mut ring) = ring_for(&*efd, test) else {
+        let Some(mut ring) = util::kernel::ring_for(&*efd, 4, test) else {
             return;
         };
         fill(&efd, Some(&mut ring));
@@ -373,7 +356,7 @@ both_flavors! {
     async fn overflow_add_finishes_after_a_read_through_another_fd() {
         let efd = Arc::new(util::new_efd());
         let test = "overflow_add_finishes_after_a_read_through_another_fd";
-        let Some(mut ring) = ring_for(&*efd, test) else {
+        let Some(mut ring) = util::kernel::ring_for(&*efd, 4, test) else {
             return;
         };
         fill(&efd, Some(&mut ring));
@@ -398,7 +381,7 @@ fn overflow_add_fails_with_the_shutdown_error_when_the_runtime_shuts_down() {
     for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
         let rt = util::runtime(flavor);
         let efd = AsyncEventFd::new_in(rt.handle()).expect("new_in");
-        let Some(mut ring) = ring_for(&efd, test) else {
+        let Some(mut ring) = util::kernel::ring_for(&efd, 4, test) else {
             return;
         };
         fill(&efd, Some(&mut ring));
@@ -494,7 +477,7 @@ fn prints_how_long_a_waiting_add_takes_after_the_read() {
     let test = "prints_how_long_a_waiting_add_takes_after_the_read";
     util::run_isolated(Flavor::MultiThread, move || async move {
         let efd = Arc::new(util::new_efd());
-        let Some(mut ring) = ring_for(&*efd, test) else {
+        let Some(mut ring) = util::kernel::ring_for(&*efd, 4, test) else {
             return;
         };
         for poll in [false, true] {

@@ -28,7 +28,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::resource::{getrusage, UsageWho};
 
 use util::kernel;
-use util::{assert_kind, finish, new_efd, Flavor};
+use util::{assert_kind, finish, new_efd};
 
 /// NOPs a plain thread completes on its ring in the wake tests.
 const NOPS: u64 = 2_000;
@@ -38,32 +38,6 @@ const NOPS: u64 = 2_000;
 const BURST: u64 = 100;
 /// The doorbell port of the KVM guest.
 const PORT: u16 = 0x10;
-
-/// Generates `name::current_thread` and `name::multi_thread`, each taking
-/// the file's lock and then running its body with `util::run_isolated`.
-macro_rules! kernel_tests {
-    ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
-        $(
-            $(#[$meta])*
-            mod $name {
-                #[allow(unused_imports, reason = "not every body uses every import")]
-                use super::*;
-
-                #[test]
-                fn current_thread() {
-                    let _serial = serial();
-                    util::run_isolated(Flavor::CurrentThread, || async $body)
-                }
-
-                #[test]
-                fn multi_thread() {
-                    let _serial = serial();
-                    util::run_isolated(Flavor::MultiThread, || async $body)
-                }
-            }
-        )*
-    };
-}
 
 /// One test of this file at a time (see the module docs).
 fn serial() -> MutexGuard<'static, ()> {
@@ -120,7 +94,9 @@ async fn read_nops<F, Fut>(
     println!("{NOPS} io_uring completions read in {reads} reads");
 }
 
-kernel_tests! {
+both_flavors! {
+    serial = serial;
+
     async fn io_uring_completions_wake_read() {
         let efd = new_efd();
         let Some(thread) = nop_thread(&efd, "io_uring_completions_wake_read") else { return };

@@ -244,8 +244,14 @@ pub mod tasks;
 /// body, each run by [`run_isolated`] on a fresh runtime of that flavor.
 #[cfg(feature = "tokio")]
 #[allow(unused_macros, reason = "only the async test files use it")]
+///
+/// With `serial = path;` first, each test holds the guard that `path()`
+/// returns while it runs (for tests that measure the whole process).
 macro_rules! both_flavors {
-    ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
+    (serial = $serial:path; $($rest:tt)*) => {
+        both_flavors!(@tests [Some($serial())] $($rest)*);
+    };
+    (@tests [$hold:expr] $($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {
         $(
             $(#[$meta])*
             mod $name {
@@ -254,15 +260,20 @@ macro_rules! both_flavors {
 
                 #[test]
                 fn current_thread() {
+                    let _serial = $hold;
                     util::run_isolated(util::Flavor::CurrentThread, || async $body)
                 }
 
                 #[test]
                 fn multi_thread() {
+                    let _serial = $hold;
                     util::run_isolated(util::Flavor::MultiThread, || async $body)
                 }
             }
         )*
+    };
+    ($($rest:tt)*) => {
+        both_flavors!(@tests [None::<()>] $($rest)*);
     };
 }
 
