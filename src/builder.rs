@@ -135,8 +135,14 @@ impl EventFdBuilder {
     ///
     /// # Errors
     ///
-    /// The errors of eventfd(2): `EMFILE`/`ENFILE` (too many open files) and
-    /// `ENOMEM` ([`io::ErrorKind::OutOfMemory`]), with the raw OS error kept.
+    /// The errors of eventfd(2), with the raw OS error kept:
+    ///
+    /// - `EMFILE`/`ENFILE`: too many open files in this process / in the
+    ///   system. Their [`kind`](io::Error::kind) is one that stable Rust
+    ///   cannot name (it prints as `Uncategorized`, and is not
+    ///   [`io::ErrorKind::Other`]): recognise them by
+    ///   `err.raw_os_error() == Some(libc::EMFILE)` (or `libc::ENFILE`).
+    /// - `ENOMEM`: [`io::ErrorKind::OutOfMemory`].
     pub fn build(self) -> io::Result<EventFd> {
         let mut flags = EfdFlags::empty();
         flags.set(EfdFlags::EFD_SEMAPHORE, self.semaphore);

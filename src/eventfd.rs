@@ -74,9 +74,9 @@ impl EventFd {
     ///
     /// # Errors
     ///
-    /// The errors of eventfd(2): `EMFILE`/`ENFILE` (too many open files,
-    /// [`io::ErrorKind::Other`] with the raw OS error kept) and `ENOMEM`
-    /// ([`io::ErrorKind::OutOfMemory`]).
+    /// As [`EventFdBuilder::build`]: `EMFILE`/`ENFILE` (too many open
+    /// files; recognise them by [`raw_os_error`](io::Error::raw_os_error),
+    /// not by kind) and `ENOMEM` ([`io::ErrorKind::OutOfMemory`]).
     pub fn new() -> io::Result<EventFd> {
         EventFd::builder().build()
     }

@@ -17,24 +17,24 @@
 
 mod util;
 
-use std::future::poll_fn;
-use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Instant;
+#[path = "faults/eintr.rs"]
+mod eintr;
+#[path = "faults/registration.rs"]
+mod registration;
 
-use async_eventfd::{AsyncEventFd, EventFd, MAX_COUNT};
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd, RawFd};
+
+use async_eventfd::{AsyncEventFd, EventFd};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule,
 };
 
-use util::{finish, Flavor};
+use util::Flavor;
 
 /// Names the case a child runs.
 const CASE_VAR: &str = "EVENTFD_FAULT_CASE";
@@ -47,13 +47,17 @@ fn case(name: &str) -> fn() -> Outcome {
         "eventfd2_emfile_seccomp" => || eventfd2_fails(libc::EMFILE),
         "eventfd2_enomem_seccomp" => || eventfd2_fails(libc::ENOMEM),
         "eventfd2_emfile_rlimit" => emfile_under_rlimit,
-        "epoll_ctl_enospc_on_registration" => || registration_fails(libc::ENOSPC),
-        "epoll_ctl_enomem_on_registration" => || registration_fails(libc::ENOMEM),
-        "dup_emfile_in_waiting_add_current_thread" => || dup_fails(Flavor::CurrentThread),
-        "dup_emfile_in_waiting_add_multi_thread" => || dup_fails(Flavor::MultiThread),
-        "epoll_ctl_enospc_in_waiting_add" => write_registration_fails,
-        "eintr_blocking_read" => interrupted_read,
-        "eintr_blocking_add" => interrupted_add,
+        "epoll_ctl_enospc_on_registration" => || registration::registration_fails(libc::ENOSPC),
+        "epoll_ctl_enomem_on_registration" => || registration::registration_fails(libc::ENOMEM),
+        "dup_emfile_in_waiting_add_current_thread" => {
+            || registration::dup_fails(Flavor::CurrentThread)
+        }
+        "dup_emfile_in_waiting_add_multi_thread" => || registration::dup_fails(Flavor::MultiThread),
+        "epoll_ctl_enospc_in_waiting_add" => registration::write_registration_fails,
+        "eintr_blocking_read" => eintr::interrupted_read,
+        "eintr_blocking_add" => eintr::interrupted_add,
+        "eintr_notifier_add" => eintr::interrupted_notifier_add,
+        "eintr_wait_timeout" => eintr::interrupted_wait_timeout,
         other => panic!("no fault case named {other:?}"),
     }
 }
@@ -113,8 +117,10 @@ fn eventfd2_emfile_rlimit() {
 }
 
 /// `epoll_ctl(EPOLL_CTL_ADD)` fails with `ENOSPC` (the `max_user_watches`
-/// limit): `TryFrom<EventFd>` reports it and closes the fd; the runtime keeps
-/// working.
+/// limit): `try_new` and `try_new_in` (from a plain thread) report it and
+/// give the fd back unchanged and working, blocking or not; the conversion
+/// to `io::Error` and `TryFrom<EventFd>` report it and close the fd; the
+/// runtime keeps working.
 #[test]
 fn epoll_ctl_enospc_on_registration() {
     in_child("epoll_ctl_enospc_on_registration");
@@ -158,6 +164,22 @@ fn eintr_blocking_read() {
 #[test]
 fn eintr_blocking_add() {
     in_child("eintr_blocking_add");
+}
+
+/// A signal without `SA_RESTART` interrupts a `Notifier::add` blocked at
+/// `MAX_COUNT` on a blocking fd: `Interrupted`, raw `EINTR`, nothing added.
+#[test]
+fn eintr_notifier_add() {
+    in_child("eintr_notifier_add");
+}
+
+/// A signal without `SA_RESTART` interrupts `EventFd::wait_timeout` asleep
+/// in `poll`, on blocking and nonblocking fds: the wait goes on, returns
+/// the count added after the signal, and with nothing added runs its whole
+/// timeout and returns `Ok(None)`.
+#[test]
+fn eintr_wait_timeout() {
+    in_child("eintr_wait_timeout");
 }
 
 // ---- what the cases share -------------------------------------------------
@@ -253,19 +275,6 @@ fn restore_nofile((soft, hard): (u64, u64)) {
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).expect("setrlimit");
 }
 
-/// Yields until this process has one fd more than `fds`: the dup that a
-/// waiting add registers for `EPOLLOUT`, proving the add is waiting.
-async fn until_waiting_add_registered(fds: usize) {
-    let start = Instant::now();
-    while open_fds() != fds + 1 {
-        assert!(
-            start.elapsed() < util::LIMIT,
-            "the add never waited with a write registration"
-        );
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Asserts that `efd` holds exactly `expected` (reading it to 0), then that
 /// it is empty.
 #[track_caller]
@@ -311,201 +320,5 @@ fn emfile_under_rlimit() -> Outcome {
         .expect("eventfd after the limit rose");
     efd.add(2).expect("add");
     assert_holds(&efd, 3);
-    Ok(())
-}
-
-// ---- epoll_ctl on registration ------------------------------------------------
-
-fn registration_fails(errno: i32) -> Outcome {
-    let rt = util::runtime(Flavor::CurrentThread);
-    let _entered = rt.enter();
-    let efd = EventFd::builder().initial(5).build().expect("eventfd");
-    let fd = efd.as_raw_fd();
-    let fds = open_fds();
-    // Only the registration of this fd number fails; tokio's own keep working.
-    let add = u64::try_from(libc::EPOLL_CTL_ADD).expect("EPOLL_CTL_ADD");
-    let number = u64::try_from(fd).expect("fd");
-    fail_syscall(libc::SYS_epoll_ctl, &[(1, add), (2, number)], errno)?;
-    assert_os_error(AsyncEventFd::try_from(efd), errno);
-    // `TryFrom` consumed the fd; it must be closed, not leaked.
-    assert!(!is_open(fd), "the fd of a failed registration was leaked");
-    assert_eq!(open_fds(), fds - 1);
-    // TODO(try_new): with `AsyncEventFd::try_new` the fd comes back open,
-    // holding 5, and registers once the filter no longer matches its number.
-
-    // The runtime is unharmed: a new fd (on another number) works.
-    let hole = EventFd::new().expect("eventfd on the filtered number");
-    assert_eq!(hole.as_raw_fd(), fd);
-    rt.block_on(async {
-        let efd = AsyncEventFd::new().expect("AsyncEventFd::new");
-        let writer = efd.get_ref().try_clone().expect("try_clone");
-        std::thread::spawn(move || writer.add(4));
-        assert_eq!(finish(efd.read()).await.expect("read"), 4);
-    });
-    Ok(())
-}
-
-// ---- a waiting add whose dup or registration fails ----------------------------
-
-fn dup_fails(flavor: Flavor) -> Outcome {
-    util::runtime(flavor).block_on(async {
-        let efd = Arc::new(AsyncEventFd::new().expect("AsyncEventFd::new"));
-        efd.try_add(MAX_COUNT).expect("fill the counter");
-        let fds = open_fds();
-        let limits = exhaust_nofile();
-        // The counter is full, so `add` waits: its write registration needs a
-        // dup of the fd, which the limit refuses.
-        assert_os_error(finish(efd.add(1)).await, libc::EMFILE);
-        assert_os_error(
-            finish(poll_fn(|cx| efd.poll_add(cx, 1))).await,
-            libc::EMFILE,
-        );
-        restore_nofile(limits);
-        assert_eq!(open_fds(), fds, "a failed add left an fd open");
-
-        // Nothing was added, and a later waiting add works.
-        let adder = Arc::clone(&efd);
-        let waiting = tokio::spawn(async move { adder.add(7).await });
-        until_waiting_add_registered(fds).await;
-        assert_eq!(efd.try_read().expect("read the full counter"), MAX_COUNT);
-        finish(waiting)
-            .await
-            .expect("join")
-            .expect("add(7) after the limit rose");
-        assert_holds(efd.get_ref(), 7);
-    });
-    Ok(())
-}
-
-fn write_registration_fails() -> Outcome {
-    let rt = util::runtime(Flavor::CurrentThread);
-    let _entered = rt.enter();
-    let efd = AsyncEventFd::new().expect("AsyncEventFd::new");
-    efd.try_add(MAX_COUNT).expect("fill the counter");
-    // The waiting add's dup gets the lowest free number: fail its registration.
-    let dup = next_fd();
-    let add = u64::try_from(libc::EPOLL_CTL_ADD).expect("EPOLL_CTL_ADD");
-    let number = u64::try_from(dup).expect("fd");
-    let fds = open_fds();
-    fail_syscall(libc::SYS_epoll_ctl, &[(1, add), (2, number)], libc::ENOSPC)?;
-    rt.block_on(async {
-        assert_os_error(finish(efd.add(1)).await, libc::ENOSPC);
-        assert_os_error(
-            finish(poll_fn(|cx| efd.poll_add(cx, 1))).await,
-            libc::ENOSPC,
-        );
-    });
-    assert!(
-        !is_open(dup),
-        "the dup of a failed write registration was leaked"
-    );
-    assert_eq!(open_fds(), fds);
-
-    // Take the filtered number, so the next dup registers; nothing was added.
-    let _hole = EventFd::new().expect("eventfd");
-    let efd = Arc::new(efd);
-    rt.block_on(async {
-        let adder = Arc::clone(&efd);
-        let waiting = tokio::spawn(async move { adder.add(2).await });
-        until_waiting_add_registered(fds + 1).await;
-        assert_eq!(efd.try_read().expect("read the full counter"), MAX_COUNT);
-        finish(waiting).await.expect("join").expect("add(2)");
-    });
-    assert_holds(efd.get_ref(), 2);
-    Ok(())
-}
-
-// ---- EINTR ------------------------------------------------------------------
-
-/// How many times the `SIGUSR1` handler ran.
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn count_signal(_: libc::c_int) {
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
-}
-
-/// Installs the counting `SIGUSR1` handler without `SA_RESTART`, so a
-/// blocking syscall it interrupts fails with `EINTR` instead of restarting.
-fn install_interrupting_handler() {
-    let action = SigAction::new(
-        SigHandler::Handler(count_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only increments an atomic, which is
-    // async-signal-safe; this child process has no other SIGUSR1 handler.
-    unsafe { signal::sigaction(Signal::SIGUSR1, &action) }.expect("sigaction");
-}
-
-/// Runs `call` on `efd` on a thread of its own, waits until that thread
-/// sleeps in `syscall` on the fd, interrupts it with `SIGUSR1`, and returns
-/// what `call` returned.
-fn interrupt<T: Send + 'static>(
-    efd: &EventFd,
-    syscall: util::Syscall,
-    call: fn(&EventFd) -> io::Result<T>,
-) -> io::Result<T> {
-    let blocked = efd.try_clone().expect("try_clone");
-    let fd = blocked.as_fd().as_raw_fd();
-    let (ids, ids_rx) = mpsc::channel();
-    let (done, done_rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        ids.send((util::thread_id(), nix::sys::pthread::pthread_self()))
-            .expect("send ids");
-        done.send(call(&blocked)).expect("send result");
-    });
-    let (tid, pthread) = util::recv_within(&ids_rx, util::LIMIT);
-    util::wait_until_blocked_in(tid, syscall, fd);
-    let before = SIGNALS.load(Ordering::SeqCst);
-    nix::sys::pthread::pthread_kill(pthread, Signal::SIGUSR1).expect("pthread_kill");
-    let result = util::recv_within(&done_rx, util::LIMIT);
-    thread.join().expect("the interrupted thread");
-    assert_eq!(
-        SIGNALS.load(Ordering::SeqCst),
-        before + 1,
-        "the handler ran once"
-    );
-    result
-}
-
-fn interrupted_read() -> Outcome {
-    install_interrupting_handler();
-    let efd = EventFd::builder()
-        .nonblocking(false)
-        .build()
-        .expect("blocking eventfd");
-    assert_os_error(
-        interrupt(&efd, util::Syscall::Read, EventFd::read),
-        libc::EINTR,
-    );
-    // Nothing was read, so a count added now is all there is.
-    efd.add(3).expect("add");
-    assert_os_error(
-        interrupt(&efd, util::Syscall::Write, |efd| efd.add(MAX_COUNT)),
-        libc::EINTR,
-    );
-    assert_holds(&efd, 3);
-    // A later blocking read works.
-    efd.add(1).expect("add");
-    assert_eq!(efd.read().expect("blocking read with a count"), 1);
-    Ok(())
-}
-
-fn interrupted_add() -> Outcome {
-    install_interrupting_handler();
-    let efd = EventFd::builder()
-        .nonblocking(false)
-        .build()
-        .expect("blocking eventfd");
-    efd.add(MAX_COUNT).expect("fill the counter");
-    assert_os_error(
-        interrupt(&efd, util::Syscall::Write, |efd| efd.add(2)),
-        libc::EINTR,
-    );
-    // The interrupted add added nothing: the counter holds MAX_COUNT only.
-    assert_holds(&efd, MAX_COUNT);
-    // A later blocking add works, and adds once.
-    efd.add(2).expect("add after the interruption");
-    assert_holds(&efd, 2);
     Ok(())
 }

@@ -172,15 +172,50 @@ pub enum Syscall {
     Read,
     /// `write(2)`.
     Write,
+    /// `poll(2)` or `ppoll(2)` (whichever libc's `poll` makes), with the fd
+    /// first in its `pollfd` array.
+    Poll,
 }
 
 impl Syscall {
-    fn number(self) -> i64 {
+    fn is(self, number: i64) -> bool {
         match self {
-            Syscall::Read => nix::libc::SYS_read,
-            Syscall::Write => nix::libc::SYS_write,
+            Syscall::Read => number == nix::libc::SYS_read,
+            Syscall::Write => number == nix::libc::SYS_write,
+            Syscall::Poll => number == nix::libc::SYS_ppoll || is_legacy_poll(number),
         }
     }
+
+    /// The fd the call is on, from its first argument as `/proc` shows it.
+    fn fd(self, tid: i32, first_arg: u64) -> Option<i64> {
+        match self {
+            Syscall::Read | Syscall::Write => i64::try_from(first_arg).ok(),
+            Syscall::Poll => first_polled_fd(tid, first_arg),
+        }
+    }
+}
+
+/// Whether `number` is `poll(2)`, which newer architectures do not have.
+#[cfg(any(target_arch = "x86_64", target_arch = "x86", target_arch = "arm"))]
+fn is_legacy_poll(number: i64) -> bool {
+    number == nix::libc::SYS_poll
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "x86", target_arch = "arm")))]
+fn is_legacy_poll(_: i64) -> bool {
+    false
+}
+
+/// The fd of the first `pollfd` at `address` in this process, read through
+/// `/proc/self/mem`: the array lives (on the polling thread's stack) until the
+/// call returns, and the caller checks afterwards that it has not.
+fn first_polled_fd(tid: i32, address: u64) -> Option<i64> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/self/task/{tid}/mem")).ok()?;
+    // `struct pollfd` starts with its `int fd`.
+    let mut fd = [0u8; 4];
+    mem.read_exact_at(&mut fd, address).ok()?;
+    Some(i64::from(i32::from_ne_bytes(fd)))
 }
 
 /// The calling thread's kernel thread id, to hand to
@@ -215,16 +250,27 @@ pub fn wait_until_blocked_in(tid: i32, syscall: Syscall, fd: impl AsRawFd) {
     }
 }
 
-fn is_blocked_in(tid: i32, syscall: Syscall, fd: i32) -> bool {
-    let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
-        return false;
+/// Whether thread `tid` sleeps inside `syscall` on `fd` right now: the
+/// single look of [`wait_until_blocked_in`], for a caller that must also
+/// watch for the call ending.
+pub fn is_blocked_in(tid: i32, syscall: Syscall, fd: i32) -> bool {
+    let in_call = || {
+        let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+            return false;
+        };
+        let mut fields = line.split_whitespace();
+        let number = fields.next().and_then(|n| n.parse::<i64>().ok());
+        let first_arg = fields
+            .next()
+            .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+        match (number, first_arg) {
+            (Some(number), Some(arg)) => {
+                syscall.is(number) && syscall.fd(tid, arg) == Some(i64::from(fd))
+            }
+            _ => false,
+        }
     };
-    let mut fields = line.split_whitespace();
-    let number = fields.next().and_then(|n| n.parse::<i64>().ok());
-    let first_arg = fields
-        .next()
-        .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
-    if number != Some(syscall.number()) || first_arg != Some(i64::from(fd)) {
+    if !in_call() {
         return false;
     }
     // Inside the syscall is not enough: it must be asleep there ('S').
@@ -232,9 +278,12 @@ fn is_blocked_in(tid: i32, syscall: Syscall, fd: i32) -> bool {
         return false;
     };
     // The state follows the parenthesised command name, which may hold spaces.
-    stat.rsplit_once(')')
+    let asleep = stat
+        .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next())
-        == Some("S")
+        == Some("S");
+    // Still there after the look at its arguments (see `first_polled_fd`).
+    asleep && in_call()
 }
 
 #[cfg(feature = "tokio")]
