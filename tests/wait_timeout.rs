@@ -4,6 +4,7 @@
 mod util;
 
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,36 +37,6 @@ fn on_both_modes(body: fn(EventFd)) {
 #[track_caller]
 fn assert_empty(efd: &EventFd) {
     assert_eq!(efd.wait_timeout(Duration::ZERO).expect("wait ZERO"), None);
-}
-
-/// Waits until thread `tid` sleeps in `poll(2)` or `ppoll(2)`, as
-/// `/proc/self/task/<tid>/syscall` and `stat` show (a proof, not a sleep).
-#[track_caller]
-fn wait_until_blocked_in_poll(tid: i32) {
-    let start = Instant::now();
-    loop {
-        let syscall =
-            std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
-        let number = syscall
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<i64>().ok());
-        let in_poll = number.is_some_and(|n| n == nix::libc::SYS_poll || n == nix::libc::SYS_ppoll);
-        let stat =
-            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-        let asleep = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            == Some("S");
-        if in_poll && asleep {
-            return;
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "thread {tid} was not seen asleep in poll within {LIMIT:?}"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -120,7 +91,7 @@ fn wakes_when_another_thread_adds_during_the_wait() {
                 .expect("send result");
         });
         let tid = recv_within(&tid_rx, LIMIT);
-        wait_until_blocked_in_poll(tid);
+        util::wait_until_blocked_in(tid, util::Syscall::Poll, efd.as_raw_fd());
         assert!(matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty)));
         let notifier = efd.notifier().expect("notifier");
         thread::spawn(move || notifier.add(7))
@@ -244,14 +215,14 @@ fn a_signal_during_the_wait_is_retried() {
         });
         let (tid, pthread) = recv_within(&id_rx, LIMIT);
         for _ in 0..3 {
-            wait_until_blocked_in_poll(tid);
+            util::wait_until_blocked_in(tid, util::Syscall::Poll, efd.as_raw_fd());
             // SAFETY: `pthread` is the waiting thread, alive until joined
             // below (it cannot return before the add).
             let rc =
                 unsafe { nix::libc::pthread_kill(pthread, Signal::SIGUSR2 as nix::libc::c_int) };
             assert_eq!(rc, 0, "pthread_kill");
         }
-        wait_until_blocked_in_poll(tid);
+        util::wait_until_blocked_in(tid, util::Syscall::Poll, efd.as_raw_fd());
         assert!(matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty)));
         efd.add(4).expect("add");
         assert_eq!(recv_within(&done_rx, LIMIT).expect("wait_timeout"), Some(4));
