@@ -45,6 +45,7 @@ pub(crate) enum Rig {
     /// A KVM guest rings an ioeventfd doorbell.
     Kvm,
 }
+
 /// A row: an implementation on a runtime flavor, or (`None`) the floor, a
 /// plain thread with no runtime.
 type Reader = Option<(Impl, Flavor)>;
@@ -312,4 +313,27 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
         args.common.pin.name(),
         sys::allowed_cpus()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_facility_is_a_skip() {
+        let missing = RigError::Missing("no io_uring".into());
+        assert_eq!(available(Err(missing)), Err("no io_uring".to_string()));
+        let failed = RigError::Failed("KVM_CREATE_VM: EPERM".into());
+        assert_eq!(available(Err(failed)), Ok(()));
+        assert_eq!(available(Ok(())), Ok(()));
+    }
+
+    #[test]
+    fn a_skipped_part_serializes_with_its_reason() {
+        let part: Part<KvmDoc> = Part::Skipped {
+            skipped: "/dev/kvm is not usable here".into(),
+        };
+        let json = serde_json::to_string(&part).expect("serializes");
+        assert_eq!(json, r#"{"skipped":"/dev/kvm is not usable here"}"#);
+    }
 }
