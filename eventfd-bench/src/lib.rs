@@ -7,5 +7,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub mod baselines;
+#[cfg(target_os = "linux")]
+pub mod kernel_rigs;
 pub mod rng;
 pub mod stress;

@@ -15,6 +15,11 @@ mod rng {
     pub(crate) use eventfd_bench::rng::Rng;
 }
 
+/// ... and the shared rigs `crate::kernel_rigs`.
+mod kernel_rigs {
+    pub(crate) use eventfd_bench::kernel_rigs::*;
+}
+
 #[allow(dead_code, reason = "the summary's fields are read through Debug")]
 #[path = "../src/stress/kernel/mod.rs"]
 mod kernel;

@@ -4,10 +4,10 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 
-use async_eventfd::AsyncEventFd;
+use async_eventfd::{AsyncEventFd, EventFd, Notifier};
 use eventfd_bench::baselines::{AsyncFdR, AsyncFdRw, NotifyCounter, TokioEventfd};
 
 use crate::sys;
@@ -33,6 +33,14 @@ pub(crate) enum Impl {
     /// tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes).
     #[value(name = "tokio-eventfd")]
     TokioEventfd,
+    /// This crate, a plain thread wakes the task with
+    /// AsyncEventFd::notifier()'s Notifier::notify() (thread-task's writer).
+    #[value(name = "notifier")]
+    Notifier,
+    /// This crate, a plain thread wakes the task with EventFd::add(1) on
+    /// get_ref().try_clone() (thread-task's writer).
+    #[value(name = "try-clone")]
+    TryClone,
 }
 
 impl Impl {
@@ -45,6 +53,28 @@ impl Impl {
         Impl::Notify,
     ];
 
+    /// `thread-task`'s rows: [`Impl::ALL`] plus the crate's two writers for
+    /// a plain thread, next to it (the same task side; only the thread's
+    /// writer differs).
+    pub(crate) const THREAD_TASK: [Impl; 7] = [
+        Impl::Crate,
+        Impl::Notifier,
+        Impl::TryClone,
+        Impl::TokioEventfd,
+        Impl::AsyncFdRw,
+        Impl::AsyncFdR,
+        Impl::Notify,
+    ];
+
+    /// `kernel`'s rows: the implementations on an fd a kernel writer can
+    /// signal (a Notify has no fd; the two writers share the crate's reader).
+    pub(crate) const KERNEL: [Impl; 4] = [
+        Impl::Crate,
+        Impl::TokioEventfd,
+        Impl::AsyncFdRw,
+        Impl::AsyncFdR,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Impl::Crate => "async-eventfd",
@@ -52,11 +82,13 @@ impl Impl {
             Impl::AsyncFdRw => "asyncfd-rw",
             Impl::AsyncFdR => "asyncfd-r",
             Impl::TokioEventfd => "tokio-eventfd",
+            Impl::Notifier => "notifier",
+            Impl::TryClone => "try-clone",
         }
     }
 
     pub(crate) fn parse(s: &str) -> Option<Impl> {
-        Impl::ALL.into_iter().find(|i| i.name() == s)
+        Impl::THREAD_TASK.into_iter().find(|i| i.name() == s)
     }
 
     pub(crate) fn describe(self) -> &'static str {
@@ -68,6 +100,10 @@ impl Impl {
             }
             Impl::AsyncFdR => "hand-written AsyncFd, READABLE only, clear after a draining read",
             Impl::TokioEventfd => "tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes)",
+            Impl::Notifier => "this crate; a plain thread writes with Notifier::notify()",
+            Impl::TryClone => {
+                "this crate; a plain thread writes with EventFd::add(1) on get_ref().try_clone()"
+            }
         }
     }
 }
@@ -90,6 +126,10 @@ pub(crate) enum SyncTx {
     /// benchmark guarantees (receivers outlive the last send to them).
     Fd(RawFd),
     Notify(Arc<NotifyCounter>),
+    /// The crate's `Notifier` (`notify()`).
+    Notifier(Notifier),
+    /// A `try_clone` of the crate's `EventFd` (`add(1)`).
+    EventFd(Arc<EventFd>),
 }
 
 impl SyncTx {
@@ -100,6 +140,19 @@ impl SyncTx {
                 cell.add(1);
                 Ok(())
             }
+            SyncTx::Notifier(n) => n.notify(),
+            SyncTx::EventFd(efd) => efd.add(1),
+        }
+    }
+
+    /// The receiver's eventfd, for a kernel writer to signal; `None` for a
+    /// `Notify`, which has no fd.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        match self {
+            SyncTx::Fd(fd) => Some(*fd),
+            SyncTx::Notify(_) => None,
+            SyncTx::Notifier(n) => Some(n.as_fd().as_raw_fd()),
+            SyncTx::EventFd(efd) => Some(efd.as_raw_fd()),
         }
     }
 }
@@ -137,6 +190,8 @@ macro_rules! dispatch {
             $crate::impls::Impl::AsyncFdRw => $f::<$crate::impls::AsyncFdRwKind>($($arg),*),
             $crate::impls::Impl::AsyncFdR => $f::<$crate::impls::AsyncFdRKind>($($arg),*),
             $crate::impls::Impl::TokioEventfd => $f::<$crate::impls::TokioEventfdKind>($($arg),*),
+            $crate::impls::Impl::Notifier => $f::<$crate::impls::NotifierKind>($($arg),*),
+            $crate::impls::Impl::TryClone => $f::<$crate::impls::TryCloneKind>($($arg),*),
         }
     };
 }
@@ -163,6 +218,41 @@ impl Kind for CrateKind {
     type T = Arc<AsyncEventFd>;
     fn make() -> io::Result<Chan<Self::R, Self::T>> {
         Ok(shared_fd(Arc::new(AsyncEventFd::new()?)))
+    }
+}
+
+/// The crate's reader, woken from a plain thread through a `Notifier`.
+pub(crate) struct NotifierKind;
+
+impl Kind for NotifierKind {
+    type R = Arc<AsyncEventFd>;
+    type T = Arc<AsyncEventFd>;
+    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+        let efd = Arc::new(AsyncEventFd::new()?);
+        let sync = SyncTx::Notifier(efd.notifier()?);
+        Ok(Chan {
+            rx: Arc::clone(&efd),
+            tx: efd,
+            sync,
+        })
+    }
+}
+
+/// The crate's reader, woken from a plain thread through a `try_clone` of
+/// its `EventFd`: what a writer needed before `Notifier`.
+pub(crate) struct TryCloneKind;
+
+impl Kind for TryCloneKind {
+    type R = Arc<AsyncEventFd>;
+    type T = Arc<AsyncEventFd>;
+    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+        let efd = Arc::new(AsyncEventFd::new()?);
+        let sync = SyncTx::EventFd(Arc::new(efd.get_ref().try_clone()?));
+        Ok(Chan {
+            rx: Arc::clone(&efd),
+            tx: efd,
+            sync,
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 #![warn(rust_2018_idioms)]
 
 mod impls;
+mod kernel;
 mod latency;
 mod options;
 mod report;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Some(Command::ThreadTask(args)) => exit_code(thread_task::run(&args)),
         Some(Command::Throughput(args)) => exit_code(throughput::run(&args)),
         Some(Command::Scale(args)) => exit_code(scale::run(&args)),
+        Some(Command::Kernel(args)) => exit_code(kernel::run(&args)),
         Some(Command::Stress(args)) => stress::run(&args),
     }
 }

@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use eventfd_bench::stress::{self, Scenario, SCENARIOS};
 
 use crate::impls::Impl;
+use crate::kernel::Rig;
 use crate::run::{Flavor, Pick, Subject};
 use crate::sys::Pin;
 
@@ -21,6 +22,7 @@ Examples:
     cargo run --release -p eventfd-bench -- latency --syscalls
     cargo run --release -p eventfd-bench -- thread-task --pin same
     cargo run --release -p eventfd-bench -- throughput --json
+    cargo run --release -p eventfd-bench -- kernel --rig uring
     cargo run --release -p eventfd-bench -- stress --duration 10s
     cargo install --path eventfd-bench && eventfd-bench stress --duration 1m
 
@@ -66,6 +68,17 @@ pub(crate) enum Command {
     /// set, one thread, no runtime (what the kernel alone adds as the fds
     /// grow cold).
     Scale(ScaleArgs),
+    /// The kernel as the writer: io_uring completions and KVM doorbells.
+    ///
+    /// io_uring: a task submits a NOP, the kernel signals the ring's
+    /// registered eventfd on completion, the task awaits it and reaps; ns
+    /// per round trip, with the NOP completed inside the submit and by an
+    /// io-wq kernel thread. KVM: a guest vCPU rings an ioeventfd doorbell as
+    /// fast as it can while a task reads; rings/s and reads per ring
+    /// (coalescing). Floors: a plain thread with a blocking read; the guest
+    /// with nobody reading. A part is skipped, with the reason, where io_uring
+    /// or /dev/kvm is missing.
+    Kernel(KernelArgs),
     /// The stress scenarios with a verdict each: no layer loses a wakeup or
     /// a count.
     ///
@@ -112,6 +125,15 @@ impl Common {
             Flavors::Mt => vec![Flavor::Mt],
             Flavors::Both => vec![Flavor::Ct, Flavor::Mt],
         }
+    }
+
+    /// These implementations when `--impl` names none (instead of
+    /// [`Impl::ALL`]).
+    pub(crate) fn or_impls(mut self, default: &[Impl]) -> Common {
+        if self.impls.is_empty() {
+            self.impls = default.to_vec();
+        }
+        self
     }
 
     /// The implementations to measure: the crate first when `--impl` leaves
@@ -214,6 +236,34 @@ pub(crate) struct ScaleArgs {
     /// Which receiver the driver wakes each time.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = Pick::Random)]
     pub(crate) pick: Pick,
+}
+
+/// The options of `kernel`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct KernelArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Rounds; the implementations alternate within each.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = positive)]
+    pub(crate) rounds: usize,
+    /// io_uring round trips per implementation per round.
+    #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = positive)]
+    pub(crate) rts: usize,
+    /// io_uring round trips before the measured ones.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = count, hide = true)]
+    pub(crate) warmup: usize,
+    /// Doorbell rings per implementation per round (at most 2^32 - 1).
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = rings)]
+    pub(crate) rings: u32,
+    /// Which kernel writers, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "RIG,...",
+        value_delimiter = ',',
+        default_values_t = [Rig::Uring, Rig::Kvm]
+    )]
+    pub(crate) rig: Vec<Rig>,
 }
 
 /// The options of `stress`.
@@ -326,6 +376,12 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A positive ring count that fits the guest's 32-bit counter.
+fn rings(s: &str) -> Result<u32, String> {
+    positive(s)
+        .and_then(|n| u32::try_from(n).map_err(|_| "expected at most 4294967295".to_string()))
+}
+
 /// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or a plain number of seconds.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -366,197 +422,4 @@ fn subject(key: &str) -> Result<Subject, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::error::ErrorKind;
-
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
-        try_parse_from(argv).map(|cli| cli.command.expect("a subcommand"))
-    }
-
-    /// The error message of `args`, which must be a usage error (status 2).
-    fn usage_error(args: &[&str]) -> String {
-        let e = parse(args).expect_err("a bad argument");
-        assert_eq!(e.exit_code(), 2, "{e}");
-        e.to_string()
-    }
-
-    #[test]
-    fn no_command_is_the_tour() {
-        let cli = try_parse_from(["eventfd-bench"]).expect("no arguments");
-        assert!(cli.command.is_none());
-    }
-
-    #[test]
-    fn rounds_and_rts_default_per_subcommand_unless_given() {
-        let Ok(Command::Scale(o)) = parse(&["scale"]) else {
-            panic!("scale")
-        };
-        assert_eq!((o.rounds, o.rts, o.warmup), (5, 5_000, 1_000));
-        assert_eq!(o.pick, Pick::Random);
-        assert_eq!(o.fds, [1, 100, 1_000, 10_000]);
-        let Ok(Command::Latency(o)) = parse(&["latency"]) else {
-            panic!("latency")
-        };
-        assert_eq!((o.rounds, o.rts), (7, 10_000));
-        assert_eq!(o.common.pin, Pin::Same);
-        assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
-        assert_eq!(o.common.impls(), Impl::ALL);
-        let Ok(Command::Throughput(o)) = parse(&["throughput"]) else {
-            panic!("throughput")
-        };
-        assert_eq!((o.rounds, o.duration), (3, Duration::from_millis(200)));
-        assert_eq!(o.writers, [1, 2, 4]);
-        let Ok(Command::Scale(o)) = parse(&[
-            "scale",
-            "--rounds",
-            "9",
-            "--rts=20_000",
-            "--pick",
-            "first",
-            "--fds",
-            "10,20",
-        ]) else {
-            panic!("scale with options")
-        };
-        assert_eq!((o.rounds, o.rts), (9, 20_000));
-        assert_eq!(o.pick, Pick::First);
-        assert_eq!(o.fds, [10, 20]);
-    }
-
-    #[test]
-    fn impl_list_always_includes_the_crate_first() {
-        let Ok(Command::ThreadTask(o)) = parse(&["thread-task", "--impl", "notify,asyncfd-r"])
-        else {
-            panic!("thread-task")
-        };
-        assert_eq!(
-            o.common.impls(),
-            [Impl::Crate, Impl::Notify, Impl::AsyncFdR]
-        );
-        let Ok(Command::Latency(o)) = parse(&[
-            "latency",
-            "--impl=tokio-eventfd,async-eventfd",
-            "--flavor",
-            "mt",
-            "--syscalls",
-            "--json",
-        ]) else {
-            panic!("latency")
-        };
-        assert_eq!(o.common.impls(), [Impl::TokioEventfd, Impl::Crate]);
-        assert_eq!(o.common.flavors(), [Flavor::Mt]);
-        assert!(o.syscalls && o.common.json);
-    }
-
-    #[test]
-    fn impl_values_are_the_table_names() {
-        for imp in Impl::ALL {
-            let value = imp.to_possible_value().expect("not skipped");
-            assert_eq!(value.get_name(), imp.name());
-        }
-    }
-
-    #[test]
-    fn the_hidden_one_option_takes_a_subject_key() {
-        let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-asyncfd-rw"]) else {
-            panic!("latency --one")
-        };
-        assert_eq!(o.one, Some(Subject::ThreadTask(Impl::AsyncFdRw)));
-        assert!(usage_error(&["latency", "--one", "bogus"]).contains("unknown subject \"bogus\""));
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        let e = usage_error(&["scale", "--pick", "last"]);
-        assert!(
-            e.contains("invalid value 'last' for '--pick <WHICH>'"),
-            "{e}"
-        );
-        let e = usage_error(&["latency", "--rounds", "0"]);
-        assert!(
-            e.contains("'--rounds <N>': expected a positive integer"),
-            "{e}"
-        );
-        let e = usage_error(&["scale", "--fds", "10,x"]);
-        assert!(e.contains("invalid value 'x' for '--fds <N,...>'"), "{e}");
-        let e = usage_error(&["latency", "--rts"]);
-        assert!(e.contains("a value is required for '--rts <N>'"), "{e}");
-        let e = usage_error(&["latency", "--writers", "2"]);
-        assert!(e.contains("unexpected argument '--writers'"), "{e}");
-        let e = usage_error(&["bogus"]);
-        assert!(e.contains("unrecognized subcommand 'bogus'"), "{e}");
-    }
-
-    #[test]
-    fn help_exits_zero_and_names_every_scenario() {
-        let e = parse(&["stress", "--help"]).expect_err("help is an early exit");
-        assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
-        let help = e.to_string();
-        for s in &SCENARIOS {
-            assert!(help.contains(s.name), "{} missing from stress --help", s.id);
-        }
-        assert!(help.contains("--seed <N>"), "{help}");
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1_500)));
-        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(
-            duration("0s"),
-            Err("invalid duration \"0s\" (must be positive)".to_string())
-        );
-        assert_eq!(
-            duration("5x"),
-            Err("invalid duration unit in \"5x\" (use ms, s, m or h)".to_string())
-        );
-    }
-
-    #[test]
-    fn stress_arguments_parse_and_bad_ones_are_errors() {
-        let e = usage_error(&["stress", "--scenario", "S99"]);
-        assert!(
-            e.contains("unknown scenario \"S99\" (expected S1 to S"),
-            "{e}"
-        );
-        let e = usage_error(&["stress", "--threads"]);
-        assert!(e.contains("a value is required for '--threads <N>'"), "{e}");
-        let e = usage_error(&["stress", "--threads", "1025"]);
-        assert!(e.contains("1025 is not in 1..=1024"), "{e}");
-        let e = usage_error(&["stress", "--bogus"]);
-        assert!(e.contains("unexpected argument '--bogus'"), "{e}");
-        let e = usage_error(&["stress", "--duration", "5x"]);
-        assert!(e.contains("invalid duration unit in \"5x\""), "{e}");
-        let Ok(Command::Stress(o)) = parse(&[
-            "stress",
-            "--scenario=s3,S5",
-            "--scenario",
-            "3",
-            "--threads",
-            "8",
-            "--seed",
-            "42",
-            "--duration",
-            "1.5s",
-            "--json",
-        ]) else {
-            panic!("stress")
-        };
-        let ids: Vec<&str> = o.selected().iter().map(|s| s.id).collect();
-        assert_eq!(ids, ["S3", "S5"]);
-        assert_eq!((o.threads, o.seed), (Some(8), Some(42)));
-        assert_eq!(o.duration, Some(Duration::from_millis(1_500)));
-        assert!(o.json);
-        let Ok(Command::Stress(o)) = parse(&["stress"]) else {
-            panic!("stress")
-        };
-        assert_eq!(o.selected().len(), SCENARIOS.len());
-        assert_eq!((o.duration, o.scale, o.seed), (None, None, None));
-    }
-}
+mod tests;

@@ -105,7 +105,7 @@ pub(crate) fn runtime(flavor: Flavor, pin: Pin) -> io::Result<Runtime> {
 }
 
 /// Runs `f` on a fresh OS thread pinned to side 0 and returns its result.
-fn on_thread<T: Send + 'static>(
+pub(crate) fn on_thread<T: Send + 'static>(
     pin: Pin,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -120,7 +120,7 @@ fn on_thread<T: Send + 'static>(
 /// Runs the future that `f` makes on a fresh runtime of `flavor`, itself on a
 /// fresh thread pinned to side 0 (see [`on_thread`]). The runtime, and with it
 /// every task still alive, is gone before the result is returned.
-fn on_runtime<T, F>(
+pub(crate) fn on_runtime<T, F>(
     flavor: Flavor,
     pin: Pin,
     f: impl FnOnce() -> F + Send + 'static,
@@ -135,11 +135,11 @@ where
     })
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn join<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
+pub(crate) fn join<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
     r.map_err(io::Error::other)?
 }
 

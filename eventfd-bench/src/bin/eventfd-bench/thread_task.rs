@@ -1,10 +1,13 @@
 //! `eventfd-bench thread-task`: the latency table with a plain OS thread
 //! (blocking eventfd) on one side, which wakes the task by writing to the
-//! task's eventfd.
+//! task's eventfd. The crate's row is there three times, one per way a
+//! thread writes: a raw `write(2)` on the fd, a `Notifier`, and
+//! `EventFd::add(1)` on a `try_clone`.
 
 use std::io;
 use std::process::ExitCode;
 
+use crate::impls::Impl;
 use crate::latency::{table, PingPong};
 use crate::options::LatencyArgs;
 use crate::run::Subject;
@@ -19,5 +22,7 @@ const THREAD_TASK: PingPong = PingPong {
 
 /// `eventfd-bench thread-task`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
-    table(args, &THREAD_TASK)
+    let mut args = args.clone();
+    args.common = args.common.or_impls(&Impl::THREAD_TASK);
+    table(&args, &THREAD_TASK)
 }

@@ -278,12 +278,17 @@ async fn stop_readers(
 /// An io_uring ring with `efd` registered, or the SKIP where io_uring is
 /// missing.
 fn ring_for(efd: &impl AsRawFd) -> Checked<IoUring> {
-    let ring = IoUring::new(8)
-        .map_err(|e| Outcome::Skipped(format!("io_uring is not available here ({e})")))?;
-    ring.submitter()
-        .register_eventfd(efd.as_raw_fd())
-        .map_err(io_fail("IORING_REGISTER_EVENTFD"))?;
-    Ok(ring)
+    Ok(crate::kernel_rigs::uring(efd, 8)?)
+}
+
+/// A rig's missing facility is a SKIP; anything else failed.
+impl From<crate::kernel_rigs::RigError> for Outcome {
+    fn from(e: crate::kernel_rigs::RigError) -> Outcome {
+        match e {
+            crate::kernel_rigs::RigError::Missing(reason) => Outcome::Skipped(reason),
+            crate::kernel_rigs::RigError::Failed(message) => Outcome::Failed(message),
+        }
+    }
 }
 
 /// Completes one NOP (one `io_uring_enter`, so exactly one kernel signal)

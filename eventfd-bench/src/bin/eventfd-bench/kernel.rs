@@ -1,0 +1,339 @@
+//! `eventfd-bench kernel`: what a wakeup costs when the writer is the
+//! kernel, for each reader in the same run (rounds interleaved):
+//!
+//! - io_uring: a task submits a NOP (`io_uring_enter`), the kernel signals
+//!   the ring's registered eventfd on completion, the task awaits the
+//!   eventfd and reaps the completion queue; ns per round trip. Twice: the
+//!   NOP completed inside the submit (the count is there before the task
+//!   waits), and completed by an io-wq kernel thread (`IOSQE_ASYNC`: the
+//!   task sleeps and a kernel thread wakes it).
+//! - KVM: a guest vCPU rings an ioeventfd doorbell a fixed number of times,
+//!   as fast as it can, while a task reads; rings/s and reads per ring
+//!   (how many rings each wakeup coalesced).
+//!
+//! Each part is skipped, with a one-line reason, where its facility is
+//! missing.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_eventfd::EventFd;
+use eventfd_bench::kernel_rigs::{self, RigError};
+use serde::Serialize;
+
+use crate::impls::{Impl, SyncTx};
+use crate::options::KernelArgs;
+use crate::report::{ns, print_table, ratio};
+use crate::run::Flavor;
+use crate::sys;
+
+#[cfg(target_arch = "x86_64")]
+mod kvm;
+mod uring;
+
+/// The longest one wait for the kernel's signal may take: past it, a
+/// wakeup was lost and the measurement fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A kernel writer that `--rig` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Rig {
+    /// io_uring NOP completions signal the eventfd.
+    Uring,
+    /// A KVM guest rings an ioeventfd doorbell.
+    Kvm,
+}
+
+/// A row: an implementation on a runtime flavor, or (`None`) the floor, a
+/// plain thread with no runtime.
+type Reader = Option<(Impl, Flavor)>;
+
+fn reader_name(r: Reader) -> String {
+    r.map_or_else(
+        || "floor: plain thread".to_string(),
+        |(i, _)| i.name().into(),
+    )
+}
+
+fn reader_flavor(r: Reader) -> Option<&'static str> {
+    r.map(|(_, f)| f.name())
+}
+
+/// `eventfd-bench kernel`.
+pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
+    let mut readers = Vec::new();
+    for flavor in args.common.flavors() {
+        for imp in args.common.clone().or_impls(&Impl::KERNEL).impls() {
+            if Impl::KERNEL.contains(&imp) {
+                readers.push(Some((imp, flavor)));
+            } else if flavor == Flavor::Ct && !args.common.json {
+                println!(
+                    "{}: not measured (no reader of its own on an fd the kernel can signal)",
+                    imp.name()
+                );
+            }
+        }
+    }
+    readers.push(None);
+    let mut doc = Doc {
+        command: "kernel",
+        pin: args.common.pin.name(),
+        rounds: args.rounds,
+        cpus: sys::allowed_cpus(),
+        uring: None,
+        kvm: None,
+    };
+    if args.rig.contains(&Rig::Uring) {
+        doc.uring = Some(match available(probe_uring()) {
+            Ok(()) => Part::Measured(uring::measure(args, &readers)?),
+            Err(reason) => Part::Skipped { skipped: reason },
+        });
+    }
+    if args.rig.contains(&Rig::Kvm) {
+        doc.kvm = Some(kvm_part(args, &readers)?);
+    }
+    if args.common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(io::Error::other)?
+        );
+    } else {
+        print_doc(args, &doc);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `Err(reason)` when the facility is missing; a failure of a facility that
+/// is here stays an error (it fails the run later, where it is measured).
+fn available(probe: Result<(), RigError>) -> Result<(), String> {
+    match probe {
+        Err(RigError::Missing(reason)) => Err(reason),
+        _ => Ok(()),
+    }
+}
+
+fn probe_uring() -> Result<(), RigError> {
+    let efd = EventFd::new().map_err(|e| RigError::Failed(e.to_string()))?;
+    kernel_rigs::uring(&efd, 8).map(drop)
+}
+
+/// The KVM table, or why it was skipped.
+#[cfg(target_arch = "x86_64")]
+fn kvm_part(args: &KernelArgs, readers: &[Reader]) -> io::Result<Part<KvmDoc>> {
+    Ok(
+        match available(kernel_rigs::guest::Guest::new().map(drop)) {
+            Ok(()) => Part::Measured(kvm::measure(args, readers)?),
+            Err(reason) => Part::Skipped { skipped: reason },
+        },
+    )
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn kvm_part(_: &KernelArgs, _: &[Reader]) -> io::Result<Part<KvmDoc>> {
+    Ok(Part::Skipped {
+        skipped: "the guest is x86_64 code".into(),
+    })
+}
+
+/// The `--json` document.
+#[derive(Serialize)]
+struct Doc {
+    command: &'static str,
+    pin: &'static str,
+    rounds: usize,
+    cpus: Vec<usize>,
+    /// Absent when `--rig` leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uring: Option<Part<UringDoc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kvm: Option<Part<KvmDoc>>,
+}
+
+/// A part's results, or why it was skipped.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Part<T> {
+    Measured(T),
+    Skipped { skipped: String },
+}
+
+#[derive(Serialize)]
+struct UringDoc {
+    rts_per_round: usize,
+    results: Vec<UringRow>,
+}
+
+#[derive(Serialize)]
+struct UringRow {
+    #[serde(rename = "impl")]
+    name: String,
+    what: &'static str,
+    /// `inline` or `io-wq`: where the NOP completed.
+    nop: &'static str,
+    flavor: Option<&'static str>,
+    mean_ns: f64,
+    p50_ns: f64,
+    p99_ns: f64,
+    max_ns: f64,
+    p50_vs_crate: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct KvmDoc {
+    rings_per_round: u32,
+    results: Vec<KvmRow>,
+}
+
+#[derive(Serialize)]
+struct KvmRow {
+    #[serde(rename = "impl")]
+    name: String,
+    what: &'static str,
+    flavor: Option<&'static str>,
+    rings_per_sec: f64,
+    /// Reads per ring: 1 when every ring woke the reader, less when
+    /// wakeups coalesced rings. `null` for the floor (one read at the end).
+    reads_per_ring: Option<f64>,
+    rings_per_sec_vs_crate: Option<f64>,
+}
+
+/// What a row measures, in words; `floor` for the row without a runtime.
+fn what(r: Reader, floor: &'static str) -> &'static str {
+    r.map_or(floor, |(i, _)| i.describe())
+}
+
+const URING_FLOOR: &str = "a plain thread: blocking read(2) of the eventfd, no runtime";
+
+/// The ratio of `value` to the crate's value of the same flavor (the floor's
+/// to the current-thread one).
+fn vs_crate<T>(rows: &[(Reader, T)], at: usize, value: impl Fn(&T) -> f64) -> f64 {
+    let flavor = rows[at].0.map_or(Flavor::Ct, |(_, f)| f);
+    rows.iter()
+        .find(|(r, _)| *r == Some((Impl::Crate, flavor)))
+        .map_or(f64::NAN, |(_, base)| value(&rows[at].1) / value(base))
+}
+
+/// The receiver's eventfd (every implementation of [`Impl::KERNEL`] has one).
+fn receiver_fd(sync: &SyncTx) -> io::Result<RawFd> {
+    sync.raw_fd()
+        .ok_or_else(|| io::Error::other("this implementation has no fd"))
+}
+
+fn lost(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("lost wakeup: waited {LIMIT:?} for {what}"),
+    )
+}
+
+// ---- the tables -------------------------------------------------------------
+
+fn print_doc(args: &KernelArgs, doc: &Doc) {
+    match &doc.uring {
+        Some(Part::Skipped { skipped }) => println!("io_uring: skipped: {skipped}"),
+        Some(Part::Measured(u)) => {
+            let header = [
+                "implementation",
+                "NOP",
+                "flavor",
+                "ns/RT",
+                "p50",
+                "p99",
+                "max",
+                "p50 vs crate",
+            ];
+            let rows: Vec<Vec<String>> = u
+                .results
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.nop.to_string(),
+                        r.flavor.unwrap_or("-").to_string(),
+                        ns(r.mean_ns),
+                        ns(r.p50_ns),
+                        ns(r.p99_ns),
+                        ns(r.max_ns),
+                        ratio(r.p50_vs_crate.unwrap_or(f64::NAN)),
+                    ]
+                })
+                .collect();
+            print_table(
+                "io_uring round trip: submit a NOP, the kernel signals the eventfd, await it, reap (ns per RT)",
+                &header,
+                &rows,
+            );
+            println!(
+                "NOP inline: completed inside io_uring_enter; io-wq: IOSQE_ASYNC, a kernel thread completes it.\n\
+                 {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds)",
+                args.rounds, u.rts_per_round
+            );
+        }
+        None => {}
+    }
+    match &doc.kvm {
+        Some(Part::Skipped { skipped }) => println!("KVM: skipped: {skipped}"),
+        Some(Part::Measured(k)) => {
+            let header = [
+                "implementation",
+                "flavor",
+                "rings/s",
+                "reads/ring",
+                "rings/s vs crate",
+            ];
+            let rows: Vec<Vec<String>> = k
+                .results
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.flavor.unwrap_or("-").to_string(),
+                        ns(r.rings_per_sec),
+                        r.reads_per_ring.map_or("-".into(), |v| format!("{v:.4}")),
+                        ratio(r.rings_per_sec_vs_crate.unwrap_or(f64::NAN)),
+                    ]
+                })
+                .collect();
+            print_table(
+                "KVM doorbell: a vCPU rings an ioeventfd as fast as it can while a task reads",
+                &header,
+                &rows,
+            );
+            println!(
+                "{} rounds x {} rings, interleaved; medians of rounds; floor: nobody reads until the guest halts",
+                args.rounds, k.rings_per_round
+            );
+        }
+        None => {}
+    }
+    println!(
+        "pin={}, CPUs {:?}",
+        args.common.pin.name(),
+        sys::allowed_cpus()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_facility_is_a_skip() {
+        let missing = RigError::Missing("no io_uring".into());
+        assert_eq!(available(Err(missing)), Err("no io_uring".to_string()));
+        let failed = RigError::Failed("KVM_CREATE_VM: EPERM".into());
+        assert_eq!(available(Err(failed)), Ok(()));
+        assert_eq!(available(Ok(())), Ok(()));
+    }
+
+    #[test]
+    fn a_skipped_part_serializes_with_its_reason() {
+        let part: Part<KvmDoc> = Part::Skipped {
+            skipped: "/dev/kvm is not usable here".into(),
+        };
+        let json = serde_json::to_string(&part).expect("serializes");
+        assert_eq!(json, r#"{"skipped":"/dev/kvm is not usable here"}"#);
+    }
+}

@@ -1,0 +1,166 @@
+//! `kernel`'s KVM part: a guest vCPU rings an ioeventfd doorbell as fast
+//! as it can while a task reads.
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use async_eventfd::EventFd;
+use eventfd_bench::kernel_rigs;
+
+use super::{
+    lost, reader_flavor, reader_name, receiver_fd, vs_crate, what, KvmDoc, KvmRow, Reader, LIMIT,
+};
+use crate::impls::{dispatch, Chan, Kind, Rx};
+use crate::options::KernelArgs;
+use crate::report::{finite, median};
+use crate::rounds::interleaved;
+use crate::run::{self, Flavor};
+use crate::sys::Pin;
+
+const KVM_FLOOR: &str = "the guest alone: nobody reads until it halts, then one read";
+
+/// The guest's doorbell port.
+const PORT: u16 = 0x10;
+
+/// One doorbell measurement.
+#[derive(Clone, Copy, Debug)]
+struct Doorbell {
+    /// From the vCPU's start to the read that brought the sum to the rings.
+    elapsed: Duration,
+    reads: u64,
+}
+
+/// The KVM table: every reader, and the guest alone.
+pub(super) fn measure(args: &KernelArgs, readers: &[Reader]) -> io::Result<KvmDoc> {
+    let rings = args.rings;
+    let rounds = interleaved(
+        readers,
+        args.rounds,
+        |r| format!("KVM {} {}", reader_name(r), reader_flavor(r).unwrap_or("")),
+        |r| doorbell(r, args.common.pin, rings),
+    )?;
+    let per_sec = |d: &Doorbell| f64::from(rings) / d.elapsed.as_secs_f64();
+    #[allow(clippy::cast_precision_loss, reason = "read counts")]
+    let per_ring = |d: &Doorbell| d.reads as f64 / f64::from(rings);
+    // A row's medians over rounds, as a `Doorbell`-shaped pair of rates.
+    let rows: Vec<(Reader, (f64, f64))> = readers
+        .iter()
+        .zip(&rounds)
+        .map(|(&r, ds)| {
+            (
+                r,
+                (
+                    median(ds.iter().map(per_sec)),
+                    median(ds.iter().map(per_ring)),
+                ),
+            )
+        })
+        .collect();
+    let results = rows
+        .iter()
+        .enumerate()
+        .map(|(at, &(r, (rate, reads)))| KvmRow {
+            name: r.map_or_else(|| "floor: guest alone".into(), |(i, _)| i.name().into()),
+            what: what(r, KVM_FLOOR),
+            flavor: reader_flavor(r),
+            rings_per_sec: rate,
+            reads_per_ring: r.and(Some(reads)),
+            rings_per_sec_vs_crate: finite(vs_crate(&rows, at, |v| v.0)),
+        })
+        .collect();
+    Ok(KvmDoc {
+        rings_per_round: rings,
+        results,
+    })
+}
+
+fn doorbell(r: Reader, pin: Pin, rings: u32) -> io::Result<Doorbell> {
+    match r {
+        Some((imp, flavor)) => dispatch!(imp, doorbell_task(flavor, pin, rings)),
+        None => doorbell_floor(pin, rings),
+    }
+}
+
+/// A new fd on the counter of `fd`, an open eventfd.
+fn dup_eventfd(fd: RawFd) -> io::Result<EventFd> {
+    // SAFETY: `fd` is the receiver's, open for this whole measurement; the
+    // borrow ends with this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    EventFd::try_from(fd.try_clone_to_owned()?)
+}
+
+/// Starts a vCPU that rings `efd` `rings` times, on a thread on side 1;
+/// the thread returns when the vCPU started.
+fn ring_doorbell(
+    efd: &EventFd,
+    pin: Pin,
+    rings: u32,
+) -> io::Result<std::thread::JoinHandle<io::Result<Instant>>> {
+    let guest = kernel_rigs::guest::Guest::new()?;
+    guest.doorbell(PORT, efd)?;
+    let vcpu = guest.vcpu(0, PORT, rings)?;
+    Ok(std::thread::spawn(move || {
+        pin.apply(1);
+        let start = Instant::now();
+        vcpu.run()?;
+        Ok(start)
+    }))
+}
+
+fn vcpu_joined(joined: std::thread::Result<io::Result<Instant>>) -> io::Result<Instant> {
+    joined.map_err(|_| io::Error::other("the vCPU thread panicked"))?
+}
+
+fn doorbell_task<K: Kind>(flavor: Flavor, pin: Pin, rings: u32) -> io::Result<Doorbell> {
+    run::on_runtime(flavor, pin, move || async move {
+        let Chan { mut rx, sync, .. } = K::make()?;
+        let target = u64::from(rings);
+        let reader = tokio::spawn(async move {
+            let (mut sum, mut reads) = (0u64, 0u64);
+            while sum < target {
+                sum += tokio::time::timeout(LIMIT, rx.recv())
+                    .await
+                    .map_err(|_| lost("a doorbell ring"))??;
+                reads += 1;
+            }
+            Ok::<_, io::Error>((sum, reads, Instant::now(), rx))
+        });
+        let vcpu = ring_doorbell(&dup_eventfd(receiver_fd(&sync)?)?, pin, rings)?;
+        let (sum, reads, done, _rx) = run::join(reader.await)?;
+        let start = vcpu_joined(
+            tokio::task::spawn_blocking(move || vcpu.join())
+                .await
+                .map_err(io::Error::other)?,
+        )?;
+        if sum != target {
+            return Err(io::Error::other(format!(
+                "the guest rang {target} times, the task read {sum}"
+            )));
+        }
+        Ok(Doorbell {
+            elapsed: done.saturating_duration_since(start),
+            reads,
+        })
+    })
+}
+
+/// The guest alone: nobody reads while it rings; one read at the end.
+fn doorbell_floor(pin: Pin, rings: u32) -> io::Result<Doorbell> {
+    run::on_thread(pin, move || {
+        let efd = EventFd::new()?;
+        let vcpu = ring_doorbell(&efd, pin, rings)?;
+        let start = vcpu_joined(vcpu.join())?;
+        let done = Instant::now();
+        let sum = efd.read()?;
+        if sum != u64::from(rings) {
+            return Err(io::Error::other(format!(
+                "the guest rang {rings} times, the eventfd holds {sum}"
+            )));
+        }
+        Ok(Doorbell {
+            elapsed: done.saturating_duration_since(start),
+            reads: 1,
+        })
+    })
+}

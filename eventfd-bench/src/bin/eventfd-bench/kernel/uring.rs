@@ -1,0 +1,151 @@
+//! `kernel`'s io_uring part: a task submits a NOP, the kernel signals the
+//! ring's eventfd on completion, the task awaits it and reaps.
+
+use std::io;
+use std::time::Instant;
+
+use async_eventfd::EventFd;
+use eventfd_bench::kernel_rigs;
+
+use super::{
+    lost, reader_flavor, reader_name, receiver_fd, vs_crate, what, Reader, UringDoc, UringRow,
+    LIMIT, URING_FLOOR,
+};
+use crate::impls::{dispatch, Chan, Kind, Rx};
+use crate::options::KernelArgs;
+use crate::report::{finite, Stats};
+use crate::rounds::interleaved;
+use crate::run::{self, Flavor};
+use crate::sys::Pin;
+
+/// Where an io_uring NOP completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nop {
+    /// Inside the `io_uring_enter` that submits it.
+    Inline,
+    /// On an io-wq kernel thread (`IOSQE_ASYNC`), after the submit returns.
+    Worker,
+}
+
+impl Nop {
+    fn name(self) -> &'static str {
+        match self {
+            Nop::Inline => "inline",
+            Nop::Worker => "io-wq",
+        }
+    }
+}
+
+/// The io_uring table: every reader, NOP inline then on io-wq.
+pub(super) fn measure(args: &KernelArgs, readers: &[Reader]) -> io::Result<UringDoc> {
+    let mut results = Vec::new();
+    for nop in [Nop::Inline, Nop::Worker] {
+        let rounds = interleaved(
+            readers,
+            args.rounds,
+            |r| {
+                format!(
+                    "io_uring {} {} {}",
+                    nop.name(),
+                    reader_name(r),
+                    reader_flavor(r).unwrap_or("")
+                )
+            },
+            |r| uring_rts(r, nop, args.common.pin, args.rts, args.warmup).map(Stats::of),
+        )?;
+        let rows: Vec<(Reader, Stats)> = readers
+            .iter()
+            .zip(&rounds)
+            .map(|(&r, s)| (r, Stats::median_of(s)))
+            .collect();
+        for (at, &(r, s)) in rows.iter().enumerate() {
+            results.push(UringRow {
+                name: reader_name(r),
+                what: what(r, URING_FLOOR),
+                nop: nop.name(),
+                flavor: reader_flavor(r),
+                mean_ns: s.mean,
+                p50_ns: s.p50,
+                p99_ns: s.p99,
+                max_ns: s.max,
+                p50_vs_crate: finite(vs_crate(&rows, at, |s| s.p50)),
+            });
+        }
+    }
+    Ok(UringDoc {
+        rts_per_round: args.rts,
+        results,
+    })
+}
+
+/// `rts` io_uring round trips (after `warmup` more) of `reader`: ns each.
+fn uring_rts(r: Reader, nop: Nop, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    match r {
+        Some((imp, flavor)) => dispatch!(imp, uring_task(flavor, pin, nop, rts, warmup)),
+        None => uring_floor(pin, nop, rts, warmup),
+    }
+}
+
+/// One round trip's checks: one NOP, so the read is 1 and one completion
+/// is reaped.
+fn one_completion(read: u64, reaped: u64) -> io::Result<()> {
+    if (read, reaped) == (1, 1) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "one NOP per round trip, but read {read} and reaped {reaped}"
+        )))
+    }
+}
+
+fn uring_task<K: Kind>(
+    flavor: Flavor,
+    pin: Pin,
+    nop: Nop,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    run::on_runtime(flavor, pin, move || async move {
+        let Chan { mut rx, sync, .. } = K::make()?;
+        let mut ring = kernel_rigs::uring(&receiver_fd(&sync)?, 8)?;
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(rts);
+            for i in 0..rts + warmup {
+                let start = Instant::now();
+                kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
+                ring.submit()?;
+                let read = tokio::time::timeout(LIMIT, rx.recv())
+                    .await
+                    .map_err(|_| lost("the NOP's completion"))??;
+                one_completion(read, kernel_rigs::reap(&mut ring)?)?;
+                if i >= warmup {
+                    samples.push(run::nanos(start.elapsed()));
+                }
+            }
+            // The ring is dropped (and unregistered) before the receiver.
+            drop(ring);
+            Ok::<_, io::Error>((samples, rx))
+        });
+        let (samples, _rx) = run::join(task.await)?;
+        Ok(samples)
+    })
+}
+
+fn uring_floor(pin: Pin, nop: Nop, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    run::on_thread(pin, move || {
+        let efd = EventFd::builder().nonblocking(false).build()?;
+        let mut ring = kernel_rigs::uring(&efd, 8)?;
+        let mut samples = Vec::with_capacity(rts);
+        for i in 0..rts + warmup {
+            let start = Instant::now();
+            kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
+            ring.submit()?;
+            let read = efd.read()?;
+            one_completion(read, kernel_rigs::reap(&mut ring)?)?;
+            if i >= warmup {
+                samples.push(run::nanos(start.elapsed()));
+            }
+        }
+        Ok(samples)
+    })
+}

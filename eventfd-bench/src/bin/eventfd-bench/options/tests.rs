@@ -1,0 +1,258 @@
+//! The command line parses as documented; bad arguments are usage errors.
+
+use clap::error::ErrorKind;
+
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+    let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
+    try_parse_from(argv).map(|cli| cli.command.expect("a subcommand"))
+}
+
+/// The error message of `args`, which must be a usage error (status 2).
+fn usage_error(args: &[&str]) -> String {
+    let e = parse(args).expect_err("a bad argument");
+    assert_eq!(e.exit_code(), 2, "{e}");
+    e.to_string()
+}
+
+#[test]
+fn no_command_is_the_tour() {
+    let cli = try_parse_from(["eventfd-bench"]).expect("no arguments");
+    assert!(cli.command.is_none());
+}
+
+#[test]
+fn rounds_and_rts_default_per_subcommand_unless_given() {
+    let Ok(Command::Scale(o)) = parse(&["scale"]) else {
+        panic!("scale")
+    };
+    assert_eq!((o.rounds, o.rts, o.warmup), (5, 5_000, 1_000));
+    assert_eq!(o.pick, Pick::Random);
+    assert_eq!(o.fds, [1, 100, 1_000, 10_000]);
+    let Ok(Command::Latency(o)) = parse(&["latency"]) else {
+        panic!("latency")
+    };
+    assert_eq!((o.rounds, o.rts), (7, 10_000));
+    assert_eq!(o.common.pin, Pin::Same);
+    assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
+    assert_eq!(o.common.impls(), Impl::ALL);
+    let Ok(Command::Throughput(o)) = parse(&["throughput"]) else {
+        panic!("throughput")
+    };
+    assert_eq!((o.rounds, o.duration), (3, Duration::from_millis(200)));
+    assert_eq!(o.writers, [1, 2, 4]);
+    let Ok(Command::Scale(o)) = parse(&[
+        "scale",
+        "--rounds",
+        "9",
+        "--rts=20_000",
+        "--pick",
+        "first",
+        "--fds",
+        "10,20",
+    ]) else {
+        panic!("scale with options")
+    };
+    assert_eq!((o.rounds, o.rts), (9, 20_000));
+    assert_eq!(o.pick, Pick::First);
+    assert_eq!(o.fds, [10, 20]);
+}
+
+#[test]
+fn impl_list_always_includes_the_crate_first() {
+    let Ok(Command::ThreadTask(o)) = parse(&["thread-task", "--impl", "notify,asyncfd-r"]) else {
+        panic!("thread-task")
+    };
+    assert_eq!(
+        o.common.impls(),
+        [Impl::Crate, Impl::Notify, Impl::AsyncFdR]
+    );
+    let Ok(Command::Latency(o)) = parse(&[
+        "latency",
+        "--impl=tokio-eventfd,async-eventfd",
+        "--flavor",
+        "mt",
+        "--syscalls",
+        "--json",
+    ]) else {
+        panic!("latency")
+    };
+    assert_eq!(o.common.impls(), [Impl::TokioEventfd, Impl::Crate]);
+    assert_eq!(o.common.flavors(), [Flavor::Mt]);
+    assert!(o.syscalls && o.common.json);
+}
+
+#[test]
+fn kernel_options_parse_with_their_defaults() {
+    let Ok(Command::Kernel(o)) = parse(&["kernel"]) else {
+        panic!("kernel")
+    };
+    assert_eq!(
+        (o.rounds, o.rts, o.warmup, o.rings),
+        (5, 5_000, 500, 100_000)
+    );
+    assert_eq!(o.rig, [Rig::Uring, Rig::Kvm]);
+    assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
+    assert_eq!(
+        o.common.clone().or_impls(&Impl::KERNEL).impls(),
+        Impl::KERNEL
+    );
+    let Ok(Command::Kernel(o)) = parse(&[
+        "kernel",
+        "--rig=kvm",
+        "--rings",
+        "1_000",
+        "--rts=20",
+        "--rounds",
+        "2",
+        "--impl",
+        "asyncfd-r",
+        "--flavor",
+        "mt",
+        "--json",
+    ]) else {
+        panic!("kernel with options")
+    };
+    assert_eq!(o.rig, [Rig::Kvm]);
+    assert_eq!((o.rounds, o.rts, o.rings), (2, 20, 1_000));
+    assert_eq!(
+        o.common.clone().or_impls(&Impl::KERNEL).impls(),
+        [Impl::Crate, Impl::AsyncFdR]
+    );
+    assert_eq!(o.common.flavors(), [Flavor::Mt]);
+    assert!(o.common.json);
+    let e = usage_error(&["kernel", "--rings", "4294967296"]);
+    assert!(e.contains("expected at most 4294967295"), "{e}");
+    let e = usage_error(&["kernel", "--rig", "aio"]);
+    assert!(
+        e.contains("invalid value 'aio' for '--rig <RIG,...>'"),
+        "{e}"
+    );
+    let e = usage_error(&["kernel", "--writers", "2"]);
+    assert!(e.contains("unexpected argument '--writers'"), "{e}");
+}
+
+#[test]
+fn thread_task_rows_default_to_both_writers_of_the_crate() {
+    let Ok(Command::ThreadTask(o)) = parse(&["thread-task"]) else {
+        panic!("thread-task")
+    };
+    assert_eq!(
+        o.common.or_impls(&Impl::THREAD_TASK).impls(),
+        Impl::THREAD_TASK
+    );
+    let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-notifier"]) else {
+        panic!("latency --one")
+    };
+    assert_eq!(o.one, Some(Subject::ThreadTask(Impl::Notifier)));
+}
+
+#[test]
+fn impl_values_are_the_table_names() {
+    for imp in Impl::THREAD_TASK {
+        let value = imp.to_possible_value().expect("not skipped");
+        assert_eq!(value.get_name(), imp.name());
+    }
+}
+
+#[test]
+fn the_hidden_one_option_takes_a_subject_key() {
+    let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-asyncfd-rw"]) else {
+        panic!("latency --one")
+    };
+    assert_eq!(o.one, Some(Subject::ThreadTask(Impl::AsyncFdRw)));
+    assert!(usage_error(&["latency", "--one", "bogus"]).contains("unknown subject \"bogus\""));
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    let e = usage_error(&["scale", "--pick", "last"]);
+    assert!(
+        e.contains("invalid value 'last' for '--pick <WHICH>'"),
+        "{e}"
+    );
+    let e = usage_error(&["latency", "--rounds", "0"]);
+    assert!(
+        e.contains("'--rounds <N>': expected a positive integer"),
+        "{e}"
+    );
+    let e = usage_error(&["scale", "--fds", "10,x"]);
+    assert!(e.contains("invalid value 'x' for '--fds <N,...>'"), "{e}");
+    let e = usage_error(&["latency", "--rts"]);
+    assert!(e.contains("a value is required for '--rts <N>'"), "{e}");
+    let e = usage_error(&["latency", "--writers", "2"]);
+    assert!(e.contains("unexpected argument '--writers'"), "{e}");
+    let e = usage_error(&["bogus"]);
+    assert!(e.contains("unrecognized subcommand 'bogus'"), "{e}");
+}
+
+#[test]
+fn help_exits_zero_and_names_every_scenario() {
+    let e = parse(&["stress", "--help"]).expect_err("help is an early exit");
+    assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
+    let help = e.to_string();
+    for s in &SCENARIOS {
+        assert!(help.contains(s.name), "{} missing from stress --help", s.id);
+    }
+    assert!(help.contains("--seed <N>"), "{help}");
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+    assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1_500)));
+    assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+    assert_eq!(
+        duration("0s"),
+        Err("invalid duration \"0s\" (must be positive)".to_string())
+    );
+    assert_eq!(
+        duration("5x"),
+        Err("invalid duration unit in \"5x\" (use ms, s, m or h)".to_string())
+    );
+}
+
+#[test]
+fn stress_arguments_parse_and_bad_ones_are_errors() {
+    let e = usage_error(&["stress", "--scenario", "S99"]);
+    assert!(
+        e.contains("unknown scenario \"S99\" (expected S1 to S"),
+        "{e}"
+    );
+    let e = usage_error(&["stress", "--threads"]);
+    assert!(e.contains("a value is required for '--threads <N>'"), "{e}");
+    let e = usage_error(&["stress", "--threads", "1025"]);
+    assert!(e.contains("1025 is not in 1..=1024"), "{e}");
+    let e = usage_error(&["stress", "--bogus"]);
+    assert!(e.contains("unexpected argument '--bogus'"), "{e}");
+    let e = usage_error(&["stress", "--duration", "5x"]);
+    assert!(e.contains("invalid duration unit in \"5x\""), "{e}");
+    let Ok(Command::Stress(o)) = parse(&[
+        "stress",
+        "--scenario=s3,S5",
+        "--scenario",
+        "3",
+        "--threads",
+        "8",
+        "--seed",
+        "42",
+        "--duration",
+        "1.5s",
+        "--json",
+    ]) else {
+        panic!("stress")
+    };
+    let ids: Vec<&str> = o.selected().iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["S3", "S5"]);
+    assert_eq!((o.threads, o.seed), (Some(8), Some(42)));
+    assert_eq!(o.duration, Some(Duration::from_millis(1_500)));
+    assert!(o.json);
+    let Ok(Command::Stress(o)) = parse(&["stress"]) else {
+        panic!("stress")
+    };
+    assert_eq!(o.selected().len(), SCENARIOS.len());
+    assert_eq!((o.duration, o.scale, o.seed), (None, None, None));
+}
