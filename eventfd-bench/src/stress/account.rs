@@ -97,3 +97,42 @@ pub(super) fn exclusive() -> MutexGuard<'static, ()> {
     });
     guard
 }
+
+/// The process's open fds and resident set size at one moment.
+///
+/// # Examples
+///
+/// ```
+/// let now = eventfd_bench::stress::sample();
+/// assert!(now.fds >= 3, "stdin, stdout and stderr at least: {now:?}");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Open fds (entries of `/proc/self/fd`).
+    pub fds: usize,
+    /// Resident set size in bytes (`VmRSS`; 0 where `/proc` is unavailable).
+    pub rss: u64,
+}
+
+/// Samples the process's open fds and RSS between scenarios: waits for a
+/// running scenario to finish (so that its fds are not counted), and warms
+/// up what a process opens once, as the scenarios' own figures do. A long
+/// run samples between passes: fds flat is the target, RSS is reported.
+///
+/// # Examples
+///
+/// ```
+/// use eventfd_bench::stress::{run, sample, Config};
+///
+/// let before = sample();
+/// assert!(run("S13", &Config::default()).passed());
+/// assert_eq!(sample().fds, before.fds, "no fd left behind");
+/// ```
+pub fn sample() -> Sample {
+    let _alone = exclusive();
+    let now = Usage::now();
+    Sample {
+        fds: now.fds.len(),
+        rss: now.rss,
+    }
+}
