@@ -87,7 +87,7 @@ async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
     // reader stopped early would leave its fd's count to look like a lost
     // wakeup.
     for efd in &fds {
-        drained_by_readers(efd, READERS).await?;
+        drained_by_readers(efd, READERS, summary).await?;
     }
     for ((efd, readers), &count) in fds.iter().zip(readers).zip(&rings) {
         let mut one = Summary::default();

@@ -78,6 +78,8 @@ struct Summary {
     spurious: u64,
     /// Reads that returned `u64::MAX`: the counter was saturated.
     saturated_reads: u64,
+    /// The longest a count stayed pending once the writers were done.
+    max_wait: Duration,
     /// What the scenario did, for a failure message.
     detail: String,
 }
@@ -92,6 +94,7 @@ impl Summary {
         self.wakeups += part.wakeups;
         self.spurious += part.spurious;
         self.saturated_reads += part.saturated_reads;
+        self.max_wait = self.max_wait.max(part.max_wait);
     }
 
     /// A kernel signal: the kernel added 1.
@@ -165,7 +168,7 @@ fn settle(ctx: &Ctx, run: Checked<Summary>) -> Step {
                 read_calls: s.read_calls,
                 wakeups: s.wakeups,
                 spurious: s.spurious,
-                max_wait: Duration::ZERO,
+                max_wait: s.max_wait,
             });
             Ok(())
         }
@@ -304,10 +307,16 @@ fn peek(fd: &impl AsFd) -> Checked<(bool, bool)> {
 }
 
 /// Liveness at the end of a run: once the writers are done, the readers
-/// still waiting must empty the counter within [`LIVENESS`].
-async fn drained_by_readers(efd: &AsyncEventFd, readers: usize) -> Checked<()> {
+/// still waiting must empty the counter within [`LIVENESS`]. How long that
+/// took (checked every millisecond) is a pending wait for the report.
+async fn drained_by_readers(
+    efd: &AsyncEventFd,
+    readers: usize,
+    summary: &mut Summary,
+) -> Checked<()> {
     let start = Instant::now();
     while peek(efd)?.0 {
+        summary.max_wait = summary.max_wait.max(start.elapsed());
         if start.elapsed() > LIVENESS {
             return fail(format!(
                 "lost wakeup: a count stayed pending for {LIVENESS:?} with {readers} readers waiting"
@@ -438,6 +447,6 @@ async fn s17_one(
         let completed = join("an io_uring thread", writer).await?;
         summary.signalled(completed);
     }
-    drained_by_readers(&efd, readers).await?;
+    drained_by_readers(&efd, readers, summary).await?;
     stop_readers(&efd, &stop, reading, summary).await
 }

@@ -243,7 +243,7 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
     summary.add_calls += fills + ring_fills + small.len() as u64;
     summary.signalled(signalled);
 
-    drained_by_readers(&efd, 3).await?;
+    drained_by_readers(&efd, 3, summary).await?;
     stop_readers(&efd, &stop, readers, summary).await?;
     join("the reader thread", reader_thread)
         .await?
