@@ -143,8 +143,26 @@ fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Halt + '_ {
 /// failure fails the step.
 fn settle(ctx: &Ctx, run: Checked<Summary>) -> Step {
     let id = ctx.id();
-    match run {
-        Ok(s) if s.added != s.read => Err(Failure(format!(
+    let s = match run {
+        Ok(s) => s,
+        Err(Halt::Skip(reason)) => {
+            ctx.skip(reason);
+            return Ok(());
+        }
+        Err(Halt::Fail(msg)) => return Err(Failure(format!("{id}: {msg}"))),
+    };
+    // Into the totals even when a check below fails: the report shows them.
+    ctx.merge(&Totals {
+        added: s.added,
+        read: s.read,
+        add_calls: s.add_calls,
+        read_calls: s.read_calls,
+        wakeups: s.wakeups,
+        spurious: s.spurious,
+        max_wait: s.max_wait,
+    });
+    if s.added != s.read {
+        return Err(Failure(format!(
             "{id}: conservation: added {} but read {} ({} {}; {})",
             s.added,
             s.read,
@@ -155,29 +173,15 @@ fn settle(ctx: &Ctx, run: Checked<Summary>) -> Step {
                 "read twice"
             },
             s.detail
-        ))),
-        Ok(s) if s.kernel_signals == 0 => Err(Failure(format!(
+        )));
+    }
+    if s.kernel_signals == 0 {
+        return Err(Failure(format!(
             "{id}: the kernel never signalled ({})",
             s.detail
-        ))),
-        Ok(s) => {
-            ctx.merge(&Totals {
-                added: s.added,
-                read: s.read,
-                add_calls: s.add_calls,
-                read_calls: s.read_calls,
-                wakeups: s.wakeups,
-                spurious: s.spurious,
-                max_wait: s.max_wait,
-            });
-            Ok(())
-        }
-        Err(Halt::Skip(reason)) => {
-            ctx.skip(reason);
-            Ok(())
-        }
-        Err(Halt::Fail(msg)) => Err(Failure(format!("{id}: {msg}"))),
+        )));
     }
+    Ok(())
 }
 
 /// The two runtime flavors every scenario runs on.
