@@ -51,7 +51,7 @@ pub struct Report {
     /// scenario has not passed (see [`Report::passed`]); it has not failed
     /// either, unless `failure` is set too.
     pub skipped: Option<String>,
-    /// The seed of the run's random choices: [`Config::seed`], or the fresh
+    /// The seed of the run's random choices: [`Config::seed`](super::Config::seed), or the fresh
     /// seed taken when that was `None`.
     pub seed: u64,
     /// The process's open fds just before the scenario (entries of
