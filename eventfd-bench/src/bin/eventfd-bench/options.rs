@@ -223,9 +223,9 @@ pub(crate) struct ScaleArgs {
 #[derive(Clone, Debug, Args)]
 pub(crate) struct StressArgs {
     /// Run for about D in all (e.g. 10s, 500ms, 5m, 1h): passes of the
-    /// selected scenarios, one round each, until D has passed (each pass
-    /// with the next seed); the open fds must not grow from the first pass
-    /// to the last [default: one pass].
+    /// selected scenarios, one round each, until D has passed or a pass
+    /// failed (passes are whole; each takes the next seed); the open fds
+    /// must not grow from the first pass to the last [default: one pass].
     #[arg(long, value_name = "D", value_parser = duration)]
     pub(crate) duration: Option<Duration>,
     /// Sample the process's open fds and RSS (between scenarios) at most

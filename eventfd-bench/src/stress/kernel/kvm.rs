@@ -5,6 +5,8 @@
 use std::sync::Arc;
 #[cfg(target_arch = "x86_64")]
 use std::thread;
+#[cfg(target_arch = "x86_64")]
+use std::time::Duration;
 
 #[cfg(target_arch = "x86_64")]
 use async_eventfd::AsyncEventFd;
@@ -31,9 +33,10 @@ pub(in crate::stress) fn kvm_ioeventfd_vcpus(ctx: &Arc<Ctx>) -> Step {
         // Full speed, and a little different every run.
         let rings = [0, 1].map(|_| 100_000u32.saturating_mul(scale) + rng.below(10_000) as u32);
         rung.extend(rings);
+        let t = ctx.t();
         let part = watched(&format!("on {flavor:?}"), move || {
             let mut part = Summary::default();
-            runtime(flavor)?.block_on(s19_one(rings, &mut part))?;
+            runtime(flavor)?.block_on(s19_one(rings, t, &mut part))?;
             Ok(part)
         })?;
         summary.merge(part);
@@ -54,7 +57,7 @@ pub(in crate::stress) fn kvm_ioeventfd_vcpus(ctx: &std::sync::Arc<Ctx>) -> Step 
 }
 
 #[cfg(target_arch = "x86_64")]
-async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
+async fn s19_one(rings: [u32; 2], t: Duration, summary: &mut Summary) -> Checked<()> {
     const READERS: usize = 2;
     let guest = guest::Guest::new()?;
     let mut fds = Vec::new();
@@ -87,7 +90,7 @@ async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
     // reader stopped early would leave its fd's count to look like a lost
     // wakeup.
     for efd in &fds {
-        drained_by_readers(efd, READERS, summary).await?;
+        drained_by_readers(efd, READERS, t, summary).await?;
     }
     for ((efd, readers), &count) in fds.iter().zip(readers).zip(&rings) {
         let mut one = Summary::default();

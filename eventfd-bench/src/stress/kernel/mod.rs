@@ -43,8 +43,8 @@ mod overflow;
 pub(super) use kvm::kvm_ioeventfd_vcpus;
 pub(super) use overflow::overflow_storms;
 
-/// T: the longest a count may stay pending with readers waiting.
-const LIVENESS: Duration = Duration::from_secs(2);
+/// The longest a reader may take to stop once told to.
+const READER_STOP: Duration = Duration::from_secs(2);
 /// The most any one wait in a scenario may take before it fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The most one runtime's part of a scenario may take (see [`watched`]).
@@ -311,19 +311,20 @@ fn peek(fd: &impl AsFd) -> Checked<(bool, bool)> {
 }
 
 /// Liveness at the end of a run: once the writers are done, the readers
-/// still waiting must empty the counter within [`LIVENESS`]. How long that
-/// took (checked every millisecond) is a pending wait for the report.
+/// still waiting must empty the counter within `t` ([`Ctx::t`]). How long
+/// that took (checked every millisecond) is a pending wait for the report.
 async fn drained_by_readers(
     efd: &AsyncEventFd,
     readers: usize,
+    t: Duration,
     summary: &mut Summary,
 ) -> Checked<()> {
     let start = Instant::now();
     while peek(efd)?.0 {
         summary.max_wait = summary.max_wait.max(start.elapsed());
-        if start.elapsed() > LIVENESS {
+        if start.elapsed() > t {
             return fail(format!(
-                "lost wakeup: a count stayed pending for {LIVENESS:?} with {readers} readers waiting"
+                "lost wakeup: a count stayed pending for {t:?} with {readers} readers waiting"
             ));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -341,7 +342,7 @@ async fn stop_readers(
 ) -> Checked<()> {
     stop.send_replace(true);
     for handle in readers {
-        within(LIVENESS, "a reader to stop", handle)
+        within(READER_STOP, "a reader to stop", handle)
             .await?
             .or_else(|_| fail("a reader task panicked"))??
             .add_to(summary);
@@ -403,9 +404,10 @@ pub(super) fn io_uring_rings(ctx: &Arc<Ctx>) -> Step {
         };
         // The rings' pauses, a stream per flavor.
         let seed = ctx.rng(i as u64).next_u64();
+        let t = ctx.t();
         let part = watched(&format!("on {flavor:?}"), move || {
             let mut part = Summary::default();
-            runtime(flavor)?.block_on(s17_one(seed, RINGS, per_ring, readers, &mut part))?;
+            runtime(flavor)?.block_on(s17_one(seed, RINGS, per_ring, readers, t, &mut part))?;
             Ok(part)
         })?;
         summary.merge(part);
@@ -423,6 +425,7 @@ async fn s17_one(
     rings: u64,
     per_ring: u64,
     readers: usize,
+    t: Duration,
     summary: &mut Summary,
 ) -> Checked<()> {
     let efd = Arc::new(AsyncEventFd::new().map_err(io_fail("AsyncEventFd::new"))?);
@@ -451,6 +454,6 @@ async fn s17_one(
         let completed = join("an io_uring thread", writer).await?;
         summary.signalled(completed);
     }
-    drained_by_readers(&efd, readers, summary).await?;
+    drained_by_readers(&efd, readers, t, summary).await?;
     stop_readers(&efd, &stop, reading, summary).await
 }

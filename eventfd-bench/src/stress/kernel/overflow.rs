@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     drained_by_readers, fail, io_fail, join, nop, peek, reader, ring_for, runtime, settle,
-    stop_readers, watched, within, Checked, Summary, Tally, DEADLINE, FLAVORS, LIVENESS,
+    stop_readers, watched, within, Checked, Summary, Tally, DEADLINE, FLAVORS,
 };
 use crate::rng::Rng;
 use crate::stress::ctx::{Ctx, Step};
@@ -83,10 +83,10 @@ pub(in crate::stress) fn overflow_storms(ctx: &Arc<Ctx>) -> Step {
     let mut summary = Summary::default();
     let run = (0..rounds).try_for_each(|round| {
         let flavor = FLAVORS[round as usize % 2];
-        let rng = ctx.rng(round);
+        let (rng, t) = (ctx.rng(round), ctx.t());
         let part = watched(&format!("round {round} on {flavor:?}"), move || {
             let mut part = Summary::default();
-            runtime(flavor)?.block_on(s18_round(rng, &mut part))?;
+            runtime(flavor)?.block_on(s18_round(rng, t, &mut part))?;
             Ok(part)
         })?;
         summary.merge(part);
@@ -103,7 +103,7 @@ pub(in crate::stress) fn overflow_storms(ctx: &Arc<Ctx>) -> Step {
 const QUIET: Duration = Duration::from_millis(200);
 const QUIET_CPU: Duration = Duration::from_millis(50);
 
-async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
+async fn s18_round(mut rng: Rng, t: Duration, summary: &mut Summary) -> Checked<()> {
     let efd = Arc::new(AsyncEventFd::new().map_err(io_fail("AsyncEventFd::new"))?);
     let mut ring = ring_for(&*efd)?;
     let plain = || efd.get_ref().try_clone().map_err(io_fail("try_clone"));
@@ -173,7 +173,7 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
                 // one lands below it and adds exactly 1.
                 let start = Instant::now();
                 while peek(&efd)?.1 {
-                    if start.elapsed() > LIVENESS {
+                    if start.elapsed() > t {
                         return fail("lost wakeup: u64::MAX stayed unread with readers waiting");
                     }
                     thread::sleep(Duration::from_micros(50));
@@ -243,7 +243,7 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
     summary.add_calls += fills + ring_fills + small.len() as u64;
     summary.signalled(signalled);
 
-    drained_by_readers(&efd, 3, summary).await?;
+    drained_by_readers(&efd, 3, t, summary).await?;
     stop_readers(&efd, &stop, readers, summary).await?;
     join("the reader thread", reader_thread)
         .await?
