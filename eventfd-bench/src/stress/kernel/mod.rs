@@ -10,7 +10,10 @@
 //! polled again is a wakeup, spurious if it stayed pending). Internally a
 //! step ends early with a [`Halt`]: [`Halt::Skip`] where io_uring or
 //! `/dev/kvm` is missing (the SKIP verdict, with its reason), else
-//! [`Halt::Fail`]. S18 bounds the CPU time of the whole process
+//! [`Halt::Fail`]. Liveness is checked at the end of each part rather than
+//! by the engine's watchdog: once the writers are done, the waiting readers
+//! must empty the counter within T ([`Ctx::t`]); a part that hangs fails
+//! after [`PART_LIMIT`]. S18 bounds the CPU time of the whole process
 //! (`getrusage`) while adds wait: the engine runs one scenario at a time,
 //! so nothing else runs beside it.
 //!
