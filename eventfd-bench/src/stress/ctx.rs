@@ -119,6 +119,8 @@ pub(super) struct Ctx {
     /// Set at the end of a round (normal or not): waiters exit when they see it.
     stop: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Why the scenario did not run (a facility is missing), if so.
+    skipped: Mutex<Option<String>>,
     totals: Mutex<Tally>,
     /// Progress of the current round: units read (where values are small).
     pub(super) live: AtomicU64,
@@ -142,6 +144,7 @@ impl Ctx {
             round: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             failure: Mutex::new(None),
+            skipped: Mutex::new(None),
             totals: Mutex::new(Tally::default()),
             live: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
@@ -238,6 +241,23 @@ impl Ctx {
 
     pub(super) fn failure(&self) -> Option<String> {
         self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records that the scenario cannot run here (io_uring disabled, no
+    /// `/dev/kvm`) and stops the round: the report's verdict is SKIP, with
+    /// `reason`, not PASS.
+    pub(super) fn skip(&self, reason: impl Into<String>) {
+        let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        skipped.get_or_insert_with(|| reason.into());
+        drop(skipped);
+        self.finish();
+    }
+
+    pub(super) fn skipped(&self) -> Option<String> {
+        self.skipped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

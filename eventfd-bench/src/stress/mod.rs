@@ -2,8 +2,11 @@
 //! (kernel epoll, `poll(2)`, blocking syscalls, mio, tokio, this crate's own
 //! readiness handling) loses a wakeup or a count.
 //!
-//! Sixteen scenarios, `S1` to `S16` (see [`SCENARIOS`]), each drive one
-//! topology of writers and waiters over eventfds and check:
+//! Nineteen scenarios, `S1` to `S19` (see [`SCENARIOS`]), each drive one
+//! topology of writers and waiters over eventfds and check (S17 to S19 with
+//! the kernel as the writer: io_uring completions, overflow storms, KVM
+//! ioeventfds; where io_uring or `/dev/kvm` is missing they SKIP, with the
+//! reason, see [`Report::skipped`]):
 //!
 //! - **conservation**: the sum of every value read equals the sum of every
 //!   value added, exactly;
@@ -38,9 +41,9 @@
 //!
 //! The same engine backs the `stress` test target and `eventfd-bench stress`.
 //! Its parts: the scenario table (`scenarios`), the run context and tallies
-//! (`ctx`), the watchdog (`watchdog`), the thread helpers (`threads`), fd
-//! and RSS accounting (`account`), and the scenario bodies by layer
-//! (`epoll`, `sys`, `mio_src`, `rt`).
+//! (`ctx`), the report (`report`), the watchdog (`watchdog`), the thread
+//! helpers (`threads`), fd and RSS accounting (`account`), and the scenario
+//! bodies by layer (`epoll`, `sys`, `mio_src`, `rt`, `kernel`).
 //!
 //! # Examples
 //!
@@ -56,7 +59,6 @@
 //! Nothing here returns an error: a failed check, an I/O error or a hang is a
 //! [`Report`] whose [`failure`](Report::failure) says what went wrong.
 
-use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,14 +68,19 @@ use crate::rng::Rng;
 mod account;
 mod ctx;
 mod epoll;
+mod kernel;
 mod mio_src;
+mod report;
 mod rt;
 mod scenarios;
 mod sys;
 mod threads;
 mod watchdog;
 
+pub use account::{sample, Sample};
 use ctx::Ctx;
+use report::replay;
+pub use report::Report;
 pub use scenarios::{scenario, Scenario, SCENARIOS};
 
 /// How hard and how long to stress, and with which seed.
@@ -156,120 +163,6 @@ impl Config {
     }
 }
 
-/// The outcome of one scenario.
-///
-/// # Examples
-///
-/// ```
-/// use eventfd_bench::stress::{run, Config};
-///
-/// let report = run("S13", &Config::default());
-/// assert_eq!(report.id, "S13");
-/// assert!(report.failure.is_none(), "{report}");
-/// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// The scenario id, `"S1"` to `"S16"` (or the unknown id asked for).
-    pub id: String,
-    /// The scenario's name.
-    pub name: String,
-    /// How many rounds ran.
-    pub rounds: u64,
-    /// The sum of every value added (u128: some scenarios add `MAX_COUNT`).
-    pub adds: u128,
-    /// The sum of every value read. Equal to `adds` when the scenario passed.
-    pub reads: u128,
-    /// How many successful add calls (write syscalls or `add` futures).
-    pub add_calls: u64,
-    /// How many successful read calls.
-    pub read_calls: u64,
-    /// Wakeups: a waiter returned from `epoll_wait`/`poll`/mio with an event
-    /// for a data fd, or a read future was polled again after `Pending`.
-    pub wakeups: u64,
-    /// Wakeups that found nothing to read (`WouldBlock` at once, or the read
-    /// future stayed `Pending`).
-    pub spurious: u64,
-    /// The longest wait observed while a count was pending (at least: the
-    /// watchdog samples every few milliseconds, ping-pong scenarios measure
-    /// each round exactly).
-    pub max_pending_wait: Duration,
-    /// Wall time of the run.
-    pub elapsed: Duration,
-    /// `None` if every check passed; otherwise the first failure, ending
-    /// with the seed and how to replay it (`EVENTFD_STRESS_SEED=<seed>`).
-    pub failure: Option<String>,
-    /// The seed of the run's random choices: [`Config::seed`], or the fresh
-    /// seed taken when that was `None`.
-    pub seed: u64,
-    /// The process's open fds just before the scenario (entries of
-    /// `/proc/self/fd`).
-    pub fds_before: usize,
-    /// The process's open fds after the scenario, its threads joined and its
-    /// runtimes dropped. A scenario that passed has `fds_after ==
-    /// fds_before`: one that leaves an fd open (or closes one it did not
-    /// open) fails. Scenarios of one process run one at a time so that these
-    /// figures are theirs alone.
-    pub fds_after: usize,
-    /// The process's resident set size just before the scenario, in bytes
-    /// (`VmRSS`; 0 where `/proc` is unavailable).
-    pub rss_before: u64,
-    /// The resident set size after the scenario, in bytes. Reported, not
-    /// judged: the allocator keeps freed memory, so growth over one run is
-    /// not a leak; growth over many rounds of a long run is worth a look.
-    pub rss_after: u64,
-}
-
-impl Report {
-    /// Returns whether every check passed.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let report = eventfd_bench::stress::run("S99", &Default::default());
-    /// assert!(!report.passed());
-    /// ```
-    pub fn passed(&self) -> bool {
-        self.failure.is_none()
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MIB: f64 = 1024.0 * 1024.0;
-        write!(
-            f,
-            "{} {}: {} rounds, adds {} ({} calls), reads {} ({} calls), wakeups {}, spurious {}, \
-             longest pending wait {:?}, {:?}, fds {} -> {}, RSS {:.1} -> {:.1} MiB, seed {}: ",
-            self.id,
-            self.name,
-            self.rounds,
-            self.adds,
-            self.add_calls,
-            self.reads,
-            self.read_calls,
-            self.wakeups,
-            self.spurious,
-            self.max_pending_wait,
-            self.elapsed,
-            self.fds_before,
-            self.fds_after,
-            self.rss_before as f64 / MIB,
-            self.rss_after as f64 / MIB,
-            self.seed,
-        )?;
-        match &self.failure {
-            None => write!(f, "PASS"),
-            Some(msg) => write!(f, "FAIL: {msg}"),
-        }
-    }
-}
-
-/// The replay hint that ends every failure message.
-fn replay(seed: u64) -> String {
-    format!("[seed {seed}; replay with EVENTFD_STRESS_SEED={seed}]")
-}
-
 /// Runs one scenario by id (as [`scenario`] parses it).
 ///
 /// Scenarios of one process run one at a time: a call waits for any other
@@ -303,7 +196,11 @@ pub fn run(id: &str, config: &Config) -> Report {
             spurious: 0,
             max_pending_wait: Duration::ZERO,
             elapsed: Duration::ZERO,
-            failure: Some(format!("unknown scenario {id:?} (expected S1 to S16)")),
+            failure: Some(format!(
+                "unknown scenario {id:?} (expected S1 to S{})",
+                SCENARIOS.len()
+            )),
+            skipped: None,
             seed,
             fds_before: 0,
             fds_after: 0,
@@ -348,6 +245,7 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
         max_pending_wait: totals.max_wait.max(ctx.max_pending()),
         elapsed,
         failure: ctx.failure().map(|msg| format!("{msg} {}", replay(seed))),
+        skipped: ctx.skipped(),
         seed,
         fds_before: before.fds.len(),
         fds_after: after.fds.len(),
@@ -357,7 +255,7 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
 }
 
 /// Runs the rounds of a scenario (one, or until the configured duration
-/// has passed, or the first failure); returns how many ran.
+/// has passed, or the first failure or SKIP); returns how many ran.
 fn run_rounds(ctx: &Arc<Ctx>, config: &Config, start: Instant) -> u64 {
     let sc = ctx.scenario;
     let mut rounds = 0;
@@ -377,6 +275,9 @@ fn run_rounds(ctx: &Arc<Ctx>, config: &Config, start: Instant) -> u64 {
             }
         }
         rounds += 1;
+        if ctx.skipped().is_some() {
+            return rounds;
+        }
         ctx.check_conservation();
         if ctx.totals().add_calls == add_calls && !ctx.failed() {
             ctx.fail(format!(

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::ctx::{Ctx, Step};
-use super::{epoll, mio_src, rt, sys};
+use super::{epoll, kernel, mio_src, rt, sys};
 
 /// One stress scenario: its id, a short name and what it checks.
 ///
@@ -17,7 +17,7 @@ use super::{epoll, mio_src, rt, sys};
 /// ```
 #[derive(Clone, Copy)]
 pub struct Scenario {
-    /// `"S1"` to `"S16"`.
+    /// `"S1"` to `"S19"`.
     pub id: &'static str,
     /// A short name, snake case, naming the topology.
     pub name: &'static str,
@@ -49,16 +49,18 @@ impl fmt::Debug for Scenario {
     }
 }
 
-/// The sixteen scenarios, in order.
+/// The nineteen scenarios, in order: S17 to S19 have the kernel as the
+/// writer (io_uring, KVM) and SKIP, with the reason, where it is missing.
 ///
 /// # Examples
 ///
 /// ```
 /// let ids: Vec<&str> = eventfd_bench::stress::SCENARIOS.iter().map(|s| s.id).collect();
-/// assert_eq!(ids.len(), 16);
+/// assert_eq!(ids.len(), 19);
 /// assert_eq!(ids[0], "S1");
+/// assert_eq!(ids[18], "S19");
 /// ```
-pub const SCENARIOS: [Scenario; 16] = [
+pub const SCENARIOS: [Scenario; 19] = [
     Scenario {
         id: "S1",
         name: "level_triggered_epoll",
@@ -171,6 +173,27 @@ pub const SCENARIOS: [Scenario; 16] = [
         checks: "every reader gets its exact share",
         run: rt::ten_thousand_fds,
     },
+    Scenario {
+        id: "S17",
+        name: "io_uring_rings",
+        topology: "kernel writer: 3 io_uring rings (a thread each) with the same eventfd registered complete NOPs; tokio readers (read, poll_read) on both flavors",
+        checks: "completions reaped == sum read; liveness after the last completion; SKIP where io_uring is missing",
+        run: kernel::io_uring_rings,
+    },
+    Scenario {
+        id: "S18",
+        name: "overflow_storms",
+        topology: "kernel overflow: MAX_COUNT plus an io_uring completion saturate the counter to u64::MAX, again and again, while tasks and threads add and read",
+        checks: "waiting add/poll_add/thread add neither finish nor spin (process CPU < 50 ms in 200 ms); every unit accounted for, a u64::MAX read as the saturated value",
+        run: kernel::overflow_storms,
+    },
+    Scenario {
+        id: "S19",
+        name: "kvm_ioeventfd_vcpus",
+        topology: "KVM: two vCPUs of a tiny guest ring doorbells (out to ports with KVM_IOEVENTFD) at full speed while tasks read, on both flavors",
+        checks: "guest rings == sum read, per eventfd; no out exits to user space; SKIP where /dev/kvm is missing",
+        run: kernel::kvm_ioeventfd_vcpus,
+    },
 ];
 
 /// S3: the same topology through mio (threads, one `Poll` each) and then
@@ -189,7 +212,8 @@ fn semaphore_edge_triggered(ctx: &Arc<Ctx>) -> Step {
 /// ```
 /// use eventfd_bench::stress::scenario;
 /// assert_eq!(scenario("16").map(|s| s.id), Some("S16"));
-/// assert_eq!(scenario("S17"), None);
+/// assert_eq!(scenario("s19").map(|s| s.id), Some("S19"));
+/// assert_eq!(scenario("S20"), None);
 /// ```
 pub fn scenario(id: &str) -> Option<&'static Scenario> {
     let id = id.trim();

@@ -1,17 +1,27 @@
 //! `eventfd-bench stress`: the stress scenarios of `eventfd_bench::stress`
-//! with a duration, a scenario filter and a verdict each.
+//! with a duration, a scenario filter and a verdict each, and the process's
+//! open fds and RSS sampled over the run.
+//!
+//! A run is one or more passes over the selected scenarios, one round each;
+//! with `--duration D` passes repeat until D has passed, each with the next
+//! seed (so that a failed pass replays on its own with `--seed`). A
+//! scenario's row adds up its passes. Between scenarios (no scenario's fds
+//! open), at most every `--sample-every` and at the start and end, the run
+//! samples the process's open fds and RSS: the fds after the last pass must
+//! be those before the first (flat is the target; RSS is reported).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventfd_bench::rng::Rng;
-use eventfd_bench::stress::{self, Config, Report};
+use eventfd_bench::stress::{self, Config, Report, Sample, Scenario};
 use serde::Serialize;
 
 use crate::options::StressArgs;
 
-/// `eventfd-bench stress`: status 0 if every scenario passed, else 1.
+/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP is not a
+/// failure) and the open fds did not grow, else 1.
 pub(crate) fn run(args: &StressArgs) -> ExitCode {
     if run_and_print(args) {
         ExitCode::SUCCESS
@@ -21,21 +31,76 @@ pub(crate) fn run(args: &StressArgs) -> ExitCode {
 }
 
 /// Runs the selected scenarios, prints the table (or `--json`), and returns
-/// whether every scenario passed.
+/// whether the run succeeded: no scenario failed, no fd left open.
 pub(crate) fn run_and_print(args: &StressArgs) -> bool {
-    let reports = run_selected(args);
+    let run = run_selected(args);
     if args.json {
-        print!("{}", json(&reports));
+        print!("{}", json(&run));
     } else {
-        print!("{}", table(&reports));
+        print!("{}", table(&run));
     }
-    reports.iter().all(Report::passed)
+    run.ok()
+}
+
+/// One sample of the process: when, and its open fds and RSS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Point {
+    t_ms: u128,
+    fds: usize,
+    rss: u64,
+}
+
+impl Point {
+    fn take(start: Instant) -> Point {
+        let Sample { fds, rss } = stress::sample();
+        Point {
+            t_ms: start.elapsed().as_millis(),
+            fds,
+            rss,
+        }
+    }
+
+    /// The line printed as the sample is taken.
+    fn line(&self) -> String {
+        format!(
+            "t={:.1}s fds={} rss={:.1}MiB",
+            self.t_ms as f64 / 1e3,
+            self.fds,
+            self.rss as f64 / (1024.0 * 1024.0)
+        )
+    }
+}
+
+/// What a run found: a report per scenario (its passes added up), the
+/// samples, and the run's own failure (fds that grew).
+#[derive(Debug)]
+struct Run {
+    reports: Vec<Report>,
+    passes: u64,
+    samples: Vec<Point>,
+    elapsed: Duration,
+    seed: u64,
+    failure: Option<String>,
+}
+
+impl Run {
+    fn count(&self, verdict: &str) -> usize {
+        self.reports
+            .iter()
+            .filter(|r| r.verdict() == verdict)
+            .count()
+    }
+
+    fn ok(&self) -> bool {
+        self.failure.is_none() && !self.reports.iter().any(Report::failed)
+    }
 }
 
 /// The engine's configuration for `args`: what the options leave out comes
 /// from the environment (`Config::from_env`), but the threads, which only
-/// `--threads` sets here.
-fn config(args: &StressArgs, scenarios: usize) -> Config {
+/// `--threads` sets here. One round per scenario and pass: the passes make
+/// the duration.
+fn config(args: &StressArgs) -> Config {
     let env = Config::from_env();
     #[allow(
         clippy::needless_update,
@@ -43,46 +108,129 @@ fn config(args: &StressArgs, scenarios: usize) -> Config {
     )]
     Config {
         scale: args.scale.unwrap_or(env.scale),
-        // The duration is shared equally by the scenarios.
-        duration: args
-            .duration
-            .map(|d| d / u32::try_from(scenarios).unwrap_or(u32::MAX).max(1)),
+        duration: None,
         threads: args.threads.map(usize::from),
         liveness: args.liveness.unwrap_or(env.liveness),
-        // One seed for every scenario of the run, so that one number replays it.
+        // One seed for every scenario of a pass, so that one number replays it.
         seed: Some(args.seed.or(env.seed).unwrap_or_else(Rng::fresh_seed)),
         ..env
     }
 }
 
-/// Runs the selected scenarios, with a progress line on stderr when it is a
-/// terminal.
-fn run_selected(args: &StressArgs) -> Vec<Report> {
+/// Adds a later pass's report of the same scenario to `total`: the counts
+/// add up, the first failure (with its pass's seed) or SKIP stays, the fds
+/// and RSS span the first pass to the last.
+fn merge(total: &mut Report, pass: Report) {
+    total.rounds += pass.rounds;
+    total.adds += pass.adds;
+    total.reads += pass.reads;
+    total.add_calls += pass.add_calls;
+    total.read_calls += pass.read_calls;
+    total.wakeups += pass.wakeups;
+    total.spurious += pass.spurious;
+    total.max_pending_wait = total.max_pending_wait.max(pass.max_pending_wait);
+    total.elapsed += pass.elapsed;
+    if total.failure.is_none() && pass.failure.is_some() {
+        total.failure = pass.failure;
+        total.seed = pass.seed;
+    }
+    total.skipped = total.skipped.take().or(pass.skipped);
+    total.fds_after = pass.fds_after;
+    total.rss_after = pass.rss_after;
+}
+
+/// Runs passes of the selected scenarios (until `--duration`, or the first
+/// pass with a failure), sampling fds and RSS between scenarios; progress
+/// on stderr when it is a terminal, sample lines as they are taken (on
+/// stderr with `--json`, which keeps stdout one JSON document).
+fn run_selected(args: &StressArgs) -> Run {
     let scenarios = args.selected();
-    let config = config(args, scenarios.len());
+    let mut config = config(args);
+    let seed = config.seed.unwrap_or_default();
     let progress = std::io::stderr().is_terminal();
-    let total = scenarios.len();
     let start = Instant::now();
-    let mut reports = Vec::with_capacity(total);
-    for (i, sc) in scenarios.iter().enumerate() {
-        if progress {
-            let failed = reports.iter().filter(|r: &&Report| !r.passed()).count();
-            eprint!(
-                "\r\x1b[K[{}/{total}] {} {} ... ({:.0?} elapsed, {failed} failed)",
-                i + 1,
-                sc.id,
-                sc.name,
-                start.elapsed()
-            );
-            let _ = std::io::stderr().flush();
+    let say = |point: &Point| {
+        if args.json {
+            eprintln!("{}", point.line());
+        } else {
+            println!("{}", point.line());
         }
-        reports.push(stress::run(sc.id, &config));
+    };
+    let mut samples = vec![Point::take(start)];
+    say(&samples[0]);
+    let mut reports: Vec<Report> = Vec::with_capacity(scenarios.len());
+    let mut passes = 0;
+    loop {
+        // Each pass takes the next seed: the same choices every pass would
+        // test one schedule of them over and over.
+        config.seed = Some(seed.wrapping_add(passes));
+        for (i, sc) in scenarios.iter().enumerate() {
+            if progress {
+                show_progress(passes, i, scenarios.len(), sc, start, &reports);
+            }
+            let report = stress::run(sc.id, &config);
+            match reports.get_mut(i) {
+                Some(total) => merge(total, report),
+                None => reports.push(report),
+            }
+            let last = samples.last().map_or(0, |p| p.t_ms);
+            if start.elapsed().as_millis() >= last + args.sample_every.as_millis() {
+                if progress {
+                    eprint!("\r\x1b[K");
+                }
+                samples.push(Point::take(start));
+                say(&samples[samples.len() - 1]);
+            }
+        }
+        passes += 1;
+        let more_time = args.duration.is_some_and(|d| start.elapsed() < d);
+        if !more_time || reports.iter().any(Report::failed) {
+            break;
+        }
     }
     if progress {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
     }
-    reports
+    // The last sample is the end of the run, even if one was just taken.
+    let end = Point::take(start);
+    say(&end);
+    samples.push(end);
+    let first = samples[0].fds;
+    let failure = (end.fds != first).then(|| {
+        format!(
+            "open fds grew from {first} before the first pass to {} after the last ({passes} passes)",
+            end.fds
+        )
+    });
+    Run {
+        reports,
+        passes,
+        samples,
+        elapsed: start.elapsed(),
+        seed,
+        failure,
+    }
+}
+
+fn show_progress(
+    pass: u64,
+    i: usize,
+    total: usize,
+    sc: &Scenario,
+    start: Instant,
+    reports: &[Report],
+) {
+    let failed = reports.iter().filter(|r| r.failed()).count();
+    eprint!(
+        "\r\x1b[K[pass {}, {}/{total}] {} {} ... ({:.0?} elapsed, {failed} failed)",
+        pass + 1,
+        i + 1,
+        sc.id,
+        sc.name,
+        start.elapsed()
+    );
+    let _ = std::io::stderr().flush();
 }
 
 fn fmt_wait(d: Duration) -> String {
@@ -105,7 +253,8 @@ fn fmt_sum(sum: u128) -> String {
     }
 }
 
-fn table(reports: &[Report]) -> String {
+fn table(run: &Run) -> String {
+    let reports = &run.reports;
     let mut out = format!(
         "{:<4} {:<32} {:>6} {:>9} {:>9} {:>14} {:>9} {:>9} {:>12} {:>8}  {}\n",
         "id",
@@ -133,26 +282,49 @@ fn table(reports: &[Report]) -> String {
             r.spurious,
             fmt_wait(r.max_pending_wait),
             format!("{:.2}s", r.elapsed.as_secs_f64()),
-            if r.passed() { "PASS" } else { "FAIL" }
+            r.verdict()
         ));
     }
     for r in reports {
-        if let Some(msg) = &r.failure {
-            out.push_str(&format!("\n{} FAIL: {msg}", r.id));
+        match (&r.failure, &r.skipped) {
+            (Some(msg), _) => out.push_str(&format!("\n{} FAIL: {msg}", r.id)),
+            (None, Some(reason)) => out.push_str(&format!("\n{} SKIP: {reason}", r.id)),
+            (None, None) => {}
         }
     }
-    let failed = reports.iter().filter(|r| !r.passed()).count();
+    if let Some(msg) = &run.failure {
+        out.push_str(&format!("\nFAIL: {msg}"));
+    }
+    let (first, last) = (run.samples.first(), run.samples.last());
+    if let (Some(first), Some(last)) = (first, last) {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        out.push_str(&format!(
+            "\nfds {} -> {}, RSS {:.1} -> {:.1} MiB over {} samples",
+            first.fds,
+            last.fds,
+            mib(first.rss),
+            mib(last.rss),
+            run.samples.len()
+        ));
+    }
     out.push_str(&format!(
-        "\n{} scenarios, {} passed, {failed} failed",
+        "\n{} scenarios: {} PASS, {} FAIL, {} SKIP; {} {} in {:.1}s",
         reports.len(),
-        reports.len() - failed
+        run.count("PASS"),
+        run.count("FAIL"),
+        run.count("SKIP"),
+        run.passes,
+        if run.passes == 1 { "pass" } else { "passes" },
+        run.elapsed.as_secs_f64()
     ));
-    let mut seeds: Vec<u64> = reports.iter().map(|r| r.seed).collect();
-    seeds.dedup();
-    match seeds[..] {
-        [] => out.push('\n'),
-        [seed] => out.push_str(&format!("; seed {seed} (replay: --seed {seed})\n")),
-        _ => out.push_str(&format!("; seeds {seeds:?}\n")),
+    let seed = run.seed;
+    if run.passes == 1 {
+        out.push_str(&format!("; seed {seed} (replay: --seed {seed})\n"));
+    } else {
+        out.push_str(&format!(
+            "; seeds {seed} to {} (pass k: --seed {seed}+k-1; a failure names its own)\n",
+            seed.wrapping_add(run.passes - 1)
+        ));
     }
     out
 }
@@ -174,6 +346,8 @@ struct Row<'a> {
     elapsed_ms: u128,
     passed: bool,
     failure: Option<&'a str>,
+    /// The SKIP verdict's reason (`passed` is then false, `failure` null).
+    skipped: Option<&'a str>,
     seed: u64,
     fds_before: usize,
     fds_after: usize,
@@ -197,6 +371,7 @@ impl<'a> From<&'a Report> for Row<'a> {
             elapsed_ms: r.elapsed.as_millis(),
             passed: r.passed(),
             failure: r.failure.as_deref(),
+            skipped: r.skipped.as_deref(),
             seed: r.seed,
             fds_before: r.fds_before,
             fds_after: r.fds_after,
@@ -206,20 +381,53 @@ impl<'a> From<&'a Report> for Row<'a> {
     }
 }
 
+/// The last element of `--json`: the run as a whole.
+#[derive(Serialize)]
+struct Summary<'a> {
+    scenarios: usize,
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    passes: u64,
+    elapsed_ms: u128,
+    /// The seed of the first pass; pass k ran with `seed + k - 1`.
+    seed: u64,
+    /// Why the run failed beyond its scenarios (open fds that grew).
+    failure: Option<&'a str>,
+    /// Open fds and RSS (bytes) at `t_ms` since the start.
+    samples: &'a [Point],
+}
+
 /// A JSON array with one report a line, so that a line-oriented tool can
-/// pick a scenario out.
-fn json(reports: &[Report]) -> String {
-    let lines: Vec<String> = reports
+/// pick a scenario out, and a last line `{"summary": ...}`.
+fn json(run: &Run) -> String {
+    let mut lines: Vec<String> = run
+        .reports
         .iter()
         .map(|r| {
-            let row = serde_json::to_string(&Row::from(r)).unwrap_or_else(|e| {
+            serde_json::to_string(&Row::from(r)).unwrap_or_else(|e| {
                 // Unreachable for this struct of numbers and strings; still
                 // valid JSON if it happens.
                 serde_json::json!({ "id": r.id, "error": e.to_string() }).to_string()
-            });
-            format!("  {row}")
+            })
         })
         .collect();
+    let summary = Summary {
+        scenarios: run.reports.len(),
+        passed: run.count("PASS"),
+        failed: run.count("FAIL"),
+        skipped: run.count("SKIP"),
+        passes: run.passes,
+        elapsed_ms: run.elapsed.as_millis(),
+        seed: run.seed,
+        failure: run.failure.as_deref(),
+        samples: &run.samples,
+    };
+    lines.push(
+        serde_json::to_string(&serde_json::json!({ "summary": summary }))
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string()),
+    );
+    let lines: Vec<String> = lines.into_iter().map(|l| format!("  {l}")).collect();
     format!("[\n{}\n]\n", lines.join(",\n"))
 }
 
@@ -249,14 +457,41 @@ mod tests {
         }
     }
 
+    fn run_of(reports: Vec<Report>, failure: Option<&str>) -> Run {
+        let point = |t_ms, fds| Point {
+            t_ms,
+            fds,
+            rss: 4 << 20,
+        };
+        Run {
+            reports,
+            passes: 2,
+            samples: vec![point(0, 5), point(61_000, 5), point(90_000, 6)],
+            elapsed: Duration::from_secs(90),
+            seed: 40,
+            failure: failure.map(str::to_string),
+        }
+    }
+
+    fn skipped() -> Report {
+        Report {
+            skipped: Some("io_uring is not available here".to_string()),
+            ..report(0, None)
+        }
+    }
+
     #[test]
     fn json_keeps_the_keys_and_sums_past_u64() {
         let big = u128::from(u64::MAX) * 3;
-        let text = json(&[report(big, None), report(7, Some("lost 1"))]);
+        let run = run_of(
+            vec![report(big, None), report(7, Some("lost 1")), skipped()],
+            Some("open fds grew"),
+        );
+        let text = json(&run);
         let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         let rows = value.as_array().expect("an array");
-        assert_eq!(rows.len(), 2);
-        assert_eq!(text.lines().count(), 4, "one report a line:\n{text}");
+        assert_eq!(rows.len(), 4);
+        assert_eq!(text.lines().count(), 6, "one report a line:\n{text}");
         let keys: Vec<&str> = rows[0]
             .as_object()
             .expect("an object")
@@ -277,6 +512,7 @@ mod tests {
             "elapsed_ms",
             "passed",
             "failure",
+            "skipped",
             "seed",
             "fds_before",
             "fds_after",
@@ -292,7 +528,77 @@ mod tests {
         assert_eq!(rows[0]["elapsed_ms"], 250);
         assert_eq!(rows[0]["passed"], true);
         assert_eq!(rows[0]["failure"], serde_json::Value::Null);
+        assert_eq!(rows[0]["skipped"], serde_json::Value::Null);
         assert_eq!(rows[1]["passed"], false);
         assert_eq!(rows[1]["failure"], "lost 1");
+        assert_eq!(rows[2]["passed"], false);
+        assert_eq!(rows[2]["failure"], serde_json::Value::Null);
+        assert_eq!(rows[2]["skipped"], "io_uring is not available here");
+        let summary = &rows[3]["summary"];
+        assert_eq!(
+            (&summary["passed"], &summary["failed"], &summary["skipped"]),
+            (&1.into(), &1.into(), &1.into())
+        );
+        assert_eq!(
+            (&summary["passes"], &summary["seed"]),
+            (&2.into(), &40.into())
+        );
+        assert_eq!(summary["failure"], "open fds grew");
+        assert_eq!(
+            summary["samples"][2],
+            serde_json::json!({ "t_ms": 90_000, "fds": 6, "rss": 4 << 20 })
+        );
+    }
+
+    #[test]
+    fn the_table_counts_pass_fail_and_skip_and_names_each_reason() {
+        let text = table(&run_of(
+            vec![report(7, None), report(7, Some("lost 1")), skipped()],
+            None,
+        ));
+        assert!(text.contains("\nS9 FAIL: lost 1"), "{text}");
+        assert!(
+            text.contains("\nS9 SKIP: io_uring is not available here"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nfds 5 -> 6, RSS 4.0 -> 4.0 MiB over 3 samples"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP; 2 passes in 90.0s; seeds 40 to 41"
+            ),
+            "{text}"
+        );
+        let verdicts: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .take(3)
+            .map(|l| l.rsplit(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(verdicts, ["PASS", "FAIL", "SKIP"]);
+    }
+
+    #[test]
+    fn passes_add_up_and_keep_the_first_failure_with_its_seed() {
+        let mut total = report(10, None);
+        let mut second = report(5, Some("lost 1"));
+        second.seed += 1;
+        second.fds_after = 9;
+        merge(&mut total, second.clone());
+        merge(&mut total, report(1, Some("later")));
+        assert_eq!((total.rounds, total.adds, total.add_calls), (6, 16, 9));
+        assert_eq!(total.elapsed, Duration::from_millis(750));
+        assert_eq!(total.failure.as_deref(), Some("lost 1"));
+        assert_eq!(total.seed, second.seed);
+        assert_eq!(total.fds_after, report(0, None).fds_after);
+    }
+
+    #[test]
+    fn a_run_fails_on_a_failed_scenario_or_grown_fds_not_on_a_skip() {
+        assert!(run_of(vec![report(1, None), skipped()], None).ok());
+        assert!(!run_of(vec![report(1, Some("x"))], None).ok());
+        assert!(!run_of(vec![report(1, None)], Some("open fds grew")).ok());
     }
 }

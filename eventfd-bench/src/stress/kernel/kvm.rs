@@ -5,38 +5,40 @@
 use std::sync::Arc;
 #[cfg(target_arch = "x86_64")]
 use std::thread;
+#[cfg(target_arch = "x86_64")]
+use std::time::Duration;
 
 #[cfg(target_arch = "x86_64")]
 use async_eventfd::AsyncEventFd;
 #[cfg(target_arch = "x86_64")]
 use tokio::sync::watch;
 
-use super::Outcome;
 #[cfg(target_arch = "x86_64")]
 use super::{
-    drained_by_readers, fail, finish, io_fail, join, reader, runtime, stop_readers, watched,
-    Checked, Summary, FLAVORS,
+    drained_by_readers, fail, io_fail, join, reader, runtime, settle, stop_readers, watched,
+    Checked, Halt, Summary, FLAVORS,
 };
 #[cfg(target_arch = "x86_64")]
 use crate::kernel_rigs::guest;
-#[cfg(target_arch = "x86_64")]
-use crate::rng::Rng;
+use crate::stress::ctx::{Ctx, Step};
 
 /// S19: two vCPUs of a tiny guest ring doorbells at full speed, each on its
 /// own port with a `KVM_IOEVENTFD` on its own eventfd, while two tasks per
 /// eventfd read, on both flavors. Guest rings == sum read, per eventfd.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn s19(seed: u64, scale: u32) -> Outcome {
+pub(in crate::stress) fn kvm_ioeventfd_vcpus(ctx: &Arc<Ctx>) -> Step {
     let mut summary = Summary::default();
-    let mut rng = Rng::new(seed);
+    let mut rng = ctx.rng(0);
+    let scale = u32::try_from(ctx.scale()).unwrap_or(u32::MAX);
     let mut rung = Vec::new();
     let run = FLAVORS.iter().try_for_each(|&flavor| {
         // Full speed, and a little different every run.
-        let rings = [0, 1].map(|_| 100_000 * scale.max(1) + rng.below(10_000) as u32);
+        let rings = [0, 1].map(|_| 100_000u32.saturating_mul(scale) + rng.below(10_000) as u32);
         rung.extend(rings);
-        let part = watched(&format!("S19 on {flavor:?}"), move || {
+        let t = ctx.t();
+        let part = watched(&format!("on {flavor:?}"), move || {
             let mut part = Summary::default();
-            runtime(flavor)?.block_on(s19_one(rings, &mut part))?;
+            runtime(flavor)?.block_on(s19_one(rings, t, &mut part))?;
             Ok(part)
         })?;
         summary.merge(part);
@@ -46,17 +48,18 @@ pub(crate) fn s19(seed: u64, scale: u32) -> Outcome {
         "two vCPUs rang {rung:?} times (current-thread, then multi-thread), read in {} reads",
         summary.read_calls
     );
-    finish(run.map(|()| summary))
+    settle(ctx, run.map(|()| summary))
 }
 
 /// S19 where the guest is not x86 code: a SKIP, with the reason.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn s19(_seed: u64, _scale: u32) -> Outcome {
-    Outcome::Skipped("the S19 guest is x86_64 code".into())
+pub(in crate::stress) fn kvm_ioeventfd_vcpus(ctx: &std::sync::Arc<Ctx>) -> Step {
+    ctx.skip("the S19 guest is x86_64 code");
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
-async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
+async fn s19_one(rings: [u32; 2], t: Duration, summary: &mut Summary) -> Checked<()> {
     const READERS: usize = 2;
     let guest = guest::Guest::new()?;
     let mut fds = Vec::new();
@@ -80,13 +83,18 @@ async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
         .collect();
     let running: Vec<_> = vcpus
         .into_iter()
-        .map(|vcpu| thread::spawn(move || vcpu.run().map_err(Outcome::from)))
+        .map(|vcpu| thread::spawn(move || vcpu.run().map_err(Halt::from)))
         .collect();
     for vcpu in running {
         join("a vCPU", vcpu).await?;
     }
+    // Every fd drained before any reader stops: the stop is shared, and a
+    // reader stopped early would leave its fd's count to look like a lost
+    // wakeup.
+    for efd in &fds {
+        drained_by_readers(efd, READERS, t, summary).await?;
+    }
     for ((efd, readers), &count) in fds.iter().zip(readers).zip(&rings) {
-        drained_by_readers(efd, READERS).await?;
         let mut one = Summary::default();
         stop_readers(efd, &stop, readers, &mut one).await?;
         if one.read != u128::from(count) {
@@ -95,10 +103,8 @@ async fn s19_one(rings: [u32; 2], summary: &mut Summary) -> Checked<()> {
                 one.read
             ));
         }
-        summary.added += u128::from(count);
-        summary.kernel_signals += u64::from(count);
-        summary.read += one.read;
-        summary.read_calls += one.read_calls;
+        summary.signalled(u64::from(count));
+        summary.merge(one);
     }
     Ok(())
 }

@@ -4,14 +4,18 @@
 //! vCPUs; `kvm.rs`). This file also holds what they share: readers, the
 //! watchdog, the io_uring helpers.
 //!
-//! NOT YET WIRED into the engine's table: each scenario is a plain function
-//! `(seed, scale) -> Outcome`, so that the coordinator can call it from the
-//! engine after its refactor (add `mod kernel;` to `stress/mod.rs` and a row
-//! per scenario; a [`Outcome::Skipped`] is the SKIP verdict, with its reason).
-//! Until then `eventfd-bench/tests/kernel_scenarios.rs` compiles and runs
-//! this module on its own (it provides `crate::rng`).
-//! Run the scenarios one at a time: S18 bounds the CPU time of the whole
-//! process (`getrusage`) while adds wait, so nothing else may run beside it.
+//! Each scenario is one round of the engine: its seed streams come from
+//! [`Ctx::rng`], its work is multiplied by the scale, and its counts land in
+//! the engine's totals (a kernel signal is an add call of 1; a read future
+//! polled again is a wakeup, spurious if it stayed pending). Internally a
+//! step ends early with a [`Halt`]: [`Halt::Skip`] where io_uring or
+//! `/dev/kvm` is missing (the SKIP verdict, with its reason), else
+//! [`Halt::Fail`]. Liveness is checked at the end of each part rather than
+//! by the engine's watchdog: once the writers are done, the waiting readers
+//! must empty the counter within T ([`Ctx::t`]); a part that hangs fails
+//! after [`PART_LIMIT`]. S18 bounds the CPU time of the whole process
+//! (`getrusage`) while adds wait: the engine runs one scenario at a time,
+//! so nothing else runs beside it.
 //!
 //! Accounting, as the kernel defines it: `eventfd_signal` adds
 //! `min(1, u64::MAX - count)`. Every kernel signal here is made while the
@@ -22,6 +26,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
+use std::pin::pin;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,61 +37,78 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
+use super::ctx::{Ctx, Failure, Step, Tally as Totals};
 use crate::rng::Rng;
 
 mod kvm;
 mod overflow;
 
-pub(crate) use kvm::s19;
-pub(crate) use overflow::s18;
+pub(super) use kvm::kvm_ioeventfd_vcpus;
+pub(super) use overflow::overflow_storms;
 
-/// T: the longest a count may stay pending with readers waiting.
-const LIVENESS: Duration = Duration::from_secs(2);
+/// The longest a reader may take to stop once told to.
+const READER_STOP: Duration = Duration::from_secs(2);
 /// The most any one wait in a scenario may take before it fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The most one runtime's part of a scenario may take (see [`watched`]).
 const PART_LIMIT: Duration = Duration::from_secs(90);
 
-/// What a kernel scenario found.
+/// Why a kernel scenario's step ended early.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Every check passed.
-    Passed(Summary),
+enum Halt {
     /// The facility is missing (io_uring disabled, no `/dev/kvm`): nothing
     /// was checked.
-    Skipped(String),
+    Skip(String),
     /// The first failed check.
-    Failed(String),
+    Fail(String),
 }
 
-/// The counts of a passed run.
+/// The counts of a kernel scenario's round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Summary {
+struct Summary {
     /// Every unit added: by user space, and by the kernel (1 per signal).
-    pub(crate) added: u128,
+    added: u128,
     /// Every unit read. Equal to `added`.
-    pub(crate) read: u128,
+    read: u128,
+    /// Successful adds: user-space add calls plus kernel signals.
+    add_calls: u64,
     /// Kernel signals (completions or guest rings) among `added`.
-    pub(crate) kernel_signals: u64,
+    kernel_signals: u64,
     /// Successful reads.
-    pub(crate) read_calls: u64,
+    read_calls: u64,
+    /// Read futures polled again (and of those, still pending).
+    wakeups: u64,
+    spurious: u64,
     /// Reads that returned `u64::MAX`: the counter was saturated.
-    pub(crate) saturated_reads: u64,
-    /// What the scenario did, for the report.
-    pub(crate) detail: String,
+    saturated_reads: u64,
+    /// The longest a count stayed pending once the writers were done.
+    max_wait: Duration,
+    /// What the scenario did, for a failure message.
+    detail: String,
 }
 
 impl Summary {
     fn merge(&mut self, part: Summary) {
         self.added += part.added;
         self.read += part.read;
+        self.add_calls += part.add_calls;
         self.kernel_signals += part.kernel_signals;
         self.read_calls += part.read_calls;
+        self.wakeups += part.wakeups;
+        self.spurious += part.spurious;
         self.saturated_reads += part.saturated_reads;
+        self.max_wait = self.max_wait.max(part.max_wait);
+    }
+
+    /// A kernel signal: the kernel added 1.
+    fn signalled(&mut self, signals: u64) {
+        self.added += u128::from(signals);
+        self.add_calls += signals;
+        self.kernel_signals += signals;
     }
 }
 
-type Checked<T> = Result<T, Outcome>;
+type Checked<T> = Result<T, Halt>;
 
 /// Runs `part` (a runtime and what it runs) on a thread of its own and
 /// fails if it does not return within [`PART_LIMIT`]. A task that spins
@@ -102,6 +124,7 @@ fn watched(
         drop(tx.send(part()));
     });
     match rx.recv_timeout(PART_LIMIT) {
+        Ok(Err(Halt::Fail(msg))) => fail(format!("{what}: {msg}")),
         Ok(result) => result,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => fail(format!(
             "{what}: hung for {PART_LIMIT:?} (a task spinning, or a lost wakeup)"
@@ -111,22 +134,57 @@ fn watched(
 }
 
 fn fail<T>(message: impl Into<String>) -> Checked<T> {
-    Err(Outcome::Failed(message.into()))
+    Err(Halt::Fail(message.into()))
 }
 
-fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Outcome + '_ {
-    move |e| Outcome::Failed(format!("{what}: {e}"))
+fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Halt + '_ {
+    move |e| Halt::Fail(format!("{what}: {e}"))
 }
 
-fn finish(run: Checked<Summary>) -> Outcome {
-    match run {
-        Ok(summary) if summary.added == summary.read => Outcome::Passed(summary),
-        Ok(summary) => Outcome::Failed(format!(
-            "conservation: added {} but read {} ({})",
-            summary.added, summary.read, summary.detail
-        )),
-        Err(outcome) => outcome,
+/// Hands a round's result to the engine: its counts join the totals (whose
+/// conservation the engine checks), a SKIP is recorded with its reason, a
+/// failure fails the step.
+fn settle(ctx: &Ctx, run: Checked<Summary>) -> Step {
+    let id = ctx.id();
+    let s = match run {
+        Ok(s) => s,
+        Err(Halt::Skip(reason)) => {
+            ctx.skip(reason);
+            return Ok(());
+        }
+        Err(Halt::Fail(msg)) => return Err(Failure(format!("{id}: {msg}"))),
+    };
+    // Into the totals even when a check below fails: the report shows them.
+    ctx.merge(&Totals {
+        added: s.added,
+        read: s.read,
+        add_calls: s.add_calls,
+        read_calls: s.read_calls,
+        wakeups: s.wakeups,
+        spurious: s.spurious,
+        max_wait: s.max_wait,
+    });
+    if s.added != s.read {
+        return Err(Failure(format!(
+            "{id}: conservation: added {} but read {} ({} {}; {})",
+            s.added,
+            s.read,
+            s.added.abs_diff(s.read),
+            if s.added > s.read {
+                "lost or stranded"
+            } else {
+                "read twice"
+            },
+            s.detail
+        )));
     }
+    if s.kernel_signals == 0 {
+        return Err(Failure(format!(
+            "{id}: the kernel never signalled ({})",
+            s.detail
+        )));
+    }
+    Ok(())
 }
 
 /// The two runtime flavors every scenario runs on.
@@ -174,12 +232,14 @@ async fn join<T: Send + 'static>(what: &str, handle: thread::JoinHandle<Checked<
     }
 }
 
-/// What one reader read.
+/// What one reader read, and how often its read future was polled again.
 #[derive(Debug, Default)]
 struct Tally {
     sum: u128,
     calls: u64,
     saturated: u64,
+    wakeups: u64,
+    spurious: u64,
 }
 
 impl Tally {
@@ -189,10 +249,20 @@ impl Tally {
         self.saturated += u64::from(value == u64::MAX);
     }
 
+    /// A read future polled `polls` times: every poll after the first is
+    /// a wakeup, spurious unless it completed the read.
+    fn polled(&mut self, polls: u64, completed: bool) {
+        let again = polls.saturating_sub(1);
+        self.wakeups += again;
+        self.spurious += again.saturating_sub(u64::from(completed));
+    }
+
     fn add_to(self, summary: &mut Summary) {
         summary.read += self.sum;
         summary.read_calls += self.calls;
         summary.saturated_reads += self.saturated;
+        summary.wakeups += self.wakeups;
+        summary.spurious += self.spurious;
     }
 }
 
@@ -206,17 +276,27 @@ async fn reader(
 ) -> Checked<Tally> {
     let mut tally = Tally::default();
     loop {
-        let read = async {
+        let mut read = pin!(async {
             if index == 0 {
                 poll_fn(|cx| efd.poll_read(cx)).await
             } else {
                 efd.read().await
             }
-        };
-        tokio::select! {
+        });
+        let mut polls = 0;
+        let counted = poll_fn(|cx| {
+            polls += 1;
+            read.as_mut().poll(cx)
+        });
+        let value = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopped| *stopped) => return Ok(tally),
-            value = read => tally.take(value.map_err(io_fail("read"))?),
+            _ = stop.wait_for(|stopped| *stopped) => None,
+            value = counted => Some(value),
+        };
+        tally.polled(polls, value.is_some());
+        match value {
+            Some(value) => tally.take(value.map_err(io_fail("read"))?),
+            None => return Ok(tally),
         }
     }
 }
@@ -234,13 +314,20 @@ fn peek(fd: &impl AsFd) -> Checked<(bool, bool)> {
 }
 
 /// Liveness at the end of a run: once the writers are done, the readers
-/// still waiting must empty the counter within [`LIVENESS`].
-async fn drained_by_readers(efd: &AsyncEventFd, readers: usize) -> Checked<()> {
+/// still waiting must empty the counter within `t` ([`Ctx::t`]). How long
+/// that took (checked every millisecond) is a pending wait for the report.
+async fn drained_by_readers(
+    efd: &AsyncEventFd,
+    readers: usize,
+    t: Duration,
+    summary: &mut Summary,
+) -> Checked<()> {
     let start = Instant::now();
     while peek(efd)?.0 {
-        if start.elapsed() > LIVENESS {
+        summary.max_wait = summary.max_wait.max(start.elapsed());
+        if start.elapsed() > t {
             return fail(format!(
-                "lost wakeup: a count stayed pending for {LIVENESS:?} with {readers} readers waiting"
+                "lost wakeup: a count stayed pending for {t:?} with {readers} readers waiting"
             ));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -258,7 +345,7 @@ async fn stop_readers(
 ) -> Checked<()> {
     stop.send_replace(true);
     for handle in readers {
-        within(LIVENESS, "a reader to stop", handle)
+        within(READER_STOP, "a reader to stop", handle)
             .await?
             .or_else(|_| fail("a reader task panicked"))??
             .add_to(summary);
@@ -282,11 +369,11 @@ fn ring_for(efd: &impl AsRawFd) -> Checked<IoUring> {
 }
 
 /// A rig's missing facility is a SKIP; anything else failed.
-impl From<crate::kernel_rigs::RigError> for Outcome {
-    fn from(e: crate::kernel_rigs::RigError) -> Outcome {
+impl From<crate::kernel_rigs::RigError> for Halt {
+    fn from(e: crate::kernel_rigs::RigError) -> Halt {
         match e {
-            crate::kernel_rigs::RigError::Missing(reason) => Outcome::Skipped(reason),
-            crate::kernel_rigs::RigError::Failed(message) => Outcome::Failed(message),
+            crate::kernel_rigs::RigError::Missing(reason) => Halt::Skip(reason),
+            crate::kernel_rigs::RigError::Failed(message) => Halt::Fail(message),
         }
     }
 }
@@ -314,19 +401,21 @@ fn nop(ring: &mut IoUring) -> Checked<()> {
 /// S17: `rings` io_uring rings, one thread each, all with the same eventfd
 /// registered, complete NOPs one per submit (in bursts with random pauses)
 /// while tokio readers read, on both flavors. Completions == sum read.
-pub(crate) fn s17(seed: u64, scale: u32) -> Outcome {
+pub(super) fn io_uring_rings(ctx: &Arc<Ctx>) -> Step {
     const RINGS: u64 = 3;
-    let per_ring = 20_000 * u64::from(scale.max(1));
+    let per_ring = 20_000 * ctx.scale();
     let mut summary = Summary::default();
     let run = FLAVORS.iter().enumerate().try_for_each(|(i, &flavor)| {
         let readers = match flavor {
-            Flavor::CurrentThread => 2,
-            Flavor::MultiThread => 3,
+            Flavor::CurrentThread => ctx.threads(2),
+            Flavor::MultiThread => ctx.threads(3),
         };
-        let part = watched(&format!("S17 on {flavor:?}"), move || {
+        // The rings' pauses, a stream per flavor.
+        let seed = ctx.rng(i as u64).next_u64();
+        let t = ctx.t();
+        let part = watched(&format!("on {flavor:?}"), move || {
             let mut part = Summary::default();
-            let seed = seed ^ i as u64;
-            runtime(flavor)?.block_on(s17_one(seed, RINGS, per_ring, readers, &mut part))?;
+            runtime(flavor)?.block_on(s17_one(seed, RINGS, per_ring, readers, t, &mut part))?;
             Ok(part)
         })?;
         summary.merge(part);
@@ -336,7 +425,7 @@ pub(crate) fn s17(seed: u64, scale: u32) -> Outcome {
         "{RINGS} rings x {per_ring} NOPs on each flavor, read in {} reads",
         summary.read_calls
     );
-    finish(run.map(|()| summary))
+    settle(ctx, run.map(|()| summary))
 }
 
 async fn s17_one(
@@ -344,6 +433,7 @@ async fn s17_one(
     rings: u64,
     per_ring: u64,
     readers: usize,
+    t: Duration,
     summary: &mut Summary,
 ) -> Checked<()> {
     let efd = Arc::new(AsyncEventFd::new().map_err(io_fail("AsyncEventFd::new"))?);
@@ -370,9 +460,8 @@ async fn s17_one(
     }
     for writer in writers {
         let completed = join("an io_uring thread", writer).await?;
-        summary.added += u128::from(completed);
-        summary.kernel_signals += completed;
+        summary.signalled(completed);
     }
-    drained_by_readers(&efd, readers).await?;
+    drained_by_readers(&efd, readers, t, summary).await?;
     stop_readers(&efd, &stop, reading, summary).await
 }

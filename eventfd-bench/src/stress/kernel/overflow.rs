@@ -15,10 +15,11 @@ use nix::sys::resource::{getrusage, UsageWho};
 use tokio::sync::watch;
 
 use super::{
-    drained_by_readers, fail, finish, io_fail, join, nop, peek, reader, ring_for, runtime,
-    stop_readers, watched, within, Checked, Outcome, Summary, Tally, DEADLINE, FLAVORS, LIVENESS,
+    drained_by_readers, fail, io_fail, join, nop, peek, reader, ring_for, runtime, settle,
+    stop_readers, watched, within, Checked, Summary, Tally, DEADLINE, FLAVORS,
 };
 use crate::rng::Rng;
+use crate::stress::ctx::{Ctx, Step};
 
 /// The process's CPU time so far, user and system, every thread.
 fn process_cpu() -> Checked<Duration> {
@@ -77,14 +78,15 @@ fn thread_reader(efd: EventFd, stop: watch::Receiver<bool>) -> Checked<Tally> {
 /// (tasks and a thread) start, a ring keeps signalling, a task keeps adding
 /// `MAX_COUNT` so that signals land on a full counter again and again, and
 /// small adds come from tasks and a thread. Rounds alternate the flavors.
-pub(crate) fn s18(seed: u64, scale: u32) -> Outcome {
-    let rounds = 4 * u64::from(scale.max(1));
+pub(in crate::stress) fn overflow_storms(ctx: &Arc<Ctx>) -> Step {
+    let rounds = 4 * ctx.scale();
     let mut summary = Summary::default();
     let run = (0..rounds).try_for_each(|round| {
         let flavor = FLAVORS[round as usize % 2];
-        let part = watched(&format!("S18 round {round} on {flavor:?}"), move || {
+        let (rng, t) = (ctx.rng(round), ctx.t());
+        let part = watched(&format!("round {round} on {flavor:?}"), move || {
             let mut part = Summary::default();
-            runtime(flavor)?.block_on(s18_round(Rng::stream(seed, round), &mut part))?;
+            runtime(flavor)?.block_on(s18_round(rng, t, &mut part))?;
             Ok(part)
         })?;
         summary.merge(part);
@@ -94,14 +96,14 @@ pub(crate) fn s18(seed: u64, scale: u32) -> Outcome {
         "{rounds} rounds, {} reads of u64::MAX, {} kernel signals",
         summary.saturated_reads, summary.kernel_signals
     );
-    finish(run.map(|()| summary))
+    settle(ctx, run.map(|()| summary))
 }
 
 /// The quiet window of an S18 round, and the CPU the process may use in it.
 const QUIET: Duration = Duration::from_millis(200);
 const QUIET_CPU: Duration = Duration::from_millis(50);
 
-async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
+async fn s18_round(mut rng: Rng, t: Duration, summary: &mut Summary) -> Checked<()> {
     let efd = Arc::new(AsyncEventFd::new().map_err(io_fail("AsyncEventFd::new"))?);
     let mut ring = ring_for(&*efd)?;
     let plain = || efd.get_ref().try_clone().map_err(io_fail("try_clone"));
@@ -109,8 +111,9 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
     // Saturate: MAX_COUNT, then one kernel signal (+1) = u64::MAX.
     efd.try_add(MAX_COUNT).map_err(io_fail("fill"))?;
     nop(&mut ring)?;
-    summary.added += u128::from(MAX_COUNT) + 1;
-    summary.kernel_signals += 1;
+    summary.added += u128::from(MAX_COUNT);
+    summary.add_calls += 1;
+    summary.signalled(1);
     if peek(&*efd)? != (true, true) {
         return fail("a kernel signal at MAX_COUNT did not saturate the counter");
     }
@@ -135,6 +138,7 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
         thread::spawn(move || thread_add(&efd, n))
     };
     summary.added += values.iter().map(|&v| u128::from(v)).sum::<u128>();
+    summary.add_calls += values.len() as u64;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let before = process_cpu()?;
     tokio::time::sleep(QUIET).await;
@@ -169,7 +173,7 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
                 // one lands below it and adds exactly 1.
                 let start = Instant::now();
                 while peek(&efd)?.1 {
-                    if start.elapsed() > LIVENESS {
+                    if start.elapsed() > t {
                         return fail("lost wakeup: u64::MAX stayed unread with readers waiting");
                     }
                     thread::sleep(Duration::from_micros(50));
@@ -235,11 +239,11 @@ async fn s18_round(mut rng: Rng, summary: &mut Summary) -> Checked<()> {
     join("the small thread adds", small_thread).await?;
     let (signalled, ring_fills) = join("the io_uring signaller", signaller).await?;
     summary.added += u128::from(fills + ring_fills) * u128::from(MAX_COUNT)
-        + small.iter().map(|&v| u128::from(v)).sum::<u128>()
-        + u128::from(signalled);
-    summary.kernel_signals += signalled;
+        + small.iter().map(|&v| u128::from(v)).sum::<u128>();
+    summary.add_calls += fills + ring_fills + small.len() as u64;
+    summary.signalled(signalled);
 
-    drained_by_readers(&efd, 3).await?;
+    drained_by_readers(&efd, 3, t, summary).await?;
     stop_readers(&efd, &stop, readers, summary).await?;
     join("the reader thread", reader_thread)
         .await?

@@ -241,6 +241,8 @@ fn stress_arguments_parse_and_bad_ones_are_errors() {
         "42",
         "--duration",
         "1.5s",
+        "--sample-every",
+        "5s",
         "--json",
     ]) else {
         panic!("stress")
@@ -249,10 +251,12 @@ fn stress_arguments_parse_and_bad_ones_are_errors() {
     assert_eq!(ids, ["S3", "S5"]);
     assert_eq!((o.threads, o.seed), (Some(8), Some(42)));
     assert_eq!(o.duration, Some(Duration::from_millis(1_500)));
+    assert_eq!(o.sample_every, Duration::from_secs(5));
     assert!(o.json);
     let Ok(Command::Stress(o)) = parse(&["stress"]) else {
         panic!("stress")
     };
     assert_eq!(o.selected().len(), SCENARIOS.len());
     assert_eq!((o.duration, o.scale, o.seed), (None, None, None));
+    assert_eq!(o.sample_every, Duration::from_secs(60));
 }
