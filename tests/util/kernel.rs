@@ -73,6 +73,7 @@ pub fn vmm_eventfd(
 #[cfg(target_arch = "x86_64")]
 pub mod kvm {
     use std::io;
+    use std::sync::Arc;
 
     use async_eventfd::EventFd;
     use kvm_bindings::kvm_userspace_memory_region;
@@ -119,16 +120,41 @@ pub mod kvm {
 
     /// A VM with the program loaded and the in-kernel interrupt controller.
     pub struct Guest {
+        // Field order is drop order: the VM's fd closes before this share of
+        // the memory it maps is let go.
         vm: VmFd,
         _kvm: Kvm,
+        memory: Arc<GuestMemory>,
     }
 
     /// One vCPU set to ring `port` `rings` times, then answer `interrupts`
     /// interrupts with one ring each.
     pub struct Vcpu {
+        // As for `Guest`: the vCPU's fd (which keeps the VM alive) closes
+        // first.
         fd: VcpuFd,
         port: u16,
         interrupts: u32,
+        _memory: Arc<GuestMemory>,
+    }
+
+    /// The guest's memory, freed when the last of the `Guest` and its
+    /// `Vcpu`s is dropped: by then every fd that keeps the VM (and so its
+    /// mapping of this memory) alive has closed. Rust never makes a
+    /// reference into it: the guest writes it (its stack).
+    struct GuestMemory(*mut Memory);
+
+    // SAFETY: the pointer is only freed (once, on drop); no Rust code reads
+    // or writes through it, so no thread can race another through it.
+    unsafe impl Send for GuestMemory {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for GuestMemory {}
+
+    impl Drop for GuestMemory {
+        fn drop(&mut self) {
+            // SAFETY: made by `Box::into_raw` in `Guest::new`, freed only here.
+            drop(unsafe { Box::from_raw(self.0) });
+        }
     }
 
     impl Guest {
@@ -149,20 +175,23 @@ pub mod kvm {
             memory.0[vector..vector + 2].copy_from_slice(&HANDLER.to_le_bytes());
             memory.0[vector + 2..vector + 4].copy_from_slice(&[0, 0]);
             memory.0[CODE..CODE + PROGRAM.len()].copy_from_slice(&PROGRAM);
-            // Never freed, and never touched by Rust again: the guest writes
-            // it (its stack) for as long as the VM lives. 8 KiB per test.
-            let memory: *mut Memory = Box::into_raw(Box::new(memory));
+            let memory = Arc::new(GuestMemory(Box::into_raw(Box::new(memory))));
             let region = kvm_userspace_memory_region {
                 slot: 0,
                 flags: 0,
                 guest_phys_addr: 0,
                 memory_size: std::mem::size_of::<Memory>() as u64,
-                userspace_addr: memory as u64,
+                userspace_addr: memory.0 as u64,
             };
-            // SAFETY: the region is a live, page-aligned allocation that is
-            // never freed and that no Rust reference points into.
+            // SAFETY: the region is a live, page-aligned allocation that no
+            // Rust reference points into, freed only after the VM is gone
+            // (see `GuestMemory`).
             unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
-            Some(Guest { vm, _kvm: kvm })
+            Some(Guest {
+                vm,
+                _kvm: kvm,
+                memory,
+            })
         }
 
         /// Puts a `KVM_IOEVENTFD` on `port`: a guest `out` there adds 1 to
@@ -205,6 +234,7 @@ pub mod kvm {
                 fd,
                 port,
                 interrupts,
+                _memory: Arc::clone(&self.memory),
             }
         }
     }
