@@ -61,7 +61,7 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
 }
 
 /// What one thread or task did; merged into the scenario's totals.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Tally {
     pub(super) added: u128,
     pub(super) read: u128,

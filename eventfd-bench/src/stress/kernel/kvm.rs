@@ -46,7 +46,7 @@ pub(in crate::stress) fn kvm_ioeventfd_vcpus(ctx: &Arc<Ctx>) -> Step {
     });
     summary.detail = format!(
         "two vCPUs rang {rung:?} times (current-thread, then multi-thread), read in {} reads",
-        summary.read_calls
+        summary.counts.read_calls
     );
     settle(ctx, run.map(|()| summary))
 }
@@ -97,10 +97,10 @@ async fn s19_one(rings: [u32; 2], t: Duration, summary: &mut Summary) -> Checked
     for ((efd, readers), &count) in fds.iter().zip(readers).zip(&rings) {
         let mut one = Summary::default();
         stop_readers(efd, &stop, readers, &mut one).await?;
-        if one.read != u128::from(count) {
+        if one.counts.read != u128::from(count) {
             return fail(format!(
                 "a vCPU rang {count} times, its eventfd read {}",
-                one.read
+                one.counts.read
             ));
         }
         summary.signalled(u64::from(count));

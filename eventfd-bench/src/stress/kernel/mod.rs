@@ -37,7 +37,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use super::ctx::{Ctx, Failure, Step, Tally as Totals};
+use super::ctx::{Ctx, Failure, Step, Tally as Counts};
 use crate::rng::Rng;
 
 mod kvm;
@@ -66,44 +66,30 @@ enum Halt {
 /// The counts of a kernel scenario's round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Summary {
-    /// Every unit added: by user space, and by the kernel (1 per signal).
-    added: u128,
-    /// Every unit read. Equal to `added`.
-    read: u128,
-    /// Successful adds: user-space add calls plus kernel signals.
-    add_calls: u64,
-    /// Kernel signals (completions or guest rings) among `added`.
+    /// The engine's counters: `added` is every unit added, by user space and
+    /// by the kernel (1 per signal); `add_calls` the successful adds, user
+    /// space's plus the kernel signals; `max_wait` the longest a count stayed
+    /// pending once the writers were done.
+    counts: Counts,
+    /// Kernel signals (completions or guest rings) among `counts.added`.
     kernel_signals: u64,
-    /// Successful reads.
-    read_calls: u64,
-    /// Read futures polled again (and of those, still pending).
-    wakeups: u64,
-    spurious: u64,
     /// Reads that returned `u64::MAX`: the counter was saturated.
     saturated_reads: u64,
-    /// The longest a count stayed pending once the writers were done.
-    max_wait: Duration,
     /// What the scenario did, for a failure message.
     detail: String,
 }
 
 impl Summary {
     fn merge(&mut self, part: Summary) {
-        self.added += part.added;
-        self.read += part.read;
-        self.add_calls += part.add_calls;
+        self.counts.merge(&part.counts);
         self.kernel_signals += part.kernel_signals;
-        self.read_calls += part.read_calls;
-        self.wakeups += part.wakeups;
-        self.spurious += part.spurious;
         self.saturated_reads += part.saturated_reads;
-        self.max_wait = self.max_wait.max(part.max_wait);
     }
 
     /// A kernel signal: the kernel added 1.
     fn signalled(&mut self, signals: u64) {
-        self.added += u128::from(signals);
-        self.add_calls += signals;
+        self.counts.add_calls += signals;
+        self.counts.added += u128::from(signals);
         self.kernel_signals += signals;
     }
 }
@@ -155,22 +141,14 @@ fn settle(ctx: &Ctx, run: Checked<Summary>) -> Step {
         Err(Halt::Fail(msg)) => return Err(Failure(format!("{id}: {msg}"))),
     };
     // Into the totals even when a check below fails: the report shows them.
-    ctx.merge(&Totals {
-        added: s.added,
-        read: s.read,
-        add_calls: s.add_calls,
-        read_calls: s.read_calls,
-        wakeups: s.wakeups,
-        spurious: s.spurious,
-        max_wait: s.max_wait,
-    });
-    if s.added != s.read {
+    ctx.merge(&s.counts);
+    if s.counts.added != s.counts.read {
         return Err(Failure(format!(
             "{id}: conservation: added {} but read {} ({} {}; {})",
-            s.added,
-            s.read,
-            s.added.abs_diff(s.read),
-            if s.added > s.read {
+            s.counts.added,
+            s.counts.read,
+            s.counts.added.abs_diff(s.counts.read),
+            if s.counts.added > s.counts.read {
                 "lost or stranded"
             } else {
                 "read twice"
@@ -258,11 +236,11 @@ impl Tally {
     }
 
     fn add_to(self, summary: &mut Summary) {
-        summary.read += self.sum;
-        summary.read_calls += self.calls;
+        summary.counts.read += self.sum;
+        summary.counts.read_calls += self.calls;
         summary.saturated_reads += self.saturated;
-        summary.wakeups += self.wakeups;
-        summary.spurious += self.spurious;
+        summary.counts.wakeups += self.wakeups;
+        summary.counts.spurious += self.spurious;
     }
 }
 
@@ -324,7 +302,7 @@ async fn drained_by_readers(
 ) -> Checked<()> {
     let start = Instant::now();
     while peek(efd)?.0 {
-        summary.max_wait = summary.max_wait.max(start.elapsed());
+        summary.counts.max_wait = summary.counts.max_wait.max(start.elapsed());
         if start.elapsed() > t {
             return fail(format!(
                 "lost wakeup: a count stayed pending for {t:?} with {readers} readers waiting"
@@ -423,7 +401,7 @@ pub(super) fn io_uring_rings(ctx: &Arc<Ctx>) -> Step {
     });
     summary.detail = format!(
         "{RINGS} rings x {per_ring} NOPs on each flavor, read in {} reads",
-        summary.read_calls
+        summary.counts.read_calls
     );
     settle(ctx, run.map(|()| summary))
 }

@@ -111,8 +111,8 @@ async fn s18_round(mut rng: Rng, t: Duration, summary: &mut Summary) -> Checked<
     // Saturate: MAX_COUNT, then one kernel signal (+1) = u64::MAX.
     efd.try_add(MAX_COUNT).map_err(io_fail("fill"))?;
     nop(&mut ring)?;
-    summary.added += u128::from(MAX_COUNT);
-    summary.add_calls += 1;
+    summary.counts.added += u128::from(MAX_COUNT);
+    summary.counts.add_calls += 1;
     summary.signalled(1);
     if peek(&*efd)? != (true, true) {
         return fail("a kernel signal at MAX_COUNT did not saturate the counter");
@@ -137,8 +137,8 @@ async fn s18_round(mut rng: Rng, t: Duration, summary: &mut Summary) -> Checked<
         let n = values[2];
         thread::spawn(move || thread_add(&efd, n))
     };
-    summary.added += values.iter().map(|&v| u128::from(v)).sum::<u128>();
-    summary.add_calls += values.len() as u64;
+    summary.counts.added += values.iter().map(|&v| u128::from(v)).sum::<u128>();
+    summary.counts.add_calls += values.len() as u64;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let before = process_cpu()?;
     tokio::time::sleep(QUIET).await;
@@ -238,9 +238,9 @@ async fn s18_round(mut rng: Rng, t: Duration, summary: &mut Summary) -> Checked<
         .map_err(io_fail("add"))?;
     join("the small thread adds", small_thread).await?;
     let (signalled, ring_fills) = join("the io_uring signaller", signaller).await?;
-    summary.added += u128::from(fills + ring_fills) * u128::from(MAX_COUNT)
+    summary.counts.added += u128::from(fills + ring_fills) * u128::from(MAX_COUNT)
         + small.iter().map(|&v| u128::from(v)).sum::<u128>();
-    summary.add_calls += fills + ring_fills + small.len() as u64;
+    summary.counts.add_calls += fills + ring_fills + small.len() as u64;
     summary.signalled(signalled);
 
     drained_by_readers(&efd, 3, t, summary).await?;
