@@ -20,7 +20,7 @@ use super::{ack_pair, async_fd, counted, current, multi, read_either, watched, w
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Failure, Step, Tally};
 use crate::stress::threads::{join, readable};
 use crate::stress::watchdog::{count_left, Probe, Watch};
-use async_eventfd::{AsyncEventFd, EventFd};
+use async_eventfd::EventFd;
 
 /// S12: current-thread runtime, writes only from another OS thread, one
 /// add per round acknowledged through a blocking eventfd.
@@ -128,7 +128,13 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
         register_raw(EventFd::new().context("eventfd")?).context("register")?
     };
     let target = afd.get_ref().try_clone().context("try_clone")?;
-    let ping = async_fd(&rt, false)?;
+    // The ping must go through the reactor (see `pinger`): registered raw,
+    // not as an `AsyncEventFd`, whose read may take it before the reactor
+    // has dispatched anything.
+    let ping = {
+        let _entered = rt.enter();
+        Arc::new(register_raw(EventFd::new().context("eventfd")?).context("register")?)
+    };
     let ping_w = ping.get_ref().try_clone().context("try_clone")?;
     let (ack, ack_r) = ack_pair()?;
     let ack = Arc::new(ack);
@@ -238,8 +244,14 @@ async fn clear_stale(
 
 /// S14's ping task: reads each ping through the reactor and acknowledges
 /// it, until `events` pings arrived or the round stops.
+///
+/// Only after the reactor has reported the ping: the writer added to the
+/// target before it pinged, so by then the reactor has dispatched that add
+/// too, and the next add is an event of its own. A read that took the ping
+/// first (as `AsyncEventFd::read` may) would let adds coalesce into fewer
+/// events than S14 counts, and the tick could wrap onto the stale guard's.
 fn pinger(
-    ping: Arc<AsyncEventFd>,
+    ping: Arc<AsyncFd<EventFd>>,
     ack: Arc<EventFd>,
     mut stop: watch::Receiver<bool>,
     probe: Probe,
@@ -248,13 +260,19 @@ fn pinger(
     tokio::spawn(async move {
         let mut got = 0;
         while got < events {
-            let r = tokio::select! {
+            let guard = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return got,
-                r = ping.read() => r,
+                guard = ping.readable() => guard,
             };
-            let Ok(v) = r else {
+            let Ok(mut guard) = guard else {
                 return got;
+            };
+            let v = match guard.try_io(|inner| inner.get_ref().read()) {
+                Ok(Ok(v)) => v,
+                Ok(Err(_)) => return got,
+                // Readiness without a count: cleared by `try_io`; wait again.
+                Err(_would_block) => continue,
             };
             got += v;
             probe.progress(0);
