@@ -23,11 +23,12 @@ use async_eventfd::EventFd;
 use eventfd_bench::kernel_rigs::{self, RigError};
 use serde::Serialize;
 
-use crate::impls::{Impl, SyncTx};
-use crate::options::KernelArgs;
-use crate::report::{ns, print_table, ratio};
-use crate::run::Flavor;
-use crate::sys;
+use crate::contenders::{Contender, SyncTx};
+use crate::options::{KernelArgs, Rig};
+use crate::pinning::allowed_cpus;
+use crate::rows::{grid, Floor, Row};
+use crate::runtime::Flavor;
+use crate::table::{ns, print_json, print_table, ratio};
 
 #[cfg(target_arch = "x86_64")]
 mod kvm;
@@ -37,51 +38,28 @@ mod uring;
 /// wakeup was lost and the measurement fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// A kernel writer that `--rig` selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Rig {
-    /// io_uring NOP completions signal the eventfd.
-    Uring,
-    /// A KVM guest rings an ioeventfd doorbell.
-    Kvm,
-}
-
-/// A row: an implementation on a runtime flavor, or (`None`) the floor, a
-/// plain thread with no runtime.
-type Reader = Option<(Impl, Flavor)>;
-
-fn reader_name(r: Reader) -> String {
-    r.map_or_else(
-        || "floor: plain thread".to_string(),
-        |(i, _)| i.name().into(),
-    )
-}
-
-fn reader_flavor(r: Reader) -> Option<&'static str> {
-    r.map(|(_, f)| f.name())
-}
-
 /// `eventfd-bench kernel`.
 pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
+    // The task rows; each part adds its floor.
     let mut readers = Vec::new();
-    for flavor in args.common.flavors() {
-        for imp in args.common.clone().or_impls(&Impl::KERNEL).impls() {
-            if Impl::KERNEL.contains(&imp) {
-                readers.push(Some((imp, flavor)));
-            } else if flavor == Flavor::Ct && !args.common.json {
-                println!(
-                    "{}: not measured (no reader of its own on an fd the kernel can signal)",
-                    imp.name()
-                );
-            }
+    for (row, ()) in grid(
+        &args.common.clone().or_contenders(&Contender::KERNEL),
+        &[()],
+    ) {
+        match row {
+            Row::Task(c, _) if Contender::KERNEL.contains(&c) => readers.push(row),
+            Row::Task(c, Flavor::Ct) if !args.common.json => println!(
+                "{}: not measured (no reader of its own on an fd the kernel can signal)",
+                c.name()
+            ),
+            _ => {}
         }
     }
-    readers.push(None);
     let mut doc = Doc {
         command: "kernel",
         pin: args.common.pin.name(),
         rounds: args.rounds,
-        cpus: sys::allowed_cpus(),
+        cpus: allowed_cpus(),
         uring: None,
         kvm: None,
     };
@@ -95,10 +73,7 @@ pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
         doc.kvm = Some(kvm_part(args, &readers)?);
     }
     if args.common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(io::Error::other)?
-        );
+        print_json(&doc)?;
     } else {
         print_doc(args, &doc);
     }
@@ -121,7 +96,7 @@ fn probe_uring() -> Result<(), RigError> {
 
 /// The KVM table, or why it was skipped.
 #[cfg(target_arch = "x86_64")]
-fn kvm_part(args: &KernelArgs, readers: &[Reader]) -> io::Result<Part<KvmDoc>> {
+fn kvm_part(args: &KernelArgs, readers: &[Row]) -> io::Result<Part<KvmDoc>> {
     Ok(
         match available(kernel_rigs::guest::Guest::new().map(drop)) {
             Ok(()) => Part::Measured(kvm::measure(args, readers)?),
@@ -131,7 +106,7 @@ fn kvm_part(args: &KernelArgs, readers: &[Reader]) -> io::Result<Part<KvmDoc>> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn kvm_part(_: &KernelArgs, _: &[Reader]) -> io::Result<Part<KvmDoc>> {
+fn kvm_part(_: &KernelArgs, _: &[Row]) -> io::Result<Part<KvmDoc>> {
     Ok(Part::Skipped {
         skipped: "the guest is x86_64 code".into(),
     })
@@ -168,7 +143,7 @@ struct UringDoc {
 #[derive(Serialize)]
 struct UringRow {
     #[serde(rename = "impl")]
-    name: String,
+    name: &'static str,
     what: &'static str,
     /// `inline` or `io-wq`: where the NOP completed.
     nop: &'static str,
@@ -189,7 +164,7 @@ struct KvmDoc {
 #[derive(Serialize)]
 struct KvmRow {
     #[serde(rename = "impl")]
-    name: String,
+    name: &'static str,
     what: &'static str,
     flavor: Option<&'static str>,
     rings_per_sec: f64,
@@ -199,23 +174,12 @@ struct KvmRow {
     rings_per_sec_vs_crate: Option<f64>,
 }
 
-/// What a row measures, in words; `floor` for the row without a runtime.
-fn what(r: Reader, floor: &'static str) -> &'static str {
-    r.map_or(floor, |(i, _)| i.describe())
+/// `readers`, then `floor`: a part's rows.
+fn with_floor(readers: &[Row], floor: Floor) -> Vec<Row> {
+    readers.iter().copied().chain([Row::Floor(floor)]).collect()
 }
 
-const URING_FLOOR: &str = "a plain thread: blocking read(2) of the eventfd, no runtime";
-
-/// The ratio of `value` to the crate's value of the same flavor (the floor's
-/// to the current-thread one).
-fn vs_crate<T>(rows: &[(Reader, T)], at: usize, value: impl Fn(&T) -> f64) -> f64 {
-    let flavor = rows[at].0.map_or(Flavor::Ct, |(_, f)| f);
-    rows.iter()
-        .find(|(r, _)| *r == Some((Impl::Crate, flavor)))
-        .map_or(f64::NAN, |(_, base)| value(&rows[at].1) / value(base))
-}
-
-/// The receiver's eventfd (every implementation of [`Impl::KERNEL`] has one).
+/// The receiver's eventfd (every contender of [`Contender::KERNEL`] has one).
 fn receiver_fd(sync: &SyncTx) -> io::Result<RawFd> {
     sync.raw_fd()
         .ok_or_else(|| io::Error::other("this implementation has no fd"))
@@ -249,7 +213,7 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
                 .iter()
                 .map(|r| {
                     vec![
-                        r.name.clone(),
+                        r.name.to_string(),
                         r.nop.to_string(),
                         r.flavor.unwrap_or("-").to_string(),
                         ns(r.mean_ns),
@@ -288,7 +252,7 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
                 .iter()
                 .map(|r| {
                     vec![
-                        r.name.clone(),
+                        r.name.to_string(),
                         r.flavor.unwrap_or("-").to_string(),
                         ns(r.rings_per_sec),
                         r.reads_per_ring.map_or("-".into(), |v| format!("{v:.4}")),
@@ -308,11 +272,7 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
         }
         None => {}
     }
-    println!(
-        "pin={}, CPUs {:?}",
-        args.common.pin.name(),
-        sys::allowed_cpus()
-    );
+    println!("pin={}, CPUs {:?}", args.common.pin.name(), allowed_cpus());
 }
 
 #[cfg(test)]

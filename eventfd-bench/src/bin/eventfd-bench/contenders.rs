@@ -1,21 +1,20 @@
-//! The ways to wake a task that the benchmarks compare (this crate and the
-//! [`eventfd_bench::baselines`]) in their common shape (a [`Chan`]: a receiving side owned by
-//! one task, a sending side for another task, and a plain-thread sender).
+//! The contenders: the implementations under test (this crate and the
+//! [`eventfd_bench::baselines`]) in their common shape (a [`Chan`]: a
+//! receiving side owned by one task, a sending side for another task, and a
+//! plain-thread sender).
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
 use async_eventfd::{AsyncEventFd, EventFd, Notifier};
 use eventfd_bench::baselines::{AsyncFdR, AsyncFdRw, NotifyCounter, TokioEventfd};
 
-use crate::sys;
-
 /// An implementation under test; the value names of `--impl` are the
-/// table's names ([`Impl::name`]).
+/// table's names ([`Contender::name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Impl {
+pub(crate) enum Contender {
     /// This crate: AsyncEventFd read().await / add(1).await.
     #[value(name = "async-eventfd")]
     Crate,
@@ -43,65 +42,63 @@ pub(crate) enum Impl {
     TryClone,
 }
 
-impl Impl {
+impl Contender {
     /// The implementations that wake a task, in table order.
-    pub(crate) const ALL: [Impl; 5] = [
-        Impl::Crate,
-        Impl::TokioEventfd,
-        Impl::AsyncFdRw,
-        Impl::AsyncFdR,
-        Impl::Notify,
+    pub(crate) const ALL: [Contender; 5] = [
+        Contender::Crate,
+        Contender::TokioEventfd,
+        Contender::AsyncFdRw,
+        Contender::AsyncFdR,
+        Contender::Notify,
     ];
 
-    /// `thread-task`'s rows: [`Impl::ALL`] plus the crate's two writers for
+    /// `thread-task`'s rows: [`Contender::ALL`] plus the crate's two writers for
     /// a plain thread, next to it (the same task side; only the thread's
     /// writer differs).
-    pub(crate) const THREAD_TASK: [Impl; 7] = [
-        Impl::Crate,
-        Impl::Notifier,
-        Impl::TryClone,
-        Impl::TokioEventfd,
-        Impl::AsyncFdRw,
-        Impl::AsyncFdR,
-        Impl::Notify,
+    pub(crate) const THREAD_TASK: [Contender; 7] = [
+        Contender::Crate,
+        Contender::Notifier,
+        Contender::TryClone,
+        Contender::TokioEventfd,
+        Contender::AsyncFdRw,
+        Contender::AsyncFdR,
+        Contender::Notify,
     ];
 
     /// `kernel`'s rows: the implementations on an fd a kernel writer can
     /// signal (a Notify has no fd; the two writers share the crate's reader).
-    pub(crate) const KERNEL: [Impl; 4] = [
-        Impl::Crate,
-        Impl::TokioEventfd,
-        Impl::AsyncFdRw,
-        Impl::AsyncFdR,
+    pub(crate) const KERNEL: [Contender; 4] = [
+        Contender::Crate,
+        Contender::TokioEventfd,
+        Contender::AsyncFdRw,
+        Contender::AsyncFdR,
     ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Impl::Crate => "async-eventfd",
-            Impl::Notify => "notify",
-            Impl::AsyncFdRw => "asyncfd-rw",
-            Impl::AsyncFdR => "asyncfd-r",
-            Impl::TokioEventfd => "tokio-eventfd",
-            Impl::Notifier => "notifier",
-            Impl::TryClone => "try-clone",
+            Contender::Crate => "async-eventfd",
+            Contender::Notify => "notify",
+            Contender::AsyncFdRw => "asyncfd-rw",
+            Contender::AsyncFdR => "asyncfd-r",
+            Contender::TokioEventfd => "tokio-eventfd",
+            Contender::Notifier => "notifier",
+            Contender::TryClone => "try-clone",
         }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Impl> {
-        Impl::THREAD_TASK.into_iter().find(|i| i.name() == s)
     }
 
     pub(crate) fn describe(self) -> &'static str {
         match self {
-            Impl::Crate => "this crate: AsyncEventFd read().await / add(1).await",
-            Impl::Notify => "tokio::sync::Notify + AtomicU64 (in-process only, no fd)",
-            Impl::AsyncFdRw => {
+            Contender::Crate => "this crate: AsyncEventFd read().await / add(1).await",
+            Contender::Notify => "tokio::sync::Notify + AtomicU64 (in-process only, no fd)",
+            Contender::AsyncFdRw => {
                 "hand-written AsyncFd, READABLE|WRITABLE, clear only on WouldBlock (try_io)"
             }
-            Impl::AsyncFdR => "hand-written AsyncFd, READABLE only, clear after a draining read",
-            Impl::TokioEventfd => "tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes)",
-            Impl::Notifier => "this crate; a plain thread writes with Notifier::notify()",
-            Impl::TryClone => {
+            Contender::AsyncFdR => {
+                "hand-written AsyncFd, READABLE only, clear after a draining read"
+            }
+            Contender::TokioEventfd => "tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes)",
+            Contender::Notifier => "this crate; a plain thread writes with Notifier::notify()",
+            Contender::TryClone => {
                 "this crate; a plain thread writes with EventFd::add(1) on get_ref().try_clone()"
             }
         }
@@ -135,7 +132,7 @@ pub(crate) enum SyncTx {
 impl SyncTx {
     pub(crate) fn fire(&self) -> io::Result<()> {
         match self {
-            SyncTx::Fd(fd) => sys::add_raw(*fd),
+            SyncTx::Fd(fd) => add_raw(*fd),
             SyncTx::Notify(cell) => {
                 cell.add(1);
                 Ok(())
@@ -154,6 +151,19 @@ impl SyncTx {
             SyncTx::Notifier(n) => Some(n.as_fd().as_raw_fd()),
             SyncTx::EventFd(efd) => Some(efd.as_raw_fd()),
         }
+    }
+}
+
+/// Adds 1 to the eventfd `fd` with one `write(2)`; `fd` is a receiver's,
+/// open for the whole call (see [`SyncTx::Fd`]).
+fn add_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the receiver that owns `fd` outlives every send to it (see
+    // `SyncTx::Fd`); the borrow ends with this call. No safe wrapper can
+    // borrow an fd that another object owns.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    match nix::unistd::write(fd, &1u64.to_ne_bytes()).map_err(io::Error::from)? {
+        8 => Ok(()),
+        _ => Err(io::ErrorKind::WriteZero.into()),
     }
 }
 
@@ -185,13 +195,13 @@ fn shared_fd<F: AsRawFd>(fd: Arc<F>) -> Chan<Arc<F>, Arc<F>> {
 macro_rules! dispatch {
     ($impl:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
         match $impl {
-            $crate::impls::Impl::Crate => $f::<$crate::impls::CrateKind>($($arg),*),
-            $crate::impls::Impl::Notify => $f::<$crate::impls::NotifyKind>($($arg),*),
-            $crate::impls::Impl::AsyncFdRw => $f::<$crate::impls::AsyncFdRwKind>($($arg),*),
-            $crate::impls::Impl::AsyncFdR => $f::<$crate::impls::AsyncFdRKind>($($arg),*),
-            $crate::impls::Impl::TokioEventfd => $f::<$crate::impls::TokioEventfdKind>($($arg),*),
-            $crate::impls::Impl::Notifier => $f::<$crate::impls::NotifierKind>($($arg),*),
-            $crate::impls::Impl::TryClone => $f::<$crate::impls::TryCloneKind>($($arg),*),
+            $crate::contenders::Contender::Crate => $f::<$crate::contenders::CrateKind>($($arg),*),
+            $crate::contenders::Contender::Notify => $f::<$crate::contenders::NotifyKind>($($arg),*),
+            $crate::contenders::Contender::AsyncFdRw => $f::<$crate::contenders::AsyncFdRwKind>($($arg),*),
+            $crate::contenders::Contender::AsyncFdR => $f::<$crate::contenders::AsyncFdRKind>($($arg),*),
+            $crate::contenders::Contender::TokioEventfd => $f::<$crate::contenders::TokioEventfdKind>($($arg),*),
+            $crate::contenders::Contender::Notifier => $f::<$crate::contenders::NotifierKind>($($arg),*),
+            $crate::contenders::Contender::TryClone => $f::<$crate::contenders::TryCloneKind>($($arg),*),
         }
     };
 }
