@@ -1,7 +1,8 @@
 //! The contenders: the implementations under test (this crate and the
 //! [`eventfd_bench::baselines`]) in their common shape (a [`Chan`]: a
-//! receiving side owned by one task, a sending side for another task, and a
-//! plain-thread sender).
+//! receiving end owned by one task, a sending end for another task, and a
+//! plain-thread sender), and [`dispatch!`], which runs a generic
+//! measurement on a contender's [`End`] type.
 
 use std::future::Future;
 use std::io;
@@ -105,13 +106,14 @@ impl Contender {
     }
 }
 
-/// The receiving side of a channel: waits for a count and takes it.
-pub(crate) trait Rx: Send + 'static {
+/// The type of both ends of a contender's channel.
+pub(crate) trait End: Send + Sized + 'static {
+    /// A new channel of `c`, one of the contenders of this type (inside a
+    /// runtime).
+    fn chan(c: Contender) -> io::Result<Chan<Self>>;
+    /// Receives: waits for a count and takes it.
     fn recv(&mut self) -> impl Future<Output = io::Result<u64>> + Send;
-}
-
-/// The sending side of a channel, used from a task: adds 1.
-pub(crate) trait Tx: Send + 'static {
+    /// Sends from a task: adds 1.
     fn send(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
@@ -167,23 +169,17 @@ fn add_raw(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// One channel of an implementation.
-pub(crate) struct Chan<R, T> {
-    pub(crate) rx: R,
-    pub(crate) tx: T,
+/// One channel of a contender.
+pub(crate) struct Chan<E> {
+    pub(crate) rx: E,
+    pub(crate) tx: E,
     pub(crate) sync: SyncTx,
-}
-
-/// An implementation as types: how to make a channel (inside a runtime).
-pub(crate) trait Kind {
-    type R: Rx;
-    type T: Tx;
-    fn make() -> io::Result<Chan<Self::R, Self::T>>;
 }
 
 /// A channel whose two ends share one object on an fd, and whose
 /// plain-thread sender writes to that fd.
-fn shared_fd<F: AsRawFd>(fd: Arc<F>) -> Chan<Arc<F>, Arc<F>> {
+fn shared_fd<F: AsRawFd>(fd: F) -> Chan<Arc<F>> {
+    let fd = Arc::new(fd);
     Chan {
         sync: SyncTx::Fd(fd.as_raw_fd()),
         rx: Arc::clone(&fd),
@@ -191,100 +187,52 @@ fn shared_fd<F: AsRawFd>(fd: Arc<F>) -> Chan<Arc<F>, Arc<F>> {
     }
 }
 
-/// Calls `$f::<Kind>($args)` for the kind of `$impl`.
+/// Calls `$f::<End>(c, $args)` with the [`End`] type of the contender `c`.
 macro_rules! dispatch {
-    ($impl:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
-        match $impl {
-            $crate::contenders::Contender::Crate => $f::<$crate::contenders::CrateKind>($($arg),*),
-            $crate::contenders::Contender::Notify => $f::<$crate::contenders::NotifyKind>($($arg),*),
-            $crate::contenders::Contender::AsyncFdRw => $f::<$crate::contenders::AsyncFdRwKind>($($arg),*),
-            $crate::contenders::Contender::AsyncFdR => $f::<$crate::contenders::AsyncFdRKind>($($arg),*),
-            $crate::contenders::Contender::TokioEventfd => $f::<$crate::contenders::TokioEventfdKind>($($arg),*),
-            $crate::contenders::Contender::Notifier => $f::<$crate::contenders::NotifierKind>($($arg),*),
-            $crate::contenders::Contender::TryClone => $f::<$crate::contenders::TryCloneKind>($($arg),*),
+    ($c:expr, $f:ident ( $($arg:expr),* $(,)? )) => {{
+        use std::sync::Arc;
+        use $crate::contenders::Contender as C;
+        match $c {
+            c @ (C::Crate | C::Notifier | C::TryClone) => {
+                $f::<Arc<async_eventfd::AsyncEventFd>>(c, $($arg),*)
+            }
+            c @ C::Notify => $f::<Arc<eventfd_bench::baselines::NotifyCounter>>(c, $($arg),*),
+            c @ C::AsyncFdRw => $f::<Arc<eventfd_bench::baselines::AsyncFdRw>>(c, $($arg),*),
+            c @ C::AsyncFdR => $f::<Arc<eventfd_bench::baselines::AsyncFdR>>(c, $($arg),*),
+            c @ C::TokioEventfd => $f::<eventfd_bench::baselines::TokioEventfd>(c, $($arg),*),
         }
-    };
+    }};
 }
 pub(crate) use dispatch;
 
-// ---- the implementations ---------------------------------------------------
+// ---- the contenders' ends ---------------------------------------------------
 
-pub(crate) struct CrateKind;
+/// The crate; its thread-side writers differ only in the plain-thread sender.
+impl End for Arc<AsyncEventFd> {
+    fn chan(c: Contender) -> io::Result<Chan<Self>> {
+        let mut chan = shared_fd(AsyncEventFd::new()?);
+        match c {
+            Contender::Notifier => chan.sync = SyncTx::Notifier(chan.rx.notifier()?),
+            // What a writer needed before `Notifier`.
+            Contender::TryClone => {
+                chan.sync = SyncTx::EventFd(Arc::new(chan.rx.get_ref().try_clone()?));
+            }
+            _ => {}
+        }
+        Ok(chan)
+    }
 
-impl Rx for Arc<AsyncEventFd> {
     async fn recv(&mut self) -> io::Result<u64> {
         self.read().await
     }
-}
 
-impl Tx for Arc<AsyncEventFd> {
     async fn send(&mut self) -> io::Result<()> {
         self.add(1).await
     }
 }
 
-impl Kind for CrateKind {
-    type R = Arc<AsyncEventFd>;
-    type T = Arc<AsyncEventFd>;
-    fn make() -> io::Result<Chan<Self::R, Self::T>> {
-        Ok(shared_fd(Arc::new(AsyncEventFd::new()?)))
-    }
-}
-
-/// The crate's reader, woken from a plain thread through a `Notifier`.
-pub(crate) struct NotifierKind;
-
-impl Kind for NotifierKind {
-    type R = Arc<AsyncEventFd>;
-    type T = Arc<AsyncEventFd>;
-    fn make() -> io::Result<Chan<Self::R, Self::T>> {
-        let efd = Arc::new(AsyncEventFd::new()?);
-        let sync = SyncTx::Notifier(efd.notifier()?);
-        Ok(Chan {
-            rx: Arc::clone(&efd),
-            tx: efd,
-            sync,
-        })
-    }
-}
-
-/// The crate's reader, woken from a plain thread through a `try_clone` of
-/// its `EventFd`: what a writer needed before `Notifier`.
-pub(crate) struct TryCloneKind;
-
-impl Kind for TryCloneKind {
-    type R = Arc<AsyncEventFd>;
-    type T = Arc<AsyncEventFd>;
-    fn make() -> io::Result<Chan<Self::R, Self::T>> {
-        let efd = Arc::new(AsyncEventFd::new()?);
-        let sync = SyncTx::EventFd(Arc::new(efd.get_ref().try_clone()?));
-        Ok(Chan {
-            rx: Arc::clone(&efd),
-            tx: efd,
-            sync,
-        })
-    }
-}
-
-pub(crate) struct NotifyKind;
-
-impl Rx for Arc<NotifyCounter> {
-    async fn recv(&mut self) -> io::Result<u64> {
-        Ok(self.read().await)
-    }
-}
-
-impl Tx for Arc<NotifyCounter> {
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1);
-        Ok(())
-    }
-}
-
-impl Kind for NotifyKind {
-    type R = Arc<NotifyCounter>;
-    type T = Arc<NotifyCounter>;
-    fn make() -> io::Result<Chan<Self::R, Self::T>> {
+impl End for Arc<NotifyCounter> {
+    fn chan(_: Contender) -> io::Result<Chan<Self>> {
         let cell = Arc::new(NotifyCounter::new());
         Ok(Chan {
             rx: Arc::clone(&cell),
@@ -292,75 +240,60 @@ impl Kind for NotifyKind {
             sync: SyncTx::Notify(cell),
         })
     }
-}
 
-pub(crate) struct AsyncFdRwKind;
-
-impl Rx for Arc<AsyncFdRw> {
     async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
+        Ok(self.read().await)
+    }
+
+    async fn send(&mut self) -> io::Result<()> {
+        self.add(1);
+        Ok(())
     }
 }
 
-impl Tx for Arc<AsyncFdRw> {
+impl End for Arc<AsyncFdRw> {
+    fn chan(_: Contender) -> io::Result<Chan<Self>> {
+        Ok(shared_fd(AsyncFdRw::new()?))
+    }
+
+    async fn recv(&mut self) -> io::Result<u64> {
+        self.read().await
+    }
+
     async fn send(&mut self) -> io::Result<()> {
         self.add(1).await
     }
 }
 
-impl Kind for AsyncFdRwKind {
-    type R = Arc<AsyncFdRw>;
-    type T = Arc<AsyncFdRw>;
-    fn make() -> io::Result<Chan<Self::R, Self::T>> {
-        Ok(shared_fd(Arc::new(AsyncFdRw::new()?)))
+impl End for Arc<AsyncFdR> {
+    fn chan(_: Contender) -> io::Result<Chan<Self>> {
+        Ok(shared_fd(AsyncFdR::new()?))
     }
-}
 
-pub(crate) struct AsyncFdRKind;
-
-impl Rx for Arc<AsyncFdR> {
     async fn recv(&mut self) -> io::Result<u64> {
         self.read().await
     }
-}
 
-impl Tx for Arc<AsyncFdR> {
     async fn send(&mut self) -> io::Result<()> {
         self.add(1)
     }
 }
 
-impl Kind for AsyncFdRKind {
-    type R = Arc<AsyncFdR>;
-    type T = Arc<AsyncFdR>;
-    fn make() -> io::Result<Chan<Self::R, Self::T>> {
-        Ok(shared_fd(Arc::new(AsyncFdR::new()?)))
-    }
-}
-
-pub(crate) struct TokioEventfdKind;
-
-impl Rx for TokioEventfd {
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-}
-
-impl Tx for TokioEventfd {
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
-    }
-}
-
-impl Kind for TokioEventfdKind {
-    type R = TokioEventfd;
-    type T = TokioEventfd;
-    fn make() -> io::Result<Chan<TokioEventfd, TokioEventfd>> {
+impl End for TokioEventfd {
+    fn chan(_: Contender) -> io::Result<Chan<Self>> {
         let rx = TokioEventfd::new()?;
         // The crate's handles are `&mut` for I/O: the sender gets a dup of the
         // fd with its own registration, as a user of the crate would do.
         let tx = rx.try_clone()?;
         let sync = SyncTx::Fd(rx.as_raw_fd());
         Ok(Chan { rx, tx, sync })
+    }
+
+    async fn recv(&mut self) -> io::Result<u64> {
+        self.read().await
+    }
+
+    async fn send(&mut self) -> io::Result<()> {
+        self.add(1).await
     }
 }

@@ -4,13 +4,12 @@
 
 use std::io;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use async_eventfd::EventFd;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::contenders::{dispatch, Chan, Contender, Kind, Rx, Tx};
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::LatencyArgs;
 use crate::pinning::{allowed_cpus, Pin};
@@ -20,7 +19,7 @@ use crate::stats::Stats;
 use crate::syscall_count::{self, Counts};
 use crate::table::{finite, ns, print_json, print_table, ratio, Progress};
 use crate::thread_task::THREAD_TASK;
-use crate::timing::nanos;
+use crate::timing::time_each;
 
 /// A ping-pong table: what `latency` and `thread-task` differ in.
 #[derive(Debug)]
@@ -284,18 +283,24 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn task_task<K: Kind>(flavor: Flavor, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn task_task<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
         let Chan {
             rx: mut a_rx,
             tx: mut a_tx,
             ..
-        } = K::make()?;
+        } = E::chan(c)?;
         let Chan {
             rx: mut b_rx,
             tx: mut b_tx,
             ..
-        } = K::make()?;
+        } = E::chan(c)?;
         let total = rts + warmup;
         let b = tokio::spawn(async move {
             for _ in 0..total {
@@ -305,16 +310,10 @@ fn task_task<K: Kind>(flavor: Flavor, pin: Pin, rts: usize, warmup: usize) -> io
             Ok::<_, io::Error>(())
         });
         let a = tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(rts);
-            for i in 0..total {
-                let start = Instant::now();
+            Ok::<_, io::Error>(time_each!(rts, warmup, {
                 b_tx.send().await?;
                 a_rx.recv().await?;
-                if i >= warmup {
-                    samples.push(nanos(start.elapsed()));
-                }
-            }
-            Ok::<_, io::Error>(samples)
+            }))
         });
         let samples = join(a.await)?;
         join(b.await)?;
@@ -325,16 +324,10 @@ fn task_task<K: Kind>(flavor: Flavor, pin: Pin, rts: usize, warmup: usize) -> io
 fn raw_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let efd = EventFd::new()?;
-        let mut samples = Vec::with_capacity(rts);
-        for i in 0..rts + warmup {
-            let start = Instant::now();
+        Ok(time_each!(rts, warmup, {
             efd.add(std::hint::black_box(1))?;
             std::hint::black_box(efd.read()?);
-            if i >= warmup {
-                samples.push(nanos(start.elapsed()));
-            }
-        }
-        Ok(samples)
+        }))
     })
 }
 
@@ -352,15 +345,10 @@ fn thread_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
             }
             Ok::<_, io::Error>(())
         });
-        let mut samples = Vec::with_capacity(rts);
-        for i in 0..total {
-            let start = Instant::now();
+        let samples = time_each!(rts, warmup, {
             b.add(1)?;
             a.read()?;
-            if i >= warmup {
-                samples.push(nanos(start.elapsed()));
-            }
-        }
+        });
         peer.join()
             .map_err(|_| io::Error::other("peer thread panicked"))??;
         Ok(samples)

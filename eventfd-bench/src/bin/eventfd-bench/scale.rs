@@ -13,7 +13,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde::Serialize;
 
-use crate::contenders::{dispatch, Chan, Kind, Rx};
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::{Pick, ScaleArgs};
 use crate::pinning::Pin;
@@ -183,9 +183,10 @@ fn picker(pick: Pick, fds: usize) -> impl FnMut() -> usize {
     }
 }
 
-/// `fds` receivers of `K` each wait in a task of its own; a driver wakes
+/// `fds` receivers of `c` each wait in a task of its own; a driver wakes
 /// one (as `pick` says) and waits for its reply. Returns ns per round trip.
-fn scale_with<K: Kind>(
+fn scale_with<E: End>(
+    c: Contender,
     flavor: Flavor,
     pin: Pin,
     fds: usize,
@@ -198,13 +199,13 @@ fn scale_with<K: Kind>(
             rx: mut reply_rx,
             sync: reply,
             ..
-        } = K::make()?;
+        } = E::chan(c)?;
         let mut wake = Vec::with_capacity(fds);
         // A waiter that fails leaves its error here and replies anyway, so
         // the driver stops instead of waiting forever for its reply.
         let failure = Arc::new(Mutex::new(None::<io::Error>));
         for _ in 0..fds {
-            let Chan { mut rx, sync, .. } = K::make()?;
+            let Chan { mut rx, sync, .. } = E::chan(c)?;
             wake.push(sync);
             let reply = reply.clone();
             let failure = Arc::clone(&failure);

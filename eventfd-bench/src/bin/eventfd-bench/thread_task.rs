@@ -6,17 +6,16 @@
 
 use std::io;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use async_eventfd::EventFd;
 
-use crate::contenders::{dispatch, Chan, Contender, Kind, Rx};
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::latency::{table, PingPong};
 use crate::options::LatencyArgs;
 use crate::pinning::Pin;
 use crate::rows::Floor;
 use crate::runtime::{join, on_runtime, Flavor};
-use crate::timing::nanos;
+use crate::timing::time_each;
 
 /// A thread and a task.
 pub(crate) static THREAD_TASK: PingPong = PingPong {
@@ -35,7 +34,8 @@ pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     table(&args, &THREAD_TASK)
 }
 
-fn thread_task<K: Kind>(
+fn thread_task<E: End>(
+    c: Contender,
     flavor: Flavor,
     pin: Pin,
     rts: usize,
@@ -46,7 +46,7 @@ fn thread_task<K: Kind>(
             rx: mut task_rx,
             sync: to_task,
             ..
-        } = K::make()?;
+        } = E::chan(c)?;
         let thread_efd = EventFd::builder().nonblocking(false).build()?;
         let to_thread = thread_efd.try_clone()?;
         let total = rts + warmup;
@@ -59,16 +59,10 @@ fn thread_task<K: Kind>(
             Ok::<_, io::Error>(())
         });
         let task = tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(rts);
-            for i in 0..total {
-                let start = Instant::now();
+            Ok::<_, io::Error>(time_each!(rts, warmup, {
                 to_thread.add(1)?;
                 task_rx.recv().await?;
-                if i >= warmup {
-                    samples.push(nanos(start.elapsed()));
-                }
-            }
-            Ok::<_, io::Error>(samples)
+            }))
         });
         let samples = join(task.await)?;
         thread

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::contenders::{dispatch, Chan, Kind, Rx};
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::ThroughputArgs;
 use crate::pinning::Pin;
@@ -157,14 +157,15 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
 
 /// `writers` OS threads add 1 as fast as they can for `duration`; one task
 /// reads. Counts are checked exactly afterwards.
-fn throughput<K: Kind>(
+fn throughput<E: End>(
+    c: Contender,
     flavor: Flavor,
     pin: Pin,
     writers: usize,
     duration: Duration,
 ) -> io::Result<Throughput> {
     on_runtime(flavor, pin, move || async move {
-        let Chan { mut rx, sync, .. } = K::make()?;
+        let Chan { mut rx, sync, .. } = E::chan(c)?;
         // u64::MAX until the writers are done; then the exact total.
         let target = Arc::new(AtomicU64::new(u64::MAX));
         let reader_target = Arc::clone(&target);

@@ -28,3 +28,24 @@ pub(crate) fn thread_cpu() -> Duration {
 pub(crate) fn process_cpu() -> Duration {
     cpu(UsageWho::RUSAGE_SELF)
 }
+
+/// The loop of every latency measurement: runs `$round_trip` (a block,
+/// which may `.await` and `?`) `$warmup` times, then `$rts` times more,
+/// timed; evaluates to the nanoseconds of each timed one. A macro, so the
+/// round trip stays inline in the caller's loop (async or not), exactly as
+/// if written there.
+macro_rules! time_each {
+    ($rts:expr, $warmup:expr, $round_trip:block) => {{
+        let (rts, warmup) = ($rts, $warmup);
+        let mut samples = Vec::with_capacity(rts);
+        for i in 0..rts + warmup {
+            let start = std::time::Instant::now();
+            $round_trip
+            if i >= warmup {
+                samples.push($crate::timing::nanos(start.elapsed()));
+            }
+        }
+        samples
+    }};
+}
+pub(crate) use time_each;

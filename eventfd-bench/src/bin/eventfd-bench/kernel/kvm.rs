@@ -9,7 +9,7 @@ use async_eventfd::EventFd;
 use eventfd_bench::kernel_rigs;
 
 use super::{lost, receiver_fd, with_floor, KvmDoc, KvmRow, LIMIT};
-use crate::contenders::{dispatch, Chan, Kind, Rx};
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::KernelArgs;
 use crate::pinning::Pin;
@@ -107,9 +107,14 @@ fn vcpu_joined(joined: std::thread::Result<io::Result<Instant>>) -> io::Result<I
     joined.map_err(|_| io::Error::other("the vCPU thread panicked"))?
 }
 
-fn doorbell_task<K: Kind>(flavor: Flavor, pin: Pin, rings: u32) -> io::Result<Doorbell> {
+fn doorbell_task<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    rings: u32,
+) -> io::Result<Doorbell> {
     on_runtime(flavor, pin, move || async move {
-        let Chan { mut rx, sync, .. } = K::make()?;
+        let Chan { mut rx, sync, .. } = E::chan(c)?;
         let target = u64::from(rings);
         let reader = tokio::spawn(async move {
             let (mut sum, mut reads) = (0u64, 0u64);

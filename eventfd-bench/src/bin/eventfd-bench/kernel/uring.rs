@@ -2,13 +2,12 @@
 //! ring's eventfd on completion, the task awaits it and reaps.
 
 use std::io;
-use std::time::Instant;
 
 use async_eventfd::EventFd;
 use eventfd_bench::kernel_rigs;
 
 use super::{lost, receiver_fd, with_floor, UringDoc, UringRow, LIMIT};
-use crate::contenders::{dispatch, Chan, Kind, Rx};
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::KernelArgs;
 use crate::pinning::Pin;
@@ -16,7 +15,7 @@ use crate::rows::{ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
 use crate::table::finite;
-use crate::timing::nanos;
+use crate::timing::time_each;
 
 /// Where an io_uring NOP completes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +94,8 @@ fn one_completion(read: u64, reaped: u64) -> io::Result<()> {
     }
 }
 
-fn uring_task<K: Kind>(
+fn uring_task<E: End>(
+    c: Contender,
     flavor: Flavor,
     pin: Pin,
     nop: Nop,
@@ -103,22 +103,17 @@ fn uring_task<K: Kind>(
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
-        let Chan { mut rx, sync, .. } = K::make()?;
+        let Chan { mut rx, sync, .. } = E::chan(c)?;
         let mut ring = kernel_rigs::uring(&receiver_fd(&sync)?, 8)?;
         let task = tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(rts);
-            for i in 0..rts + warmup {
-                let start = Instant::now();
+            let samples = time_each!(rts, warmup, {
                 kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
                 ring.submit()?;
                 let read = tokio::time::timeout(LIMIT, rx.recv())
                     .await
                     .map_err(|_| lost("the NOP's completion"))??;
                 one_completion(read, kernel_rigs::reap(&mut ring)?)?;
-                if i >= warmup {
-                    samples.push(nanos(start.elapsed()));
-                }
-            }
+            });
             // The ring is dropped (and unregistered) before the receiver.
             drop(ring);
             Ok::<_, io::Error>((samples, rx))
@@ -132,17 +127,11 @@ fn uring_floor(pin: Pin, nop: Nop, rts: usize, warmup: usize) -> io::Result<Vec<
     on_thread(pin, move || {
         let efd = EventFd::builder().nonblocking(false).build()?;
         let mut ring = kernel_rigs::uring(&efd, 8)?;
-        let mut samples = Vec::with_capacity(rts);
-        for i in 0..rts + warmup {
-            let start = Instant::now();
+        Ok(time_each!(rts, warmup, {
             kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
             ring.submit()?;
             let read = efd.read()?;
             one_completion(read, kernel_rigs::reap(&mut ring)?)?;
-            if i >= warmup {
-                samples.push(nanos(start.elapsed()));
-            }
-        }
-        Ok(samples)
+        }))
     })
 }
