@@ -90,7 +90,7 @@ pub(crate) fn parse_key(key: &str) -> Option<(&'static PingPong, Row)> {
     if let Some(&(floor, _)) = FLOOR_KEYS.iter().find(|(_, k)| *k == key) {
         return Some((&LATENCY, Row::Floor(floor)));
     }
-    // Longest prefix first: every latency key would match the empty one.
+    // No contender's name starts with another table's prefix.
     [&THREAD_TASK, &LATENCY].into_iter().find_map(|shape| {
         let name = key.strip_prefix(shape.key_prefix)?;
         let c = Contender::from_str(name, false).ok()?;
@@ -372,5 +372,29 @@ mod tests {
         };
         let json = serde_json::to_string(&error).expect("serializes");
         assert_eq!(json, r#"{"error":"no perf"}"#);
+    }
+
+    #[test]
+    fn every_key_parses_back_to_its_table_and_row() {
+        for shape in [&LATENCY, &THREAD_TASK] {
+            let tasks = Contender::THREAD_TASK.map(|c| Row::Task(c, Flavor::Ct));
+            for row in tasks
+                .into_iter()
+                .chain(shape.floors.iter().map(|&f| Row::Floor(f)))
+            {
+                let key = shape.key(row);
+                assert!(!key.contains(' '), "{key:?}");
+                let (parsed, back) = parse_key(&key).expect("a key parses");
+                assert_eq!(back, row, "{key}");
+                if let Row::Task(..) = row {
+                    assert_eq!(parsed.command, shape.command, "{key}");
+                }
+            }
+        }
+        let notifier = Row::Task(Contender::Notifier, Flavor::Mt);
+        assert_eq!(THREAD_TASK.key(notifier), "thread-notifier");
+        assert_eq!(THREAD_TASK.name(notifier), "thread<->notifier");
+        assert_eq!(LATENCY.key(Row::Floor(Floor::WriteRead)), "raw");
+        assert_eq!(parse_key("bogus").map(|(_, row)| row), None);
     }
 }
