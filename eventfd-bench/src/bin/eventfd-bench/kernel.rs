@@ -28,7 +28,7 @@ use crate::options::{KernelArgs, Rig};
 use crate::pinning::allowed_cpus;
 use crate::rows::{grid, Floor, Row};
 use crate::runtime::Flavor;
-use crate::table::{ns, print_json, print_table, ratio};
+use crate::table::{flavor, ns, print_json, print_table, ratio};
 
 #[cfg(target_arch = "x86_64")]
 mod kvm;
@@ -198,36 +198,19 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
     match &doc.uring {
         Some(Part::Skipped { skipped }) => println!("io_uring: skipped: {skipped}"),
         Some(Part::Measured(u)) => {
-            let header = [
-                "implementation",
-                "NOP",
-                "flavor",
-                "ns/RT",
-                "p50",
-                "p99",
-                "max",
-                "p50 vs crate",
-            ];
-            let rows: Vec<Vec<String>> = u
-                .results
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.to_string(),
-                        r.nop.to_string(),
-                        r.flavor.unwrap_or("-").to_string(),
-                        ns(r.mean_ns),
-                        ns(r.p50_ns),
-                        ns(r.p99_ns),
-                        ns(r.max_ns),
-                        ratio(r.p50_vs_crate.unwrap_or(f64::NAN)),
-                    ]
-                })
-                .collect();
             print_table(
                 "io_uring round trip: submit a NOP, the kernel signals the eventfd, await it, reap (ns per RT)",
-                &header,
-                &rows,
+                &u.results,
+                &[
+                    ("implementation", &|r| r.name.to_string()),
+                    ("NOP", &|r| r.nop.to_string()),
+                    ("flavor", &|r| flavor(r.flavor)),
+                    ("ns/RT", &|r| ns(r.mean_ns)),
+                    ("p50", &|r| ns(r.p50_ns)),
+                    ("p99", &|r| ns(r.p99_ns)),
+                    ("max", &|r| ns(r.max_ns)),
+                    ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
+                ],
             );
             println!(
                 "NOP inline: completed inside io_uring_enter; io-wq: IOSQE_ASYNC, a kernel thread completes it.\n\
@@ -240,30 +223,18 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
     match &doc.kvm {
         Some(Part::Skipped { skipped }) => println!("KVM: skipped: {skipped}"),
         Some(Part::Measured(k)) => {
-            let header = [
-                "implementation",
-                "flavor",
-                "rings/s",
-                "reads/ring",
-                "rings/s vs crate",
-            ];
-            let rows: Vec<Vec<String>> = k
-                .results
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.to_string(),
-                        r.flavor.unwrap_or("-").to_string(),
-                        ns(r.rings_per_sec),
-                        r.reads_per_ring.map_or("-".into(), |v| format!("{v:.4}")),
-                        ratio(r.rings_per_sec_vs_crate.unwrap_or(f64::NAN)),
-                    ]
-                })
-                .collect();
             print_table(
                 "KVM doorbell: a vCPU rings an ioeventfd as fast as it can while a task reads",
-                &header,
-                &rows,
+                &k.results,
+                &[
+                    ("implementation", &|r| r.name.to_string()),
+                    ("flavor", &|r| flavor(r.flavor)),
+                    ("rings/s", &|r| ns(r.rings_per_sec)),
+                    ("reads/ring", &|r| {
+                        r.reads_per_ring.map_or("-".into(), |v| format!("{v:.4}"))
+                    }),
+                    ("rings/s vs crate", &|r| ratio(r.rings_per_sec_vs_crate)),
+                ],
             );
             println!(
                 "{} rounds x {} rings, interleaved; medians of rounds; floor: nobody reads until the guest halts",

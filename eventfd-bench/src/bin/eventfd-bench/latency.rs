@@ -17,7 +17,7 @@ use crate::rows::{grid, ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
 use crate::syscall_count::{self, Counts};
-use crate::table::{finite, ns, print_json, print_table, ratio, Progress};
+use crate::table::{finite, flavor, ns, print_json, print_table, ratio, Column, Progress};
 use crate::thread_task::THREAD_TASK;
 use crate::timing::time_each;
 
@@ -220,43 +220,32 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut header = vec![
-        "implementation",
-        "flavor",
-        "ns/RT",
-        "p50",
-        "p99",
-        "p99.9",
-        "max",
-        "p50 vs crate",
-    ];
-    if args.syscalls {
-        header.extend(syscall_count::columns());
-    }
-    let table: Vec<Vec<String>> = results
-        .iter()
-        .map(|r| {
-            let mut cells = vec![
-                r.name.clone(),
-                r.flavor.unwrap_or("-").to_string(),
-                ns(r.mean_ns),
-                ns(r.p50_ns),
-                ns(r.p99_ns),
-                ns(r.p999_ns),
-                ns(r.max_ns),
-                ratio(r.p50_vs_crate.unwrap_or(f64::NAN)),
-            ];
-            match &r.syscalls_per_rt {
-                Some(SyscallsJson::Counts(c)) => cells.extend(c.cells()),
-                Some(SyscallsJson::Error { .. }) => {
-                    cells.extend(syscall_count::columns().map(|_| "?".to_string()));
-                }
-                None => {}
+    let syscalls: Vec<_> = (0..syscall_count::columns().count())
+        .map(|i| {
+            move |r: &DocRow| match &r.syscalls_per_rt {
+                Some(SyscallsJson::Counts(c)) => c.cells()[i].clone(),
+                _ => "?".to_string(),
             }
-            cells
         })
         .collect();
-    print_table(shape.title, &header, &table);
+    let mut columns: Vec<Column<'_, DocRow>> = vec![
+        ("implementation", &|r| r.name.clone()),
+        ("flavor", &|r| flavor(r.flavor)),
+        ("ns/RT", &|r| ns(r.mean_ns)),
+        ("p50", &|r| ns(r.p50_ns)),
+        ("p99", &|r| ns(r.p99_ns)),
+        ("p99.9", &|r| ns(r.p999_ns)),
+        ("max", &|r| ns(r.max_ns)),
+        ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
+    ];
+    if args.syscalls {
+        columns.extend(
+            syscall_count::columns()
+                .zip(&syscalls)
+                .map(|(h, cell)| (h, cell as _)),
+        );
+    }
+    print_table(shape.title, &results, &columns);
     println!(
         "pin={}, {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds); CPUs {:?}",
         pin.name(),

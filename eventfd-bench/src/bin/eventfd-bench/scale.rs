@@ -20,7 +20,7 @@ use crate::pinning::Pin;
 use crate::rows::{grid, ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
-use crate::table::{finite, ns, print_json, print_table, ratio};
+use crate::table::{finite, flavor, ns, print_json, print_table, ratio};
 use crate::timing::nanos;
 
 /// The seed of the random choice of receivers.
@@ -127,21 +127,6 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let table: Vec<Vec<String>> = results
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.to_string(),
-                r.flavor.unwrap_or("-").to_string(),
-                ns(r.fds as f64),
-                ns(r.mean_ns),
-                ns(r.p50_ns),
-                ns(r.p99_ns),
-                ratio(r.p50_vs_fewest_fds.unwrap_or(f64::NAN)),
-                ratio(r.p50_vs_crate.unwrap_or(f64::NAN)),
-            ]
-        })
-        .collect();
     let title = match pick {
         Pick::Random => {
             "scale: wake one of N registered receivers at random, wait for its reply (ns)"
@@ -150,17 +135,19 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     };
     print_table(
         title,
+        &results,
         &[
-            "implementation",
-            "flavor",
-            "fds",
-            "ns/wake",
-            "p50",
-            "p99",
-            &format!("p50 vs {first} fd"),
-            "p50 vs crate",
+            ("implementation", &|r| r.name.to_string()),
+            ("flavor", &|r| flavor(r.flavor)),
+            ("fds", &|r| ns(r.fds as f64)),
+            ("ns/wake", &|r| ns(r.mean_ns)),
+            ("p50", &|r| ns(r.p50_ns)),
+            ("p99", &|r| ns(r.p99_ns)),
+            (&format!("p50 vs {first} fd"), &|r| {
+                ratio(r.p50_vs_fewest_fds)
+            }),
+            ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
         ],
-        &table,
     );
     println!(
         "pin={}, pick={}, {rounds} rounds x {rts} wakes, interleaved; medians of rounds. \

@@ -28,13 +28,14 @@ pub(crate) fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// Formats a ratio: `0.93x`.
-pub(crate) fn ratio(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.2}x")
-    } else {
-        "-".to_string()
-    }
+/// Formats a ratio: `0.93x`; `-` for none (see [`finite`]).
+pub(crate) fn ratio(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.2}x"))
+}
+
+/// Formats a flavor: `-` for a floor's.
+pub(crate) fn flavor(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_string()
 }
 
 /// Prints `doc` as one pretty JSON document (`--json`).
@@ -46,11 +47,19 @@ pub(crate) fn print_json(doc: &impl Serialize) -> io::Result<()> {
     Ok(())
 }
 
-/// Prints a table with aligned columns: the first left-aligned, the rest
-/// right-aligned.
-pub(crate) fn print_table(title: &str, header: &[&str], rows: &[Vec<String>]) {
+/// A column of a table: its header, and a row's cell in it.
+pub(crate) type Column<'a, R> = (&'a str, &'a dyn Fn(&R) -> String);
+
+/// Prints `rows` under `title` in aligned `columns`: the first
+/// left-aligned, the rest right-aligned.
+pub(crate) fn print_table<R>(title: &str, rows: &[R], columns: &[Column<'_, R>]) {
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|(_, cell)| cell(r)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -70,7 +79,7 @@ pub(crate) fn print_table(title: &str, header: &[&str], rows: &[Vec<String>]) {
     line(&mut header.iter().copied());
     let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
     println!("{}", "-".repeat(total));
-    for row in rows {
+    for row in &rows {
         line(&mut row.iter().map(String::as_str));
     }
 }

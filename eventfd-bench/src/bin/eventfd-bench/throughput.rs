@@ -107,36 +107,24 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
             results,
         })?;
     } else {
-        let table: Vec<Vec<String>> = results
-            .iter()
-            .map(|r| {
-                vec![
-                    r.name.to_string(),
-                    r.flavor.to_string(),
-                    r.writers.to_string(),
-                    ns(r.adds_per_s),
-                    ns(r.reads_per_s),
-                    format!("{:.1}", r.adds_per_read),
-                    format!("{:.1}", r.reader_cpu_ns_per_add),
-                    ratio(r.cpu_vs_crate.unwrap_or(f64::NAN)),
-                    if r.conserved { "yes" } else { "NO" }.to_string(),
-                ]
-            })
-            .collect();
         print_table(
             "throughput: writer threads add 1 in a loop, one task reads",
+            &results,
             &[
-                "implementation",
-                "flavor",
-                "writers",
-                "adds/s",
-                "reads/s",
-                "adds/read",
-                "reader ns CPU/add",
-                "vs crate",
-                "read==added",
+                ("implementation", &|r| r.name.to_string()),
+                ("flavor", &|r| r.flavor.to_string()),
+                ("writers", &|r| r.writers.to_string()),
+                ("adds/s", &|r| ns(r.adds_per_s)),
+                ("reads/s", &|r| ns(r.reads_per_s)),
+                ("adds/read", &|r| format!("{:.1}", r.adds_per_read)),
+                ("reader ns CPU/add", &|r| {
+                    format!("{:.1}", r.reader_cpu_ns_per_add)
+                }),
+                ("vs crate", &|r| ratio(r.cpu_vs_crate)),
+                ("read==added", &|r| {
+                    if r.conserved { "yes" } else { "NO" }.to_string()
+                }),
             ],
-            &table,
         );
         println!(
             "pin={} (writers on side 1), {rounds} rounds x {:?}, interleaved; medians of rounds. \
