@@ -10,37 +10,31 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
 use async_eventfd::{AsyncEventFd, EventFd, Notifier};
+use clap::builder::PossibleValue;
+use clap::ValueEnum;
 use eventfd_bench::baselines::{AsyncFdR, AsyncFdRw, NotifyCounter, TokioEventfd};
 
-/// An implementation under test; the value names of `--impl` are the
-/// table's names ([`Contender::name`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// An implementation under test: `--impl` takes its [`name`](Contender::name)
+/// and shows its [`describe`](Contender::describe) as help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Contender {
-    /// This crate: AsyncEventFd read().await / add(1).await.
-    #[value(name = "async-eventfd")]
     Crate,
-    /// tokio::sync::Notify + an atomic counter (in-process only, no fd).
-    #[value(name = "notify")]
     Notify,
-    /// Hand-written AsyncFd<EventFd>, READABLE|WRITABLE interest, readiness
-    /// cleared only on WouldBlock (tokio's idiomatic try_io).
-    #[value(name = "asyncfd-rw")]
     AsyncFdRw,
-    /// Hand-written AsyncFd<EventFd>, READABLE-only interest, readiness
-    /// cleared after every draining read.
-    #[value(name = "asyncfd-r")]
     AsyncFdR,
-    /// tokio-eventfd 0.2.2 (AsyncRead/AsyncWrite of 8 bytes).
-    #[value(name = "tokio-eventfd")]
     TokioEventfd,
-    /// This crate, a plain thread wakes the task with
-    /// AsyncEventFd::notifier()'s Notifier::notify() (thread-task's writer).
-    #[value(name = "notifier")]
     Notifier,
-    /// This crate, a plain thread wakes the task with EventFd::add(1) on
-    /// get_ref().try_clone() (thread-task's writer).
-    #[value(name = "try-clone")]
     TryClone,
+}
+
+impl ValueEnum for Contender {
+    fn value_variants<'a>() -> &'a [Contender] {
+        &Contender::THREAD_TASK
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.describe()))
+    }
 }
 
 impl Contender {
@@ -53,9 +47,9 @@ impl Contender {
         Contender::Notify,
     ];
 
-    /// `thread-task`'s rows: [`Contender::ALL`] plus the crate's two writers for
-    /// a plain thread, next to it (the same task side; only the thread's
-    /// writer differs).
+    /// `thread-task`'s rows, every contender: [`Contender::ALL`] plus the
+    /// crate's two writers for a plain thread, next to it (the same task
+    /// side; only the thread's writer differs).
     pub(crate) const THREAD_TASK: [Contender; 7] = [
         Contender::Crate,
         Contender::Notifier,
@@ -75,6 +69,8 @@ impl Contender {
         Contender::AsyncFdR,
     ];
 
+    /// The first column of its rows (`impl` in `--json`), and `--impl`'s
+    /// value.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Crate => "async-eventfd",
@@ -87,6 +83,7 @@ impl Contender {
         }
     }
 
+    /// What it is, in words (`what` in `--json`, `--impl`'s help).
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Contender::Crate => "this crate: AsyncEventFd read().await / add(1).await",
