@@ -55,23 +55,19 @@ pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
             _ => {}
         }
     }
-    let mut doc = Doc {
+    let rig = |rig| args.rig.contains(&rig);
+    let doc = Doc {
         command: "kernel",
         pin: args.common.pin.name(),
         rounds: args.rounds,
         cpus: allowed_cpus(),
-        uring: None,
-        kvm: None,
+        uring: rig(Rig::Uring)
+            .then(|| part(probe_uring(), || uring::measure(args, &readers)))
+            .transpose()?,
+        kvm: rig(Rig::Kvm)
+            .then(|| kvm_part(args, &readers))
+            .transpose()?,
     };
-    if args.rig.contains(&Rig::Uring) {
-        doc.uring = Some(match available(probe_uring()) {
-            Ok(()) => Part::Measured(uring::measure(args, &readers)?),
-            Err(reason) => Part::Skipped { skipped: reason },
-        });
-    }
-    if args.rig.contains(&Rig::Kvm) {
-        doc.kvm = Some(kvm_part(args, &readers)?);
-    }
     if args.common.json {
         print_json(&doc)?;
     } else {
@@ -80,12 +76,16 @@ pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `Err(reason)` when the facility is missing; a failure of a facility that
-/// is here stays an error (it fails the run later, where it is measured).
-fn available(probe: Result<(), RigError>) -> Result<(), String> {
+/// What `measure` gives, or why the part was skipped: only a missing
+/// facility is a skip; a failure of one that is here stays an error (the
+/// measurement fails with it).
+fn part<T>(
+    probe: Result<(), RigError>,
+    measure: impl FnOnce() -> io::Result<T>,
+) -> io::Result<Part<T>> {
     match probe {
-        Err(RigError::Missing(reason)) => Err(reason),
-        _ => Ok(()),
+        Err(RigError::Missing(skipped)) => Ok(Part::Skipped { skipped }),
+        _ => measure().map(Part::Measured),
     }
 }
 
@@ -97,12 +97,8 @@ fn probe_uring() -> Result<(), RigError> {
 /// The KVM table, or why it was skipped.
 #[cfg(target_arch = "x86_64")]
 fn kvm_part(args: &KernelArgs, readers: &[Row]) -> io::Result<Part<KvmDoc>> {
-    Ok(
-        match available(kernel_rigs::guest::Guest::new().map(drop)) {
-            Ok(()) => Part::Measured(kvm::measure(args, readers)?),
-            Err(reason) => Part::Skipped { skipped: reason },
-        },
-    )
+    let probe = kernel_rigs::guest::Guest::new().map(drop);
+    part(probe, || kvm::measure(args, readers))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -127,7 +123,7 @@ struct Doc {
 }
 
 /// A part's results, or why it was skipped.
-#[derive(Serialize)]
+#[derive(Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 enum Part<T> {
     Measured(T),
@@ -252,11 +248,21 @@ mod tests {
 
     #[test]
     fn only_a_missing_facility_is_a_skip() {
+        let measure = || Ok(7);
         let missing = RigError::Missing("no io_uring".into());
-        assert_eq!(available(Err(missing)), Err("no io_uring".to_string()));
+        let skipped = "no io_uring".to_string();
+        assert_eq!(
+            part(Err(missing), measure).expect("a skip"),
+            Part::Skipped { skipped }
+        );
         let failed = RigError::Failed("KVM_CREATE_VM: EPERM".into());
-        assert_eq!(available(Err(failed)), Ok(()));
-        assert_eq!(available(Ok(())), Ok(()));
+        assert_eq!(
+            part(Err(failed), measure).expect("measured"),
+            Part::Measured(7)
+        );
+        assert_eq!(part(Ok(()), measure).expect("measured"), Part::Measured(7));
+        let error = part(Ok(()), || Err::<u8, _>(io::ErrorKind::TimedOut.into()));
+        assert_eq!(error.expect_err("fails").kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]
