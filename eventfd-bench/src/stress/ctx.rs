@@ -1,6 +1,6 @@
 //! The run context of a scenario (configuration, seed, totals, the first
-//! failure, the stop flag), the per-thread [`Tally`], and the `Step` result
-//! that scenario bodies return.
+//! failure, the stop flag), and the `Step` result that scenario bodies
+//! return.
 
 use std::fmt;
 use std::io;
@@ -9,28 +9,35 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub(super) use super::report::Tally;
 use super::{Config, Scenario};
 use crate::rng::Rng;
 
-/// Why a scenario failed: the message that becomes [`Report::failure`].
-///
-/// [`Report::failure`]: super::Report::failure
+/// Why a step ended early: a failed check (the message that becomes the
+/// FAIL verdict), or a facility missing here (io_uring disabled, no
+/// `/dev/kvm`: the SKIP verdict, with this reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Failure(pub(super) String);
+pub(super) enum Failure {
+    Failed(String),
+    Missing(String),
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Failure::Failed(msg) => f.write_str(msg),
+            Failure::Missing(reason) => write!(f, "skipped: {reason}"),
+        }
     }
 }
 
-/// The result of a scenario step: `Err` carries the failure message.
+/// The result of a scenario step.
 pub(super) type Step<T = ()> = Result<T, Failure>;
 
 /// Fails the current step with a formatted message.
 macro_rules! bail {
     ($($arg:tt)*) => {
-        return Err($crate::stress::ctx::Failure(format!($($arg)*)))
+        return Err($crate::stress::ctx::Failure::Failed(format!($($arg)*)))
     };
 }
 pub(super) use bail;
@@ -55,54 +62,8 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
     fn context(self, what: &str) -> Step<T> {
         self.map_err(|e| {
             let e: io::Error = e.into();
-            Failure(format!("{what}: {e} ({:?})", e.kind()))
+            Failure::Failed(format!("{what}: {e} ({:?})", e.kind()))
         })
-    }
-}
-
-/// What one thread or task did; merged into the scenario's totals.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Tally {
-    pub(super) added: u128,
-    pub(super) read: u128,
-    pub(super) add_calls: u64,
-    pub(super) read_calls: u64,
-    pub(super) wakeups: u64,
-    pub(super) spurious: u64,
-    pub(super) max_wait: Duration,
-}
-
-impl Tally {
-    pub(super) fn add(&mut self, n: u64) {
-        self.added += u128::from(n);
-        self.add_calls += 1;
-    }
-
-    pub(super) fn read(&mut self, n: u64) {
-        self.read += u128::from(n);
-        self.read_calls += 1;
-    }
-
-    pub(super) fn wake(&mut self) {
-        self.wakeups += 1;
-    }
-
-    pub(super) fn spurious(&mut self) {
-        self.spurious += 1;
-    }
-
-    pub(super) fn waited(&mut self, d: Duration) {
-        self.max_wait = self.max_wait.max(d);
-    }
-
-    pub(super) fn merge(&mut self, other: &Tally) {
-        self.added += other.added;
-        self.read += other.read;
-        self.add_calls += other.add_calls;
-        self.read_calls += other.read_calls;
-        self.wakeups += other.wakeups;
-        self.spurious += other.spurious;
-        self.max_wait = self.max_wait.max(other.max_wait);
     }
 }
 
@@ -188,7 +149,7 @@ impl Ctx {
     }
 
     /// T: the longest a count may stay pending with no waiter woken.
-    pub(super) fn t(&self) -> Duration {
+    pub(super) fn liveness(&self) -> Duration {
         self.cfg.liveness
     }
 
@@ -196,13 +157,13 @@ impl Ctx {
     /// itself (it is normally released sooner through a stop fd). Longer than
     /// T, so a lost wakeup is caught by the watchdog before any re-poll.
     pub(super) fn backstop(&self) -> Duration {
-        self.t() * 3
+        self.liveness() * 3
     }
 
     /// The hard deadline of one round.
     pub(super) fn deadline(&self) -> Duration {
         Duration::from_secs(60) * u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000)
-            + self.t() * 4
+            + self.liveness() * 4
     }
 
     pub(super) fn stopped(&self) -> bool {
@@ -266,9 +227,23 @@ impl Ctx {
     /// `Err` with the recorded failure if another thread (or the watchdog)
     /// already failed the scenario: the next part of a round is pointless.
     pub(super) fn proceed(&self) -> Step {
-        match self.failure() {
-            Some(msg) => Err(Failure(msg)),
-            None => Ok(()),
+        match (self.failure(), self.skipped()) {
+            (Some(msg), _) => Err(Failure::Failed(msg)),
+            (None, Some(reason)) => Err(Failure::Missing(reason)),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Whether the scenario failed or skipped: the round is over.
+    pub(super) fn halted(&self) -> bool {
+        self.failed() || self.skipped().is_some()
+    }
+
+    /// Records `failure`: a FAIL, or the SKIP of a missing facility.
+    pub(super) fn halt(&self, failure: Failure) {
+        match failure {
+            Failure::Failed(msg) => self.fail(msg),
+            Failure::Missing(reason) => self.skip(reason),
         }
     }
 
@@ -276,7 +251,7 @@ impl Ctx {
     /// other waiters now rather than when the step's caller returns.
     pub(super) fn record<T>(&self, step: Step<T>) -> Step<T> {
         if let Err(f) = &step {
-            self.fail(f.0.clone());
+            self.halt(f.clone());
         }
         step
     }
@@ -300,13 +275,14 @@ impl Ctx {
 
     pub(super) fn check_conservation(&self) {
         let t = self.totals();
-        if t.added != t.read && !self.failed() {
+        if t.adds != t.reads && !self.failed() {
             self.fail(format!(
-                "conservation: added {} but read {} ({} {})",
-                t.added,
-                t.read,
-                t.added.abs_diff(t.read),
-                if t.added > t.read {
+                "{}: conservation: added {} but read {} ({} {})",
+                self.id(),
+                t.adds,
+                t.reads,
+                t.adds.abs_diff(t.reads),
+                if t.adds > t.reads {
                     "lost or stranded"
                 } else {
                     "read twice"

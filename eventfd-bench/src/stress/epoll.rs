@@ -138,9 +138,9 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
         efd.add(1).context("add")?;
         tally.add(1);
         ensure!(
-            reports(&ep, DATA, timeout_ms(ctx.t()))?,
+            reports(&ep, DATA, timeout_ms(ctx.liveness()))?,
             "S1: a lone add was not reported within {:?}",
-            ctx.t()
+            ctx.liveness()
         );
         tally.wake();
         if !drain(ctx, &watch, 0, &efd, &mut tally)? {
@@ -278,7 +278,7 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
         efd.add(1).context("add")?;
         tally.add(1);
         ensure!(
-            reports(&ep, DATA, timeout_ms(ctx.t()))?,
+            reports(&ep, DATA, timeout_ms(ctx.liveness()))?,
             "S4: round {round}: an armed ONESHOT missed an add"
         );
         tally.wake();

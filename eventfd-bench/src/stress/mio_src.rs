@@ -124,7 +124,7 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
         t.read_calls == t.add_calls * n,
         "S3 (mio): {} reads for {} units added, expected one read per unit",
         t.read_calls,
-        t.added
+        t.adds
     );
     Ok(())
 }

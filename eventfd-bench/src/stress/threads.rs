@@ -153,7 +153,7 @@ pub(super) fn run_threads<'env>(
         }
         for &fd in &watch.fds {
             if let Err(f) = wait_drained(ctx, fd) {
-                ctx.fail(f.0);
+                ctx.halt(f);
             }
         }
         ctx.finish();

@@ -120,7 +120,7 @@ impl<'a> Watch<'a> {
                 ));
             }
             if ctx.stopped() {
-                if ctx.failed() {
+                if ctx.halted() {
                     release();
                     released = true;
                 }
@@ -145,7 +145,7 @@ impl<'a> Watch<'a> {
                         Some((t0, p)) if p == progress => {
                             let pending = now - t0;
                             ctx.note_pending(pending);
-                            if pending >= ctx.t() {
+                            if pending >= ctx.liveness() {
                                 ctx.fail(format!(
                                     "{}: lost wakeup: {} stayed readable for {:?} (count left {}) \
                                      with no read{}",
