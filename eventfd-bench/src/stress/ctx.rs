@@ -82,6 +82,12 @@ pub(super) struct Ctx {
     failure: Mutex<Option<String>>,
     /// Why the scenario did not run (a facility is missing), if so.
     skipped: Mutex<Option<String>>,
+    /// Why the round could not decide (it ran out its deadline with every
+    /// waiter woken in time; the machine cannot tell a spin), if so.
+    inconclusive: Mutex<Option<String>>,
+    /// Set when the round was released at its deadline: what fails after
+    /// that is the release's doing, not a fault.
+    timed_out: AtomicBool,
     totals: Mutex<Tally>,
     /// Progress of the current round: units read (where values are small).
     pub(super) live: AtomicU64,
@@ -106,6 +112,8 @@ impl Ctx {
             stop: AtomicBool::new(false),
             failure: Mutex::new(None),
             skipped: Mutex::new(None),
+            inconclusive: Mutex::new(None),
+            timed_out: AtomicBool::new(false),
             totals: Mutex::new(Tally::default()),
             live: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
@@ -160,9 +168,12 @@ impl Ctx {
         self.liveness() * 3
     }
 
-    /// The hard deadline of one round.
+    /// The hard deadline of one round: a minute per unit of scale on a fast
+    /// machine, times the [`slowness`](super::Calibration::slowness) of this
+    /// one, plus 4 T.
     pub(super) fn deadline(&self) -> Duration {
-        Duration::from_secs(60) * u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000)
+        let scale = u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000);
+        (Duration::from_secs(60) * scale).mul_f64(super::calibration().slowness)
             + self.liveness() * 4
     }
 
@@ -183,14 +194,25 @@ impl Ctx {
         self.live.store(0, Ordering::SeqCst);
     }
 
-    /// Records the first failure (later ones are dropped) and stops the round.
+    /// Records the first failure (later ones are dropped) and stops the
+    /// round; after a release at the deadline, failures are its doing and
+    /// are dropped.
     pub(super) fn fail(&self, msg: impl Into<String>) {
+        if self.timed_out.load(Ordering::SeqCst) {
+            return;
+        }
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if failure.is_none() {
             *failure = Some(msg.into());
         }
         drop(failure);
         self.finish();
+    }
+
+    /// Records a failure that no release explains (an fd left open).
+    pub(super) fn fail_anyway(&self, msg: impl Into<String>) {
+        self.timed_out.store(false, Ordering::SeqCst);
+        self.fail(msg);
     }
 
     pub(super) fn failed(&self) -> bool {
@@ -217,6 +239,32 @@ impl Ctx {
         self.finish();
     }
 
+    /// Records that the round cannot decide: the verdict is INCONCLUSIVE
+    /// unless a check fails.
+    pub(super) fn undecided(&self, reason: impl Into<String>) {
+        let mut inconclusive = self.inconclusive.lock().unwrap_or_else(|e| e.into_inner());
+        inconclusive.get_or_insert_with(|| reason.into());
+    }
+
+    /// The round ran out its deadline with no lost wakeup seen: INCONCLUSIVE,
+    /// and the round stops.
+    pub(super) fn time_out(&self, reason: impl Into<String>) {
+        self.undecided(reason);
+        self.timed_out.store(true, Ordering::SeqCst);
+        self.finish();
+    }
+
+    pub(super) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn inconclusive(&self) -> Option<String> {
+        self.inconclusive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(super) fn skipped(&self) -> Option<String> {
         self.skipped
             .lock()
@@ -230,13 +278,16 @@ impl Ctx {
         match (self.failure(), self.skipped()) {
             (Some(msg), _) => Err(Failure::Failed(msg)),
             (None, Some(reason)) => Err(Failure::Missing(reason)),
+            (None, None) if self.timed_out() => {
+                Err(Failure::Failed("released at the deadline".to_string()))
+            }
             (None, None) => Ok(()),
         }
     }
 
-    /// Whether the scenario failed or skipped: the round is over.
+    /// Whether the scenario failed, skipped or timed out: the round is over.
     pub(super) fn halted(&self) -> bool {
-        self.failed() || self.skipped().is_some()
+        self.failed() || self.skipped().is_some() || self.timed_out()
     }
 
     /// Records `failure`: a FAIL, or the SKIP of a missing facility.

@@ -66,6 +66,7 @@ use std::time::{Duration, Instant};
 use crate::rng::Rng;
 
 mod account;
+mod calibrate;
 mod ctx;
 mod epoll;
 mod kernel;
@@ -78,6 +79,7 @@ mod threads;
 mod watchdog;
 
 pub use account::{sample, Sample};
+pub use calibrate::{calibration, Calibration};
 use ctx::Ctx;
 use report::replay;
 pub use report::{Report, Tally, Verdict};
@@ -194,16 +196,18 @@ pub fn run(id: &str, config: &Config) -> Report {
 /// Runs `sc` with `seed`, alone in the process, and reports.
 fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
     let _alone = account::exclusive();
+    let calibration = calibration();
     let before = account::Usage::now();
     let start = Instant::now();
     let ctx = Arc::new(Ctx::new(sc, config.clone(), seed));
     run_round(&ctx);
     let elapsed = start.elapsed();
     // Every fd of the scenario is closed by now: its bodies own their fds,
-    // join their threads and drop their runtimes before they return.
+    // join their threads and drop their runtimes before they return, also
+    // after a failure or a release at the deadline.
     let after = account::Usage::now();
     if after.fds != before.fds && !ctx.failed() {
-        ctx.fail(format!(
+        ctx.fail_anyway(format!(
             "{}: {} fds open before the scenario, {} after ({})",
             sc.id,
             before.fds.len(),
@@ -212,10 +216,11 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
         ));
     }
     let totals = ctx.totals();
-    let verdict = match (ctx.failure(), ctx.skipped()) {
-        (Some(msg), _) => Verdict::Fail(format!("{msg} {}", replay(seed))),
-        (None, Some(reason)) => Verdict::Skip(reason),
-        (None, None) => Verdict::Pass,
+    let verdict = match (ctx.failure(), ctx.inconclusive(), ctx.skipped()) {
+        (Some(msg), _, _) => Verdict::Fail(format!("{msg} {}", replay(seed))),
+        (None, Some(reason), _) => Verdict::Inconclusive(format!("{reason} {}", replay(seed))),
+        (None, None, Some(reason)) => Verdict::Skip(reason),
+        (None, None, None) => Verdict::Pass,
     };
     Report {
         rounds: 1,
@@ -229,6 +234,7 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
         fds_after: after.fds.len(),
         rss_before: before.rss,
         rss_after: after.rss,
+        calibration,
         ..Report::new(sc.id, sc.name, seed)
     }
 }
@@ -250,7 +256,9 @@ fn run_round(ctx: &Arc<Ctx>) {
             ctx.fail(format!("panicked: {msg}"));
         }
     }
-    if ctx.skipped().is_some() {
+    // A round that skipped, or was released at its deadline, is over
+    // before its counts could add up.
+    if ctx.skipped().is_some() || ctx.timed_out() {
         return;
     }
     ctx.check_conservation();
@@ -370,6 +378,30 @@ mod tests {
         assert!(report
             .to_string()
             .ends_with("seed 42: FAIL: S0: boom [seed 42; replay with EVENTFD_STRESS_SEED=42]"));
+    }
+
+    #[test]
+    fn a_round_released_at_its_deadline_is_inconclusive_not_failed() {
+        static SLOW: Scenario = fake(|ctx| {
+            let mut t = Tally::default();
+            t.add(1);
+            ctx.merge(&t);
+            ctx.time_out("S0: ran out its deadline");
+            // What the release makes fail is not a fault; nor is the count
+            // the round had no time to read.
+            ctx::bail!("S0: released")
+        });
+        let report = run_scenario(&SLOW, &Config::default(), 3);
+        assert!(!report.passed() && !report.failed(), "{report}");
+        assert_eq!(
+            report.verdict,
+            Verdict::Inconclusive(
+                "S0: ran out its deadline [seed 3; replay with EVENTFD_STRESS_SEED=3]".to_string()
+            )
+        );
+        assert!(report.to_string().ends_with(
+            ": INCONCLUSIVE: S0: ran out its deadline [seed 3; replay with EVENTFD_STRESS_SEED=3]"
+        ));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use super::Calibration;
+
 /// What a thread, a task or a whole scenario did: merged into the
 /// scenario's totals, which its [`Report`] holds.
 ///
@@ -80,8 +82,8 @@ impl Tally {
     }
 }
 
-/// A scenario's verdict. In `--json` it is the keys `passed`, `failure` and
-/// `skipped` (the reason, or null).
+/// A scenario's verdict. In `--json` it is the keys `passed`, `failure`,
+/// `skipped` and `inconclusive` (the message or reason, or null).
 ///
 /// # Examples
 ///
@@ -102,10 +104,16 @@ pub enum Verdict {
     /// The scenario could not run here (io_uring disabled, no `/dev/kvm`):
     /// nothing was checked, so it has not passed; it has not failed either.
     Skip(String),
+    /// No check failed, but the round could not decide: it ran out its
+    /// deadline while every waiter was woken in time (a slow machine, not
+    /// a lost wakeup), or the machine is too slow to tell a spin from an
+    /// honest wait. Not a pass.
+    Inconclusive(String),
 }
 
 impl Verdict {
-    /// The verdict in one word: `"PASS"`, `"FAIL"` or `"SKIP"`.
+    /// The verdict in one word: `"PASS"`, `"FAIL"`, `"SKIP"` or
+    /// `"INCONCLUSIVE"`.
     ///
     /// # Examples
     ///
@@ -118,6 +126,7 @@ impl Verdict {
             Verdict::Pass => "PASS",
             Verdict::Fail(_) => "FAIL",
             Verdict::Skip(_) => "SKIP",
+            Verdict::Inconclusive(_) => "INCONCLUSIVE",
         }
     }
 
@@ -133,7 +142,7 @@ impl Verdict {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Verdict::Pass => None,
-            Verdict::Fail(why) | Verdict::Skip(why) => Some(why),
+            Verdict::Fail(why) | Verdict::Skip(why) | Verdict::Inconclusive(why) => Some(why),
         }
     }
 
@@ -142,7 +151,8 @@ impl Verdict {
         match self {
             Verdict::Pass => 0,
             Verdict::Skip(_) => 1,
-            Verdict::Fail(_) => 2,
+            Verdict::Inconclusive(_) => 2,
+            Verdict::Fail(_) => 3,
         }
     }
 }
@@ -161,10 +171,12 @@ impl Serialize for Verdict {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let reason = |v: fn(&Verdict) -> bool| self.reason().filter(|_| v(self));
-        let mut out = s.serialize_struct("Verdict", 3)?;
+        let mut out = s.serialize_struct("Verdict", 4)?;
         out.serialize_field("passed", &(*self == Verdict::Pass))?;
         out.serialize_field("failure", &reason(|v| matches!(v, Verdict::Fail(_))))?;
         out.serialize_field("skipped", &reason(|v| matches!(v, Verdict::Skip(_))))?;
+        let undecided = |v: &Verdict| matches!(v, Verdict::Inconclusive(_));
+        out.serialize_field("inconclusive", &reason(undecided))?;
         out.end()
     }
 }
@@ -183,7 +195,7 @@ impl Serialize for Verdict {
 /// assert!(report.passed(), "{report}");
 /// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// The scenario id, `"S1"` to `"S19"` (or the unknown id asked for).
     pub id: String,
@@ -197,7 +209,7 @@ pub struct Report {
     /// Wall time of the run.
     #[serde(rename = "elapsed_ms", serialize_with = "millis")]
     pub elapsed: Duration,
-    /// PASS, FAIL or SKIP, with the failure message or the reason.
+    /// PASS, FAIL, SKIP or INCONCLUSIVE, with the message or the reason.
     #[serde(flatten)]
     pub verdict: Verdict,
     /// The seed of the run's random choices: [`Config::seed`](super::Config::seed), or the fresh
@@ -220,6 +232,9 @@ pub struct Report {
     /// judged: the allocator keeps freed memory, so growth over one run is
     /// not a leak; growth over many rounds of a long run is worth a look.
     pub rss_after: u64,
+    /// What this machine measured before the first scenario, which the
+    /// deadlines and S18's spin checks scale from.
+    pub calibration: Calibration,
 }
 
 impl Report {
@@ -237,6 +252,7 @@ impl Report {
             fds_after: 0,
             rss_before: 0,
             rss_after: 0,
+            calibration: Calibration::default(),
         }
     }
 
@@ -302,7 +318,8 @@ impl fmt::Display for Report {
         write!(
             f,
             "{} {}: {} rounds, adds {} ({} calls), reads {} ({} calls), wakeups {}, spurious {}, \
-             longest pending wait {:?}, {:?}, fds {} -> {}, RSS {:.1} -> {:.1} MiB, seed {}: {}",
+             longest pending wait {:?}, {:?}, fds {} -> {}, RSS {:.1} -> {:.1} MiB, round trip \
+             {:?} ({:.1}x the reference), seed {}: {}",
             self.id,
             self.name,
             self.rounds,
@@ -318,6 +335,8 @@ impl fmt::Display for Report {
             self.fds_after,
             self.rss_before as f64 / MIB,
             self.rss_after as f64 / MIB,
+            Duration::from_nanos(self.calibration.round_trip_ns),
+            self.calibration.slowness,
             self.seed,
             self.verdict,
         )

@@ -15,14 +15,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventfd_bench::rng::Rng;
-use eventfd_bench::stress::{self, Config, Report, Sample, Scenario};
+use eventfd_bench::stress::{self, Calibration, Config, Report, Sample, Scenario};
 #[cfg(test)]
 use eventfd_bench::stress::{Tally, Verdict};
 use serde::Serialize;
 
 use crate::options::StressArgs;
 
-/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP is not a
+/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP or an
+/// INCONCLUSIVE, which the summary counts apart, is not a
 /// failure) and the open fds did not grow, else 1.
 pub(crate) fn run(args: &StressArgs) -> ExitCode {
     if run_and_print(args) {
@@ -282,12 +283,21 @@ fn table(run: &Run) -> String {
             run.samples.len()
         ));
     }
+    let machine = stress::calibration();
     out.push_str(&format!(
-        "\n{} scenarios: {} PASS, {} FAIL, {} SKIP; {} {} in {:.1}s",
+        "\nmachine: eventfd round trip {:?} ({:.1}x the reference: deadlines scale by it), an \
+         honest overflow wait costs {:?} of CPU in 200ms",
+        Duration::from_nanos(machine.round_trip_ns),
+        machine.slowness,
+        Duration::from_micros(machine.idle_wait_cpu_us)
+    ));
+    out.push_str(&format!(
+        "\n{} scenarios: {} PASS, {} FAIL, {} SKIP, {} INCONCLUSIVE; {} {} in {:.1}s",
         reports.len(),
         run.count("PASS"),
         run.count("FAIL"),
         run.count("SKIP"),
+        run.count("INCONCLUSIVE"),
         run.passes,
         if run.passes == 1 { "pass" } else { "passes" },
         run.elapsed.as_secs_f64()
@@ -311,6 +321,7 @@ struct Summary<'a> {
     passed: usize,
     failed: usize,
     skipped: usize,
+    inconclusive: usize,
     passes: u64,
     elapsed_ms: u128,
     /// The seed of the first pass; pass k ran with `seed + k - 1`.
@@ -319,6 +330,8 @@ struct Summary<'a> {
     failure: Option<&'a str>,
     /// Open fds and RSS (bytes) at `t_ms` since the start.
     samples: &'a [Point],
+    /// What the machine measured, which deadlines and budgets scale from.
+    calibration: Calibration,
 }
 
 /// A JSON array with one report a line, so that a line-oriented tool can
@@ -340,11 +353,13 @@ fn json(run: &Run) -> String {
         passed: run.count("PASS"),
         failed: run.count("FAIL"),
         skipped: run.count("SKIP"),
+        inconclusive: run.count("INCONCLUSIVE"),
         passes: run.passes,
         elapsed_ms: run.elapsed.as_millis(),
         seed: run.seed,
         failure: run.failure.as_deref(),
         samples: &run.samples,
+        calibration: stress::calibration(),
     };
     lines.push(
         serde_json::to_string(&serde_json::json!({ "summary": summary }))
@@ -488,7 +503,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP; 2 passes in 90.0s; seeds 40 to 41"
+                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP, 0 INCONCLUSIVE; 2 passes in 90.0s; seeds 40 to 41"
             ),
             "{text}"
         );

@@ -2,34 +2,26 @@
 //! a full counter again and again, saturating it to `u64::MAX`, while tasks
 //! and threads add and read; adds that wait on the overflow must not spin.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::AsFd;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use async_eventfd::{EventFd, MAX_COUNT};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::resource::{getrusage, UsageWho};
 use tokio::sync::watch;
 
 use super::{added, join_thread, nop, peek, ring_for, stop_readers, unless_released};
 use crate::rng::Rng;
+use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::rt::{async_fd, drained, spawn_readers, watched_tasks, within, Flavor, Readers};
 use crate::stress::threads::read_once;
 use crate::stress::watchdog::{Probe, Watch};
-
-/// The process's CPU time so far, user and system, every thread.
-fn process_cpu() -> Step<Duration> {
-    let usage = getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?;
-    let time = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().unsigned_abs())
-            + Duration::from_micros(t.tv_usec().unsigned_abs())
-    };
-    Ok(time(usage.user_time()) + time(usage.system_time()))
-}
 
 /// An add from a plain thread on the shared (nonblocking) fd: waits for
 /// `POLLOUT`; on the overflow, where `poll` returns `POLLERR` at once, it
@@ -83,18 +75,57 @@ fn thread_reader(
 /// and a thread. Once the counter is empty, the adds that waited must be
 /// done within T.
 pub(in crate::stress) fn overflow_storms(ctx: &Arc<Ctx>) -> Step {
+    let mut undecided = None;
     for round in 0..4 * ctx.scale() {
-        storm(ctx, Flavor::BOTH[round as usize % 2], round)?;
+        undecided = undecided.or(storm(ctx, Flavor::BOTH[round as usize % 2], round)?);
+    }
+    if let Some(reason) = undecided {
+        ctx.undecided(reason);
     }
     Ok(())
 }
 
-/// The quiet window of an S18 round, and the CPU the process may use in it.
-const QUIET: Duration = Duration::from_millis(200);
+/// The least CPU budget of S18's quiet window (see [`quiet_window`]).
 const QUIET_CPU: Duration = Duration::from_millis(50);
 
-/// One round of S18.
-fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step {
+/// How often the two waiting adds may wake, together, in the quiet window:
+/// an honest wait on the overflow wakes about twice per back-off step (2,
+/// 4 ... 128 ms: 7 steps in 200 ms), so 2 x 2 x 8 at most.
+const HONEST_WAKEUPS: u64 = 32;
+
+/// Judges the quiet window, in which the adds waited on a saturated counter
+/// and nothing changed: a spin is wakeups far beyond [`HONEST_WAKEUPS`], or
+/// CPU far beyond what an honest wait costs on this machine (both only
+/// where the machine is fast enough to tell). Returns why the window could
+/// not be judged, if it could not.
+fn quiet_window(wakeups: u64, cpu: Duration) -> Step<Option<String>> {
+    let machine = calibration();
+    let wakeups_tell = machine.can_tell_spin(QUIET, HONEST_WAKEUPS);
+    ensure!(
+        !wakeups_tell || wakeups <= 4 * HONEST_WAKEUPS,
+        "S18: spinning: the adds waiting on an overflowed counter woke {wakeups} times in \
+         {QUIET:?} while nothing changed (an honest back-off wakes at most {HONEST_WAKEUPS})"
+    );
+    let budget = QUIET_CPU.max(machine.idle_wait_cpu() * 4);
+    let cpu_tells = budget < QUIET / 2;
+    ensure!(
+        !cpu_tells || cpu <= budget,
+        "S18: spinning: the process used {cpu:?} of CPU in {QUIET:?} while adds waited on an \
+         overflowed counter (budget {budget:?}: 4 x an honest wait here, at least {QUIET_CPU:?})"
+    );
+    Ok((!wakeups_tell && !cpu_tells).then(|| {
+        format!(
+            "S18: this machine is too slow to tell a spin from an honest back-off (round trip \
+             {:?}, an honest wait costs {:?} of CPU in {QUIET:?})",
+            Duration::from_nanos(machine.round_trip_ns),
+            machine.idle_wait_cpu()
+        )
+    }))
+}
+
+/// One round of S18; returns why its quiet window could not be judged, if
+/// so.
+fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
     let mut rng = ctx.rng(round);
     ctx.begin();
     let rt = flavor.runtime()?;
@@ -117,14 +148,30 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step {
 
             // Adds that must wait through the overflow.
             let values: Vec<u64> = (0..3).map(|_| 1 + rng.below(1000)).collect();
+            // Every poll of a waiting add is counted: all but the first
+            // are wakeups.
+            let polls = Arc::new(AtomicU64::new(0));
             let waiting = [
                 rt.spawn({
-                    let (efd, n) = (Arc::clone(&efd), values[0]);
-                    async move { efd.add(n).await }
+                    let (efd, n, polls) = (Arc::clone(&efd), values[0], Arc::clone(&polls));
+                    async move {
+                        let mut add = pin!(efd.add(n));
+                        poll_fn(|cx| {
+                            polls.fetch_add(1, Ordering::Relaxed);
+                            add.as_mut().poll(cx)
+                        })
+                        .await
+                    }
                 }),
                 rt.spawn({
-                    let (efd, n) = (Arc::clone(&efd), values[1]);
-                    async move { poll_fn(|cx| efd.poll_add(cx, n)).await }
+                    let (efd, n, polls) = (Arc::clone(&efd), values[1], Arc::clone(&polls));
+                    async move {
+                        poll_fn(|cx| {
+                            polls.fetch_add(1, Ordering::Relaxed);
+                            efd.poll_add(cx, n)
+                        })
+                        .await
+                    }
                 }),
             ];
             let waiting_thread = {
@@ -132,17 +179,16 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step {
                 s.spawn(move || thread_add(ctx, &efd, n))
             };
             values.iter().for_each(|&n| tally.add(n));
-            let cpu = rt.block_on(async {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let before = process_cpu()?;
-                tokio::time::sleep(QUIET).await;
-                Ok::<_, crate::stress::ctx::Failure>(process_cpu()? - before)
-            })?;
-            ensure!(
-                cpu <= QUIET_CPU,
-                "S18: spinning: the process used {cpu:?} of CPU in {QUIET:?} while adds waited \
-                 on an overflowed counter"
-            );
+            let (wakeups, cpu) = rt
+                .block_on(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let (polled, before) = (polls.load(Ordering::Relaxed), process_cpu());
+                    tokio::time::sleep(QUIET).await;
+                    let wakeups = polls.load(Ordering::Relaxed) - polled;
+                    Ok::<_, io::Error>((wakeups, process_cpu()? - before?))
+                })
+                .context("getrusage")?;
+            let undecided = quiet_window(wakeups, cpu)?;
             ensure!(
                 !waiting.iter().any(|w| w.is_finished()) && !waiting_thread.is_finished(),
                 "S18: an add finished on a saturated counter"
@@ -222,7 +268,7 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step {
                     stop_readers(ctx, efd.get_ref(), stop_tx, readers).await?;
                     let read = join_thread(ctx, reader_thread, "the reader thread").await?;
                     ctx.merge(&read);
-                    Ok(())
+                    Ok(undecided)
                 })
             })
         })();

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    async_fd, counted, join_tasks, multi, read_either, spawn_readers, spawn_step, wait_live,
-    watched_tasks, Readers,
+    async_fd, counted, join_tasks, marked, multi, read_either, spawn_readers, spawn_step,
+    wait_live, watched_tasks, Readers,
 };
 use crate::stress::ctx::{ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, stream, writer_jobs};
@@ -144,12 +144,11 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
         .map(|_| async_fd(&rt, false))
         .collect::<Step<Vec<_>>>()?;
     let fds = &all;
-    let watch = Watch::new(
+    let watch = Watch::per_fd(
         fds.iter()
             .enumerate()
             .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
             .collect(),
-        Vec::new(),
     );
     let res = watched_tasks(ctx, &watch, |stop_tx| {
         thread::scope(|s| {
@@ -212,7 +211,7 @@ async fn share_reader(
         let r = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
-            r = counted(read.as_mut(), &mut tally) => r,
+            r = marked(counted(read.as_mut(), &mut tally), &probe, i) => r,
         };
         let v = r.context("S16: read")?;
         tally.read(v);

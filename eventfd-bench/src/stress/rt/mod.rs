@@ -10,7 +10,7 @@ use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,61 @@ fn counted<'a, F: ?Sized>(fut: Pin<&'a mut F>, tally: &'a mut Tally) -> Counted<
         fut,
         tally,
         first: true,
+    }
+}
+
+/// Marks waiter `i` of `probe` asleep while `fut` waits, and awake as soon
+/// as its waker is called: a task woken but not yet run (on a slow or busy
+/// machine) is not asleep.
+struct Marked<F> {
+    fut: F,
+    probe: Probe,
+    i: usize,
+}
+
+/// The waker of a [`Marked`] future.
+struct MarkWake {
+    inner: Waker,
+    probe: Probe,
+    i: usize,
+}
+
+impl Wake for MarkWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.probe.wake(self.i);
+        self.inner.wake_by_ref();
+    }
+}
+
+impl<F: Future + Unpin> Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        // Asleep before the poll: a wake during it marks the task awake.
+        this.probe.sleep(this.i);
+        let waker = Waker::from(Arc::new(MarkWake {
+            inner: cx.waker().clone(),
+            probe: this.probe.clone(),
+            i: this.i,
+        }));
+        let res = Pin::new(&mut this.fut).poll(&mut TaskContext::from_waker(&waker));
+        if res.is_ready() {
+            this.probe.wake(this.i);
+        }
+        res
+    }
+}
+
+fn marked<F: Future + Unpin>(fut: F, probe: &Probe, i: usize) -> Marked<F> {
+    Marked {
+        fut,
+        probe: probe.clone(),
+        i,
     }
 }
 
