@@ -52,8 +52,8 @@ pub(super) struct Watch<'a> {
     waiter_names: Vec<String>,
     probe: Probe,
     /// Waiter `i` is the one reader of fd `i`: then an fd readable for T
-    /// whose reader was woken (and has yet to run) is a slow machine, not a
-    /// lost wakeup.
+    /// is a lost wakeup only if no reader made progress in that time and its
+    /// own was not woken (a woken task yet to run is a busy machine).
     per_fd: bool,
     done: AtomicBool,
 }
@@ -127,6 +127,8 @@ impl<'a> Watch<'a> {
             Duration::from_millis(2)
         };
         let mut since: Vec<Option<(Instant, u64)>> = vec![None; self.fds.len()];
+        // Per-fd readers: when any of them last made progress (see `per_fd`).
+        let (mut total, mut moved) = (0, Instant::now());
         let mut released: Option<Instant> = None;
         while !self.done.load(Ordering::SeqCst) {
             if start.elapsed() > ctx.deadline() && !ctx.halted() {
@@ -158,6 +160,17 @@ impl<'a> Watch<'a> {
                 .collect();
             if nix::poll::poll(&mut pollfds, PollTimeout::ZERO).is_ok() {
                 let now = Instant::now();
+                if self.per_fd {
+                    let sum = self
+                        .probe
+                        .progress
+                        .iter()
+                        .map(|p| p.load(Ordering::Relaxed))
+                        .sum();
+                    if sum != total {
+                        (total, moved) = (sum, now);
+                    }
+                }
                 for (i, pfd) in pollfds.iter().enumerate() {
                     let readable = pfd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
                     let progress = self.probe.progress[i].load(Ordering::Relaxed);
@@ -167,7 +180,12 @@ impl<'a> Watch<'a> {
                     }
                     match since[i] {
                         Some((t0, p)) if p == progress => {
-                            let pending = now - t0;
+                            // With a reader per fd, a busy runtime serves
+                            // the fds in turn: a count waits its turn while
+                            // the others progress; a lost wakeup shows once
+                            // they are done.
+                            let from = if self.per_fd { t0.max(moved) } else { t0 };
+                            let pending = now - from;
                             ctx.note_pending(pending);
                             let woken =
                                 self.per_fd && self.probe.asleep[i].load(Ordering::Relaxed) == 0;
