@@ -14,7 +14,7 @@ use nix::sys::epoll::EpollFlags;
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use super::epoll;
 use super::threads::{
-    drain, jitter, join, read_once, readable, run_threads, stream, timeout_ms, writer_jobs, Job,
+    jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
 };
 use super::watchdog::Watch;
 use async_eventfd::{EventFd, MAX_COUNT};
@@ -49,10 +49,7 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
                     }
                     let revents = fds[0].revents().unwrap_or(PollFlags::empty());
                     if revents.contains(PollFlags::POLLIN) {
-                        tally.wake();
-                        if !drain(ctx, w, 0, e, &mut tally)? {
-                            tally.spurious();
-                        }
+                        woke(ctx, w, 0, e, &mut tally)?;
                     }
                 }
                 Ok(tally)
