@@ -19,7 +19,9 @@ use super::{added, join_thread, nop, peek, ring_for, stop_readers, unless_releas
 use crate::rng::Rng;
 use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use crate::stress::rt::{async_fd, drained, spawn_readers, watched_tasks, within, Flavor, Readers};
+use crate::stress::rt::{
+    async_fd, drained, spawn_readers, watched, watched_tasks, within, Flavor, Readers,
+};
 use crate::stress::threads::read_once;
 use crate::stress::watchdog::{Probe, Watch};
 
@@ -179,15 +181,19 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                 s.spawn(move || thread_add(ctx, &efd, n))
             };
             values.iter().for_each(|&n| tally.add(n));
-            let (wakeups, cpu) = rt
-                .block_on(async {
+            // Watched for its deadline only (the counter stays readable
+            // by design): a task spinning inside `poll` would hold it.
+            let quiet = Watch::new(Vec::new(), Vec::new());
+            let (wakeups, cpu) = watched(ctx, &quiet, &|| ctx.finish(), || {
+                rt.block_on(async {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     let (polled, before) = (polls.load(Ordering::Relaxed), process_cpu());
                     tokio::time::sleep(QUIET).await;
                     let wakeups = polls.load(Ordering::Relaxed) - polled;
                     Ok::<_, io::Error>((wakeups, process_cpu()? - before?))
                 })
-                .context("getrusage")?;
+                .context("getrusage")
+            })?;
             let undecided = quiet_window(wakeups, cpu)?;
             ensure!(
                 !waiting.iter().any(|w| w.is_finished()) && !waiting_thread.is_finished(),
