@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -201,11 +201,7 @@ impl Ctx {
         if self.timed_out.load(Ordering::SeqCst) {
             return;
         }
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
-            *failure = Some(msg.into());
-        }
-        drop(failure);
+        first(&self.failure).get_or_insert_with(|| msg.into());
         self.finish();
     }
 
@@ -216,34 +212,25 @@ impl Ctx {
     }
 
     pub(super) fn failed(&self) -> bool {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        first(&self.failure).is_some()
     }
 
     pub(super) fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        first(&self.failure).clone()
     }
 
     /// Records that the scenario cannot run here (io_uring disabled, no
     /// `/dev/kvm`) and stops the round: the report's verdict is SKIP, with
     /// `reason`, not PASS.
     pub(super) fn skip(&self, reason: impl Into<String>) {
-        let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
-        skipped.get_or_insert_with(|| reason.into());
-        drop(skipped);
+        first(&self.skipped).get_or_insert_with(|| reason.into());
         self.finish();
     }
 
     /// Records that the round cannot decide: the verdict is INCONCLUSIVE
     /// unless a check fails.
     pub(super) fn undecided(&self, reason: impl Into<String>) {
-        let mut inconclusive = self.inconclusive.lock().unwrap_or_else(|e| e.into_inner());
-        inconclusive.get_or_insert_with(|| reason.into());
+        first(&self.inconclusive).get_or_insert_with(|| reason.into());
     }
 
     /// The round ran out its deadline with no lost wakeup seen: INCONCLUSIVE,
@@ -259,17 +246,11 @@ impl Ctx {
     }
 
     pub(super) fn inconclusive(&self) -> Option<String> {
-        self.inconclusive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        first(&self.inconclusive).clone()
     }
 
     pub(super) fn skipped(&self) -> Option<String> {
-        self.skipped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        first(&self.skipped).clone()
     }
 
     /// `Err` with the recorded failure if another thread (or the watchdog)
@@ -398,4 +379,10 @@ impl Ctx {
     pub(super) fn id(&self) -> &'static str {
         self.scenario.id
     }
+}
+
+/// The first message of its kind (a failure, a SKIP's reason ...): later
+/// ones are dropped. A panic elsewhere leaves it as it was.
+fn first(message: &Mutex<Option<String>>) -> MutexGuard<'_, Option<String>> {
+    message.lock().unwrap_or_else(|e| e.into_inner())
 }

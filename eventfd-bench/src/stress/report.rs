@@ -92,7 +92,8 @@ impl Tally {
 ///
 /// let skip = Verdict::Skip("no /dev/kvm".to_string());
 /// assert_eq!(skip.to_string(), "SKIP: no /dev/kvm");
-/// assert_eq!(Verdict::Pass.word(), "PASS");
+/// assert_eq!((skip.word(), skip.reason()), ("SKIP", Some("no /dev/kvm")));
+/// assert_eq!((Verdict::Pass.word(), Verdict::Pass.reason()), ("PASS", None));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -113,14 +114,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict in one word: `"PASS"`, `"FAIL"`, `"SKIP"` or
-    /// `"INCONCLUSIVE"`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let fail = eventfd_bench::stress::Verdict::Fail("lost 1".to_string());
-    /// assert_eq!(fail.word(), "FAIL");
-    /// ```
+    /// `"INCONCLUSIVE"` (see [`Verdict`] for an example).
     pub fn word(&self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
@@ -130,15 +124,8 @@ impl Verdict {
         }
     }
 
-    /// The failure message or the reason for a SKIP; `None` for a PASS.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use eventfd_bench::stress::Verdict;
-    /// assert_eq!(Verdict::Skip("no KVM".into()).reason(), Some("no KVM"));
-    /// assert_eq!(Verdict::Pass.reason(), None);
-    /// ```
+    /// The failure message or the reason; `None` for a PASS (see
+    /// [`Verdict`] for an example).
     pub fn reason(&self) -> Option<&str> {
         match self {
             Verdict::Pass => None,
