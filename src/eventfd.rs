@@ -9,14 +9,14 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 
-use crate::{EventFdBuilder, Notifier, MAX_COUNT};
+use crate::{EventFdBuilder, Notifier};
 
 /// An owned Linux eventfd: a kernel `u64` counter behind a file descriptor.
 ///
 /// Writers [`add`](EventFd::add) to the counter, readers [`read`](EventFd::read)
 /// it back: in counter mode a read takes the whole value and resets it to 0, in
 /// semaphore mode a read takes 1. The fd is readable while the counter is
-/// non-zero and writable while at least 1 more fits below [`MAX_COUNT`].
+/// non-zero and writable while at least 1 more fits below [`MAX_COUNT`](crate::MAX_COUNT).
 ///
 /// Every method takes `&self` (the kernel counter is the lock), so an
 /// `EventFd` can be shared through an [`Arc`](std::sync::Arc). The fd is closed
@@ -110,7 +110,7 @@ impl EventFd {
     ///
     /// The value can be `u64::MAX` in one case only: the kernel itself
     /// (eventfd_signal from io_uring, AIO, KVM...) pushed the counter past
-    /// [`MAX_COUNT`], which eventfd(2) calls an overflow.
+    /// [`MAX_COUNT`](crate::MAX_COUNT), which eventfd(2) calls an overflow.
     ///
     /// # Examples
     ///
@@ -143,7 +143,7 @@ impl EventFd {
     /// Adds `n` to the counter with one `write(2)`.
     ///
     /// The fd becomes readable, and every waiter is woken. `add(0)` is allowed
-    /// and changes nothing. If the sum would pass [`MAX_COUNT`], a nonblocking
+    /// and changes nothing. If the sum would pass [`MAX_COUNT`](crate::MAX_COUNT), a nonblocking
     /// fd fails with [`io::ErrorKind::WouldBlock`] and a blocking one waits
     /// until a read makes room.
     ///
@@ -510,5 +510,3 @@ impl TryFrom<OwnedFd> for EventFd {
         })
     }
 }
-
-const _: () = assert!(MAX_COUNT == u64::MAX - 1);
