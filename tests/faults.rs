@@ -15,6 +15,8 @@
 //! counter afterwards holds exactly what was added and not read, that no fd
 //! was leaked, and that a later call works.
 
+#![cfg(feature = "tokio")]
+
 mod util;
 
 #[path = "faults/eintr.rs"]

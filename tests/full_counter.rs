@@ -9,6 +9,8 @@
 //! The last test prints how long a waiting add takes after each kind of read
 //! (measured, not asserted).
 
+#![cfg(feature = "stream")]
+
 #[macro_use]
 mod util;
 

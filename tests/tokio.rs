@@ -6,6 +6,8 @@
 //! `util::finish`, which also fails when only the timeout's own re-poll
 //! completed it. "Pending" is proven by polling once, never by sleeping.
 
+#![cfg(feature = "tokio")]
+
 #[macro_use]
 mod util;
 

@@ -2,6 +2,8 @@
 //! `vmm-sys-util`): the fd moves, neither closed nor duplicated; the counter
 //! and the modes come along; a non-eventfd is refused.
 
+#![cfg(feature = "vmm-sys-util")]
+
 mod util;
 
 use std::io::ErrorKind;
