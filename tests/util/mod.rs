@@ -157,6 +157,18 @@ pub fn is_nonblocking(fd: impl AsFd) -> bool {
     OFlag::from_bits_retain(bits).contains(OFlag::O_NONBLOCK)
 }
 
+/// Whether the kernel tells an eventfd's mode: its fdinfo has an
+/// `eventfd-semaphore:` line (Linux 6.2+). Where it does not, an adopted fd
+/// has an unknown mode and `is_semaphore()` is `false` (the rule is on
+/// `TryFrom<OwnedFd> for EventFd`).
+pub fn fdinfo_tells_mode(fd: impl AsFd) -> bool {
+    let fd = fd.as_fd().as_raw_fd();
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .expect("read fdinfo")
+        .lines()
+        .any(|line| line.starts_with("eventfd-semaphore:"))
+}
+
 /// Sets or clears `O_NONBLOCK` directly with `fcntl`, behind the crate's back.
 pub fn set_nonblocking(fd: impl AsFd, nonblocking: bool) {
     let bits = fcntl(fd.as_fd(), FcntlArg::F_GETFL).expect("fcntl(F_GETFL)");
