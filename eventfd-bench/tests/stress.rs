@@ -1,5 +1,6 @@
-//! The stress suite: scenarios S1-S19 (their table: `eventfd-bench stress
-//! --help`), one test each, run by the engine in `eventfd_bench::stress`. S17-S19 have the kernel as the
+//! The stress suite: scenarios S1-S19 (`eventfd_bench::stress::SCENARIOS`
+//! describes each), one test each, run by the engine in
+//! `eventfd_bench::stress`. S17-S19 have the kernel as the
 //! writer (io_uring, KVM): where it is missing, the test prints one line
 //! with the reason and checks nothing (it does not claim a pass).
 //!
