@@ -140,10 +140,7 @@ impl Ctx {
         let stream = (round << 32) ^ stream;
         let rng = Rng::stream(self.seed, stream);
         #[cfg(test)]
-        self.handed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((stream, rng.clone().next_u64()));
+        lock(&self.handed).push((stream, rng.clone().next_u64()));
         rng
     }
 
@@ -201,7 +198,7 @@ impl Ctx {
         if self.timed_out.load(Ordering::SeqCst) {
             return;
         }
-        first(&self.failure).get_or_insert_with(|| msg.into());
+        lock(&self.failure).get_or_insert_with(|| msg.into());
         self.finish();
     }
 
@@ -212,25 +209,25 @@ impl Ctx {
     }
 
     pub(super) fn failed(&self) -> bool {
-        first(&self.failure).is_some()
+        lock(&self.failure).is_some()
     }
 
     pub(super) fn failure(&self) -> Option<String> {
-        first(&self.failure).clone()
+        lock(&self.failure).clone()
     }
 
     /// Records that the scenario cannot run here (io_uring disabled, no
     /// `/dev/kvm`) and stops the round: the report's verdict is SKIP, with
     /// `reason`, not PASS.
     pub(super) fn skip(&self, reason: impl Into<String>) {
-        first(&self.skipped).get_or_insert_with(|| reason.into());
+        lock(&self.skipped).get_or_insert_with(|| reason.into());
         self.finish();
     }
 
     /// Records that the round cannot decide: the verdict is INCONCLUSIVE
     /// unless a check fails.
     pub(super) fn undecided(&self, reason: impl Into<String>) {
-        first(&self.inconclusive).get_or_insert_with(|| reason.into());
+        lock(&self.inconclusive).get_or_insert_with(|| reason.into());
     }
 
     /// The round ran out its deadline with no lost wakeup seen: INCONCLUSIVE,
@@ -246,11 +243,11 @@ impl Ctx {
     }
 
     pub(super) fn inconclusive(&self) -> Option<String> {
-        first(&self.inconclusive).clone()
+        lock(&self.inconclusive).clone()
     }
 
     pub(super) fn skipped(&self) -> Option<String> {
-        first(&self.skipped).clone()
+        lock(&self.skipped).clone()
     }
 
     /// `Err` with the recorded failure if another thread (or the watchdog)
@@ -295,14 +292,11 @@ impl Ctx {
     }
 
     pub(super) fn merge(&self, tally: &Tally) {
-        self.totals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .merge(tally);
+        lock(&self.totals).merge(tally);
     }
 
     pub(super) fn totals(&self) -> Tally {
-        *self.totals.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.totals)
     }
 
     pub(super) fn check_conservation(&self) {
@@ -359,7 +353,7 @@ impl Ctx {
 
     /// Waits until `live` reaches `target`; false if the round stopped first.
     pub(super) fn wait_live(&self, target: u64) -> bool {
-        let mut spins = 0u32;
+        let mut spins = 0;
         loop {
             if self.live.load(Ordering::SeqCst) >= target {
                 return true;
@@ -367,12 +361,7 @@ impl Ctx {
             if self.stopped() {
                 return self.live.load(Ordering::SeqCst) >= target;
             }
-            spins += 1;
-            if spins < 64 {
-                thread::yield_now();
-            } else {
-                thread::sleep(Duration::from_micros(100));
-            }
+            pause(&mut spins);
         }
     }
 
@@ -381,8 +370,19 @@ impl Ctx {
     }
 }
 
-/// The first message of its kind (a failure, a SKIP's reason ...): later
-/// ones are dropped. A panic elsewhere leaves it as it was.
-fn first(message: &Mutex<Option<String>>) -> MutexGuard<'_, Option<String>> {
-    message.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks `m`; a panic elsewhere (which the round reports) leaves its value
+/// as it was, so it is used as it is.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One step of waiting for another thread: yield for the first 64 spins,
+/// then sleep 100 µs each.
+pub(super) fn pause(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        thread::yield_now();
+    } else {
+        thread::sleep(Duration::from_micros(100));
+    }
 }

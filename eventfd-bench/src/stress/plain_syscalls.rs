@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::EpollFlags;
 
-use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
+use super::ctx::{bail, ensure, lock, Context, Ctx, Step, Tally};
 use super::epoll;
 use super::threads::{
     jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
@@ -251,10 +251,7 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
         let mut tally = Tally::default();
         let check = |what: &str, got: io::Result<()>, want: io::ErrorKind| match got {
             Err(e) if e.kind() == want => {}
-            other => errs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{what} gave {other:?}, expected {want:?}")),
+            other => lock(errs).push(format!("{what} gave {other:?}, expected {want:?}")),
         };
         let invalid = io::ErrorKind::InvalidInput;
         let sys = |r: nix::Result<usize>| r.map(drop).map_err(io::Error::from);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_eventfd::EventFd;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::ctx::{Context, Ctx, Step, Tally};
+use super::ctx::{pause, Context, Ctx, Step, Tally};
 use super::watchdog::Watch;
 use crate::rng::Rng;
 
@@ -177,14 +177,9 @@ pub(super) fn run_threads<'env>(
 /// After the last add: waits until `efd` is no longer readable (every count
 /// read), or the round stopped.
 fn wait_drained(ctx: &Ctx, efd: BorrowedFd<'_>) -> Step {
-    let mut spins = 0u32;
+    let mut spins = 0;
     while !ctx.stopped() && readable(efd)? {
-        spins += 1;
-        if spins < 64 {
-            thread::yield_now();
-        } else {
-            thread::sleep(Duration::from_micros(100));
-        }
+        pause(&mut spins);
     }
     Ok(())
 }
