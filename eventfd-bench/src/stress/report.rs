@@ -95,9 +95,10 @@ impl Tally {
 /// assert_eq!((skip.word(), skip.reason()), ("SKIP", Some("no /dev/kvm")));
 /// assert_eq!((Verdict::Pass.word(), Verdict::Pass.reason()), ("PASS", None));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Verdict {
     /// The scenario ran and every check passed.
+    #[default]
     Pass,
     /// A check failed: the message ends with the seed and how to replay it
     /// (`EVENTFD_STRESS_SEED=<seed>`).
@@ -182,7 +183,7 @@ impl Serialize for Verdict {
 /// assert!(report.passed(), "{report}");
 /// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
     /// The scenario id, `"S1"` to `"S19"` (or the unknown id asked for).
     pub id: String,
@@ -230,16 +231,8 @@ impl Report {
         Report {
             id: id.to_string(),
             name: name.to_string(),
-            rounds: 0,
-            tally: Tally::default(),
-            elapsed: Duration::ZERO,
-            verdict: Verdict::Pass,
             seed,
-            fds_before: 0,
-            fds_after: 0,
-            rss_before: 0,
-            rss_after: 0,
-            calibration: Calibration::default(),
+            ..Report::default()
         }
     }
 
