@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_eventfd::{EventFd, MAX_COUNT};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::time::TimeValLike;
 use serde::Serialize;
 
 /// One eventfd round trip between two threads on a fast, idle machine.
@@ -120,11 +121,8 @@ fn round_trip() -> io::Result<Duration> {
 /// The process's CPU time (user and system, every thread).
 pub(super) fn process_cpu() -> io::Result<Duration> {
     let usage = getrusage(UsageWho::RUSAGE_SELF)?;
-    let time = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().unsigned_abs())
-            + Duration::from_micros(t.tv_usec().unsigned_abs())
-    };
-    Ok(time(usage.user_time()) + time(usage.system_time()))
+    let us = (usage.user_time() + usage.system_time()).num_microseconds();
+    Ok(Duration::from_micros(us.unsigned_abs()))
 }
 
 /// The CPU of [`QUIET`] spent waiting, honestly, on a saturated counter.
