@@ -71,6 +71,11 @@ impl Row {
         }
     }
 
+    /// The row in the progress line: its name and flavor.
+    pub(crate) fn label(self) -> String {
+        format!("{} {}", self.name(), self.flavor().map_or("", Flavor::name))
+    }
+
     /// The flavor's column: its name, `-` for a floor.
     pub(crate) fn flavor_name(self) -> &'static str {
         self.flavor().map_or("-", Flavor::name)

@@ -81,10 +81,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let results = interleaved(
         &keys,
         rounds,
-        |(row, n)| {
-            let flavor = row.flavor().map_or("", Flavor::name);
-            format!("{} {flavor} fds={n}", row.name())
-        },
+        |(row, n)| format!("{} fds={n}", row.label()),
         |(row, n)| {
             match row {
                 Row::Task(c, flavor) => {

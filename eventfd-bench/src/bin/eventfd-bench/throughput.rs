@@ -64,7 +64,7 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
     let results = interleaved(
         &keys,
         rounds,
-        |(row, w)| format!("{} {} writers={w}", row.name(), row.flavor_name()),
+        |(row, w)| format!("{} writers={w}", row.label()),
         |(row, w)| match row {
             Row::Task(c, flavor) => dispatch!(c, throughput(flavor, pin, w, args.duration)),
             Row::Floor(_) => Err(io::Error::other("throughput has no floor")),

@@ -36,7 +36,7 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<KvmDoc> 
     let rounds = interleaved(
         &rows,
         args.rounds,
-        |r| format!("KVM {} {}", r.name(), r.flavor().map_or("", Flavor::name)),
+        |r| format!("KVM {}", r.label()),
         |r| doorbell(r, args.common.pin, rings),
     )?;
     let rates: Vec<f64> = rounds

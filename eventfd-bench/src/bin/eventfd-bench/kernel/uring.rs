@@ -43,14 +43,7 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc
         let rounds = interleaved(
             &rows,
             args.rounds,
-            |r| {
-                format!(
-                    "io_uring {} {} {}",
-                    nop.name(),
-                    r.name(),
-                    r.flavor().map_or("", Flavor::name)
-                )
-            },
+            |r| format!("io_uring {} {}", nop.name(), r.label()),
             |r| uring_rts(r, nop, args.common.pin, args.rts, args.warmup).map(Stats::of),
         )?;
         let stats: Vec<Stats> = rounds.iter().map(|s| Stats::median_of(s)).collect();
