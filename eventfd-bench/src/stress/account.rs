@@ -1,10 +1,6 @@
 //! fd and memory accounting: the process's open fds and resident set size,
-//! before and after a scenario.
-//!
-//! Both are figures of the whole process, so they only mean something for
-//! one scenario when no other scenario runs at the same time: [`exclusive`]
-//! serializes the scenarios of a process (`cargo test` runs the stress
-//! tests on parallel threads; they then queue here, one at a time).
+//! before and after a scenario. Both are figures of the whole process, so
+//! [`exclusive`] runs the scenarios of a process one at a time.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, Once};
@@ -84,8 +80,9 @@ fn rss() -> u64 {
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Waits until no other scenario runs in this process, and holds that
-/// until the guard drops.
+/// Waits until no other scenario runs in this process (`cargo test` runs
+/// the stress tests on parallel threads), and holds that until the guard
+/// drops.
 ///
 /// The first call also warms up what a process opens once and keeps for
 /// its lifetime (with tokio's `signal` feature, which `cargo test

@@ -31,7 +31,8 @@
 //! again, and found nothing) are counted; so is the longest wait while a
 //! count was pending. Every scenario has a hard deadline as well, so nothing
 //! hangs: threads blocked in syscalls are released (by writing to or reading
-//! from the fds they wait on) and the run fails with a clear message.
+//! from the fds they wait on), and a round that ran out its deadline with no
+//! lost wakeup seen is [`Verdict::Inconclusive`].
 //!
 //! Every random choice of a run (jitter, cancellations, churn, timeouts)
 //! comes from one seed ([`Config::seed`], reported in [`Report::seed`]):

@@ -1,8 +1,6 @@
-//! The watchdog: a thread that samples every watched fd with `poll(2)`
-//! (timeout 0, so it never joins a wait queue) and fails the scenario when
-//! an fd stays readable for T while no read makes progress and its waiters
-//! sleep (a lost wakeup). A round that outlives its deadline with no lost
-//! wakeup seen is INCONCLUSIVE: the machine was slow.
+//! The watchdog of the liveness check (see [the engine](super)): a thread
+//! that fails the scenario when a watched fd stays readable for T while no
+//! read makes progress and its waiters sleep (a lost wakeup).
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

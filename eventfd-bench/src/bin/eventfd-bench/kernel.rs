@@ -1,18 +1,8 @@
 //! `eventfd-bench kernel`: what a wakeup costs when the writer is the
-//! kernel, for each reader in the same run (rounds interleaved):
-//!
-//! - io_uring: a task submits a NOP (`io_uring_enter`), the kernel signals
-//!   the ring's registered eventfd on completion, the task awaits the
-//!   eventfd and reaps the completion queue; ns per round trip. Twice: the
-//!   NOP completed inside the submit (the count is there before the task
-//!   waits), and completed by an io-wq kernel thread (`IOSQE_ASYNC`: the
-//!   task sleeps and a kernel thread wakes it).
-//! - KVM: a guest vCPU rings an ioeventfd doorbell a fixed number of times,
-//!   as fast as it can, while a task reads; rings/s and reads per ring
-//!   (how many rings each wakeup coalesced).
-//!
-//! Each part is skipped, with a one-line reason, where its facility is
-//! missing.
+//! kernel (io_uring completions, KVM doorbells), for each reader in the same
+//! run, rounds interleaved; what each part measures is its `--help`
+//! ([`Command::Kernel`](crate::options::Command::Kernel)). Each part is
+//! skipped, with a one-line reason, where its facility is missing.
 
 use std::io;
 use std::os::fd::RawFd;

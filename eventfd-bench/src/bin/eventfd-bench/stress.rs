@@ -1,14 +1,6 @@
-//! `eventfd-bench stress`: the stress scenarios of `eventfd_bench::stress`
-//! with a duration, a scenario filter and a verdict each, and the process's
-//! open fds and RSS sampled over the run.
-//!
-//! A run is one or more passes over the selected scenarios, one round each;
-//! with `--duration D` passes repeat until D has passed, each with the next
-//! seed (so that a failed pass replays on its own with `--seed`). A
-//! scenario's row adds up its passes. Between scenarios (no scenario's fds
-//! open), at most every `--sample-every` and at the start and end, the run
-//! samples the process's open fds and RSS: the fds after the last pass must
-//! be those before the first (flat is the target; RSS is reported).
+//! `eventfd-bench stress`: passes of the selected scenarios of
+//! `eventfd_bench::stress` (how many, and when fds and RSS are sampled:
+//! [`StressArgs`]), one row per scenario adding up its passes.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -141,8 +133,8 @@ fn run_selected(args: &StressArgs) -> Run {
     let mut reports: Vec<Report> = Vec::with_capacity(scenarios.len());
     let mut passes = 0;
     loop {
-        // Each pass takes the next seed: the same choices every pass would
-        // test one schedule of them over and over.
+        // Each pass takes the next seed, so that a failed pass replays on its
+        // own; the same choices every pass would test one schedule over and over.
         config.seed = Some(seed.wrapping_add(passes));
         for (i, sc) in scenarios.iter().enumerate() {
             if progress {

@@ -5,8 +5,7 @@
 //!
 //! They run as the tokio scenarios do: each part on a runtime of each
 //! [`Flavor`], with the reader tasks of [`rt`](super::rt), under the
-//! watchdog (a watched fd readable for T with no read is a lost wakeup; a
-//! round past its deadline fails), and the engine checks conservation. The
+//! [watchdog](super::watchdog), and the engine checks conservation. The
 //! kernel's writers run on scoped threads that stop with the round, so none
 //! outlives its scenario. A kernel signal is an add call of 1. Where
 //! io_uring or `/dev/kvm` is missing, the rig's error is the SKIP.
