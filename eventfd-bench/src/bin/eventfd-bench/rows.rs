@@ -76,11 +76,6 @@ impl Row {
         format!("{} {}", self.name(), self.flavor().map_or("", Flavor::name))
     }
 
-    /// The flavor's column: its name, `-` for a floor.
-    pub(crate) fn flavor_name(self) -> &'static str {
-        self.flavor().map_or("-", Flavor::name)
-    }
-
     /// The row this one is compared with (`vs crate`): the crate's of the
     /// same flavor; a floor's is the current-thread one.
     pub(crate) fn baseline(self) -> Row {

@@ -16,7 +16,7 @@ use crate::pinning::Pin;
 use crate::rows::{grid, ratio_to, Row};
 use crate::runtime::{join, on_runtime, Flavor};
 use crate::stats::median;
-use crate::table::{finite, ns, print_json, print_table, ratio};
+use crate::table::{finite, flavor, ns, print_json, print_table, ratio};
 use crate::timing::{process_cpu, thread_cpu};
 
 /// One throughput measurement.
@@ -46,7 +46,7 @@ struct Doc {
 struct DocRow {
     #[serde(rename = "impl")]
     name: &'static str,
-    flavor: &'static str,
+    flavor: Option<&'static str>,
     writers: usize,
     adds_per_s: f64,
     reads_per_s: f64,
@@ -85,7 +85,7 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
         .enumerate()
         .map(|(at, (&(row, w), r))| DocRow {
             name: row.name(),
-            flavor: row.flavor_name(),
+            flavor: row.flavor().map(Flavor::name),
             writers: w,
             adds_per_s: median(r.iter().map(|t| t.adds as f64 / t.elapsed.as_secs_f64())),
             reads_per_s: median(r.iter().map(|t| t.reads as f64 / t.elapsed.as_secs_f64())),
@@ -112,7 +112,7 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
             &results,
             &[
                 ("implementation", &|r| r.name.to_string()),
-                ("flavor", &|r| r.flavor.to_string()),
+                ("flavor", &|r| flavor(r.flavor)),
                 ("writers", &|r| r.writers.to_string()),
                 ("adds/s", &|r| ns(r.adds_per_s)),
                 ("reads/s", &|r| ns(r.reads_per_s)),
