@@ -15,7 +15,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::sync::watch;
 
-use super::{ack_pair, async_fd, counted, current, read_either, watched, within};
+use super::{ack_pair, async_fd, counted, current, read_either, watched};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, readable};
 use crate::stress::watchdog::{count_left, Probe, Watch};
@@ -155,9 +155,15 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     let mut tally = Tally::default();
     let res = watched(ctx, &watch, &release, || {
         rt.block_on(async {
+            let mut wait = Wait {
+                stop: stop_rx,
+                probe: watch.probe(),
+            };
             afd.get_ref().add(1).context("add")?;
             tally.add(1);
-            let first = within(ctx, "the first readable()", afd.readable()).await?;
+            let Some(first) = wait.readable(&afd).await else {
+                return ctx.proceed();
+            };
             let stale = first.context("S14: the first readable()")?;
             tally.read(afd.get_ref().read().context("S14: read")?);
             // The first event's readiness is still set: clear it with a
@@ -166,11 +172,10 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
                 bail!("S14: readiness gone before any clear");
             };
             fresh.context("S14: readable()")?.clear_ready();
-            let probe = watch.probe();
-            if !keep_across(&afd, events, stop_rx, &probe, &mut tally).await? {
+            if !keep_across(&afd, events, &mut wait, &mut tally).await? {
                 return ctx.proceed();
             }
-            clear_stale(ctx, &afd, stale, late, events, &mut tally).await
+            clear_stale(ctx, &afd, stale, late, &mut wait, events, &mut tally).await
         })
     });
     ctx.finish();
@@ -181,28 +186,48 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     res
 }
 
+/// How S14 waits: until the round stops, with no timeout of its own. The
+/// watchdog fails a wait once the fd has been readable for T with no read,
+/// so a writer thread that is slow to run is not taken for a lost wakeup.
+struct Wait {
+    stop: watch::Receiver<bool>,
+    probe: Probe,
+}
+
+impl Wait {
+    /// `afd.readable()`, or `None` once the round stops.
+    async fn readable<'a>(
+        &mut self,
+        afd: &'a AsyncFd<EventFd>,
+    ) -> Option<io::Result<AsyncFdReadyGuard<'a, EventFd>>> {
+        self.probe.sleep(0);
+        let res = tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|s| *s) => None,
+            guard = afd.readable() => Some(guard),
+        };
+        self.probe.wake(0);
+        res
+    }
+}
+
 /// The rounds of [`stale_guard`]: `Ok(false)` if the round was stopped. The
 /// last event's readiness is left set: the stale clear must not drop it.
 async fn keep_across(
     afd: &AsyncFd<EventFd>,
     events: u64,
-    mut stop: watch::Receiver<bool>,
-    probe: &Probe,
+    wait: &mut Wait,
     tally: &mut Tally,
 ) -> Step<bool> {
     for round in 1..=events {
         afd.get_ref().add(1).context("S14: add")?;
         tally.add(1);
-        probe.sleep(0);
-        let guard = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return Ok(false),
-            guard = afd.readable() => guard,
+        let Some(guard) = wait.readable(afd).await else {
+            return Ok(false);
         };
-        probe.wake(0);
         let mut guard = guard.context("S14: readable()")?;
         tally.wake();
-        probe.progress(0);
+        wait.probe.progress(0);
         if round < events {
             guard.clear_ready();
         }
@@ -227,6 +252,7 @@ async fn clear_stale(
     afd: &AsyncFd<EventFd>,
     mut stale: AsyncFdReadyGuard<'_, EventFd>,
     late: EventFd,
+    wait: &mut Wait,
     events: u64,
     tally: &mut Tally,
 ) -> Step {
@@ -253,12 +279,15 @@ async fn clear_stale(
         thread::sleep(Duration::from_millis(1));
         late.add(1)
     });
-    let woke = within(ctx, "readable() after the stale guard", afd.readable()).await;
+    let woke = wait.readable(afd).await;
     match later.join() {
         Ok(Ok(())) => tally.add(1),
         other => bail!("S14: late add: {other:?}"),
     }
-    drop(woke?.context("S14: readable() after the stale guard")?);
+    let Some(woke) = woke else {
+        return ctx.proceed();
+    };
+    drop(woke.context("S14: readable() after the stale guard")?);
     tally.read(afd.get_ref().read().context("S14: read")?);
     Ok(())
 }
