@@ -160,7 +160,7 @@ fn s13_runtime_shutdown_and_arc_drops_never_hang() {
     check("S13");
 }
 
-/// S14: A readiness guard kept across 257 and 32769 reactor events, then cleared: the fd still wakes.
+/// S14: A readiness guard kept across exactly 256 and 16,384 reactor events, then cleared: the fd still wakes.
 #[test]
 fn s14_stale_readiness_guard_across_many_reactor_events() {
     check("S14");

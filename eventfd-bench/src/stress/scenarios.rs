@@ -155,8 +155,8 @@ pub const SCENARIOS: [Scenario; 19] = [
     Scenario {
         id: "S14",
         name: "stale_readiness_guard",
-        topology: "a tokio readiness guard kept across more than 256 (and 32768) reactor events, then cleared",
-        checks: "clearing the stale guard does not drop live readiness; the fd still wakes (tokio >= 1.54, 15-bit readiness tick)",
+        topology: "a tokio readiness guard kept across exactly 256 and 16,384 reactor events for its fd (one per round, counted), then cleared",
+        checks: "clearing the stale guard does not drop live readiness (tokio >= 1.54: a 15-bit readiness tick, which still wraps at 32,768 events); the fd still wakes",
         run: rt::stale_readiness_guard,
     },
     Scenario {

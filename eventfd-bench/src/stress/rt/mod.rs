@@ -1,5 +1,5 @@
 //! tokio scenarios, by topic: tasks under load ([`load`]: S3's tokio half,
-//! S11, S16), wakes that travel from another OS thread ([`ping`]: S12, S14)
+//! S11, S16), wakes one at a time ([`ping`]: S12, S14)
 //! and runtime shutdown and drops ([`shutdown`]: S13). This module holds
 //! what they share with each other and with the kernel scenarios (S17-S19):
 //! the runtimes, the reader tasks, the watched body.
@@ -180,7 +180,7 @@ pub(super) fn async_fd(rt: &Runtime, semaphore: bool) -> Step<Arc<AsyncEventFd>>
 }
 
 /// A blocking eventfd and a second fd on it, for a writer thread that waits
-/// for the runtime's acknowledgement of each add (S12, S14).
+/// for the runtime's acknowledgement of each add (S12).
 fn ack_pair() -> Step<(EventFd, EventFd)> {
     let ack = EventFd::builder()
         .nonblocking(false)
