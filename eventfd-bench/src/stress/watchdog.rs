@@ -124,9 +124,14 @@ impl<'a> Watch<'a> {
         } else {
             Duration::from_millis(2)
         };
-        let mut since: Vec<Option<(Instant, u64)>> = vec![None; self.fds.len()];
+        // Pending time is measured on a clock that stops while the watchdog
+        // itself was starved of the CPU (it overslept its interval by more
+        // than `STARVED`): a process that is not scheduled cannot wake, so
+        // that time says the machine is busy, not that a wakeup was lost.
+        let mut clock = AwakeClock::new(interval);
+        let mut since: Vec<Option<(Duration, u64)>> = vec![None; self.fds.len()];
         // Per-fd readers: when any of them last made progress (see `per_fd`).
-        let (mut total, mut moved) = (0, Instant::now());
+        let (mut total, mut moved) = (0, Duration::ZERO);
         let mut released: Option<Instant> = None;
         while !self.done.load(Ordering::SeqCst) {
             if start.elapsed() > ctx.deadline() && !ctx.halted() {
@@ -157,7 +162,7 @@ impl<'a> Watch<'a> {
                 .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
                 .collect();
             if nix::poll::poll(&mut pollfds, PollTimeout::ZERO).is_ok() {
-                let now = Instant::now();
+                let now = clock.tick();
                 if self.per_fd {
                     let sum = self
                         .probe
@@ -244,6 +249,39 @@ impl<'a> Watch<'a> {
 /// ended: a thread that never returns (a task spinning inside `poll`, which
 /// no release reaches) would otherwise hang the run, or outlive its
 /// scenario and spoil the next one's checks.
+/// How much longer than its interval the watchdog may sleep before the gap
+/// counts as starvation rather than pending time (see [`Watch::run`]).
+const STARVED: Duration = Duration::from_millis(50);
+
+/// Time since the watchdog started, less the gaps in which it was starved.
+struct AwakeClock {
+    last: Instant,
+    awake: Duration,
+    interval: Duration,
+}
+
+impl AwakeClock {
+    fn new(interval: Duration) -> AwakeClock {
+        AwakeClock {
+            last: Instant::now(),
+            awake: Duration::ZERO,
+            interval,
+        }
+    }
+
+    fn tick(&mut self) -> Duration {
+        let now = Instant::now();
+        let gap = now - self.last;
+        self.last = now;
+        self.awake += if gap > self.interval + STARVED {
+            self.interval
+        } else {
+            gap
+        };
+        self.awake
+    }
+}
+
 fn escape_if_stuck(ctx: &Ctx, released: Duration) {
     let grace = (ctx.liveness() * 4).max(Duration::from_secs(10));
     if released > grace.mul_f64(super::calibration().slowness) {
@@ -271,4 +309,26 @@ pub(super) fn count_left(fd: BorrowedFd<'_>) -> String {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .map_or_else(|| "?".to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starved_gap_adds_one_interval_and_a_short_one_adds_itself() {
+        let interval = Duration::from_millis(2);
+        let mut clock = AwakeClock::new(interval);
+        // A stop far longer than the interval (SIGSTOP, a starved CPU).
+        thread::sleep(interval + STARVED + Duration::from_millis(100));
+        assert_eq!(clock.tick(), interval);
+        // A gap within the slack counts whole (or, if this machine was
+        // starved here too, as one interval): never more than the slack.
+        thread::sleep(Duration::from_millis(5));
+        let awake = clock.tick();
+        assert!(
+            awake > interval && awake <= interval + interval + STARVED,
+            "{awake:?}"
+        );
+    }
 }
