@@ -1,20 +1,22 @@
-//! `AsyncEventFd`: the eventfd on tokio's reactor.
+//! `AsyncEventFd`: the type and its read, add, `try_`, `poll_` and accessor
+//! methods. Its constructors (`new`, `new_in`, `try_new`, `try_new_in`,
+//! `TryFrom<EventFd>`) are in `registration.rs`.
 //!
-//! This file holds the type and its public methods; the machinery lives in
-//! one file per job, each with its rationale:
+//! The machinery lives in one file per job, each with its rationale:
 //!
-//! - `readiness.rs`: how reads wait, when readiness is cleared (the part that
-//!   must never lose a wakeup), and when `read` tries `read(2)` before
-//!   waiting;
+//! - `reader.rs`: the read path: how reads wait, when readiness is cleared
+//!   (the part that must never lose a wakeup), and when `read` tries
+//!   `read(2)` before waiting;
+//! - `writer.rs`: the write path: how an add waits for room: woken by this
+//!   fd's own reads, by `EPOLLOUT`, or after a back-off in the kernel's
+//!   overflow state;
 //! - `runtime_watch.rs`: how `add` and a speculative read learn, for one
 //!   atomic load, that the runtime has shut down, and `RuntimeShutdown`, the
 //!   error that says so;
-//! - `writer.rs`: how an add waits for room: woken by this fd's own reads,
-//!   by `EPOLLOUT`, or after a back-off in the kernel's overflow state;
-//! - `registration.rs`: registering an `EventFd` with a runtime, from any
-//!   thread, and `TryNewError`, which gives the fd back.
+//! - `registration.rs`: the constructors: registering an `EventFd` with a
+//!   runtime, from any thread, and `TryNewError`, which gives the fd back.
 
-mod readiness;
+mod reader;
 mod registration;
 mod runtime_watch;
 mod writer;
@@ -32,7 +34,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
-use self::readiness::Speculation;
+use self::reader::Speculation;
 use self::runtime_watch::{driver_error, RuntimeWatch};
 use self::writer::{PollWriter, Room};
 use crate::{EventFd, Notifier};

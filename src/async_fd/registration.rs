@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 
-use super::readiness::Speculation;
+use super::reader::Speculation;
 use super::runtime_watch::{driver_error, RuntimeWatch};
 use super::writer::{PollWriter, Room};
 use super::AsyncEventFd;

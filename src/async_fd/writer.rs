@@ -8,7 +8,7 @@
 //! - `EPOLLOUT` (a read through any fd on the counter), through a
 //!   `WRITABLE` registration of the add's own on a dup of the fd, made for
 //!   that wait and dropped after it, so that reads never wake the reactor
-//!   otherwise (see `readiness.rs` for why the main registration is
+//!   otherwise (see `reader.rs` for why the main registration is
 //!   `READABLE` only);
 //! - in the kernel's overflow state, the end of a back-off sleep.
 //!

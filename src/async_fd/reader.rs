@@ -1,4 +1,4 @@
-//! How reads wait: readiness, and reading before waiting.
+//! The read path: how reads wait (readiness), and reading before waiting.
 //!
 //! # How readiness is kept (the part that must never lose a wakeup)
 //!
