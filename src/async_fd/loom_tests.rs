@@ -6,7 +6,7 @@
 //! Run them (`.ci/exhaustive` does):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg async_eventfd_loom" LOOM_MAX_PREEMPTIONS=2 \
+//! RUSTFLAGS="--cfg async_eventfd_loom" LOOM_MAX_PREEMPTIONS=3 \
 //!     cargo test --release --lib -- --nocapture --test-threads=1 loom_
 //! ```
 //!
@@ -34,8 +34,8 @@ use super::Protocol;
 use crate::MAX_COUNT;
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set: every model
-/// finishes within seconds at 2 on a 2-core machine.
-const DEFAULT_PREEMPTIONS: usize = 2;
+/// finishes within seconds of CPU at 3 on a 2-core machine.
+const DEFAULT_PREEMPTIONS: usize = 3;
 
 /// Explores `model` and prints how many interleavings that took.
 fn explore(name: &str, model: impl Fn() + Sync + Send + 'static) {
@@ -277,16 +277,22 @@ fn assert_shutdown(result: io::Result<impl std::fmt::Debug>) {
 
 // ----- Room: adds waiting for room, woken by this handle's reads -----
 
+/// An add waiting on a full counter, and a read through the same handle:
+/// the add finishes, whatever its own registration does (`write_wait`).
+fn one_add_one_read(write_wait: WriteWait) {
+    let proto = protocol(MAX_COUNT, false, write_wait);
+    let adder = Arc::clone(&proto);
+    let add = thread::spawn(move || loom::future::block_on(adder.add(1)));
+    assert_eq!(proto.try_read().expect("read"), MAX_COUNT);
+    add.join().unwrap().expect("add");
+    assert_eq!(proto.fd.count(), 1);
+    assert_idle(&proto);
+}
+
 #[test]
 fn loom_room_an_add_waiting_for_room_ends_with_a_read() {
     explore("room: one waiting add, one read", || {
-        let proto = protocol(MAX_COUNT, false, WriteWait::Never);
-        let adder = Arc::clone(&proto);
-        let add = thread::spawn(move || loom::future::block_on(adder.add(1)));
-        assert_eq!(proto.try_read().expect("read"), MAX_COUNT);
-        add.join().unwrap().expect("add");
-        assert_eq!(proto.fd.count(), 1);
-        assert_idle(&proto);
+        one_add_one_read(WriteWait::Never);
     });
 }
 
@@ -371,17 +377,32 @@ fn loom_room_a_refreshed_waker_is_woken() {
 // ----- the overflow back-off and `poll_add`'s `waiting` flag -----
 
 #[test]
-fn loom_backoff_a_read_ends_a_poll_add_in_the_overflow_state() {
+fn loom_backoff_a_read_ends_an_add_in_the_overflow_state() {
+    explore("backoff: an add in the overflow back-off, one read", || {
+        one_add_one_read(WriteWait::Overflow);
+    });
+}
+
+#[test]
+fn loom_backoff_a_finished_poll_add_ends_an_abandoned_wait() {
     explore(
-        "backoff: poll_add in the overflow back-off, one read",
+        "backoff: an abandoned poll_add wait, a later poll_add",
         || {
             let proto = protocol(MAX_COUNT, false, WriteWait::Overflow);
-            let adder = Arc::clone(&proto);
-            let add =
-                thread::spawn(move || loom::future::block_on(poll_fn(|cx| adder.poll_add(cx, 1))));
+            let abandoner = Arc::clone(&proto);
+            // Polled once, then never again (its caller gave up).
+            let abandoned = thread::spawn(move || {
+                abandoner
+                    .poll_add(&mut Context::from_waker(Waker::noop()), 1)
+                    .is_ready()
+            });
             assert_eq!(proto.try_read().expect("read"), MAX_COUNT);
-            add.join().unwrap().expect("add");
-            assert_eq!(proto.fd.count(), 1);
+            let done = proto.poll_add(&mut Context::from_waker(Waker::noop()), 1);
+            assert!(matches!(done, Poll::Ready(Ok(()))), "no room after a read");
+            let abandoned_added = abandoned.join().unwrap();
+            assert_eq!(proto.fd.count(), 1 + u64::from(abandoned_added));
+            // Whenever the abandoned poll found the counter full, the later
+            // `poll_add` that finished ended its wait (`PollWriter::waiting`).
             assert_idle(&proto);
         },
     );
@@ -410,9 +431,9 @@ fn loom_shutdown_ends_a_pending_read_and_a_pending_add() {
 #[test]
 fn loom_shutdown_is_seen_by_every_later_add() {
     explore("shutdown: the runtime watch against an add", || {
+        // The add's first check asks the reactor (a new fd's watch starts
+        // woken), so the question races the shutdown.
         let proto = protocol(0, false, WriteWait::Never);
-        // A first add parks the watch, as on a running runtime.
-        loom::future::block_on(proto.add(1)).expect("add before shutdown");
         let adder = Arc::clone(&proto);
         let add = thread::spawn(move || loom::future::block_on(adder.add(1)));
         proto.fd.shut_down();
