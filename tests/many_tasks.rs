@@ -1,7 +1,7 @@
 //! Many tasks on one `AsyncEventFd` (in an `Arc`): every count reaches
 //! exactly one reader, in counter and semaphore mode, with writers on tasks
 //! and on plain threads; then the same after enough reads that `read` tries
-//! `read(2)` before waiting (see `readiness.rs`).
+//! `read(2)` before waiting (see `src/async_fd/reader.rs`).
 
 #![cfg(feature = "tokio")]
 

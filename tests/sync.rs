@@ -90,6 +90,10 @@ fn initial_value_can_be_u32_max_and_adds_on_top() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn semaphore_read_returns_one_per_unit_then_would_block() {
     let efd = EventFd::builder()
         .semaphore(true)
@@ -104,6 +108,10 @@ fn semaphore_read_returns_one_per_unit_then_would_block() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn semaphore_read_after_adds_decrements_by_one() {
     let efd = EventFd::builder()
         .semaphore(true)
@@ -202,6 +210,10 @@ fn add_u64_max_on_a_full_blocking_counter_fails_at_once() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn semaphore_mode_holds_max_count_too() {
     let efd = EventFd::builder()
         .semaphore(true)
@@ -217,6 +229,10 @@ fn semaphore_mode_holds_max_count_too() {
 // ----- blocking mode (LTP eventfd01/02 blocking cases) -----
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the test reads /proc to see a thread blocked; Miri has no /proc"
+)]
 fn blocking_read_waits_until_another_thread_adds() {
     let efd = Arc::new(blocking());
     let reader = Arc::clone(&efd);
@@ -241,6 +257,10 @@ fn blocking_read_waits_until_another_thread_adds() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the test reads /proc to see a thread blocked; Miri has no /proc"
+)]
 fn blocking_read_wakes_for_an_add_through_a_clone_on_another_thread() {
     let efd = blocking();
     let writer = efd.try_clone().expect("try_clone");
@@ -260,6 +280,10 @@ fn blocking_read_wakes_for_an_add_through_a_clone_on_another_thread() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the test reads /proc to see a thread blocked; Miri has no /proc"
+)]
 fn blocking_add_at_max_count_waits_until_another_thread_reads() {
     let efd = Arc::new(blocking());
     efd.add(MAX_COUNT).expect("fill");
@@ -281,6 +305,10 @@ fn blocking_add_at_max_count_waits_until_another_thread_reads() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn blocking_semaphore_read_waits_then_takes_one() {
     let efd = Arc::new(
         EventFd::builder()
@@ -306,6 +334,10 @@ fn blocking_semaphore_read_waits_then_takes_one() {
 // ----- flags as fcntl sees them (LTP eventfd03/05-style checks) -----
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's fcntl has no F_GETFL for an eventfd (docs/miri-notes.md)"
+)]
 fn new_is_nonblocking_and_close_on_exec() {
     let efd = nonblocking();
     assert!(is_nonblocking(&efd));
@@ -314,6 +346,10 @@ fn new_is_nonblocking_and_close_on_exec() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's fcntl has no F_GETFL for an eventfd (docs/miri-notes.md)"
+)]
 fn builder_defaults_are_nonblocking_close_on_exec_counter_zero() {
     let efd = EventFd::builder().build().expect("build");
     assert!(is_nonblocking(&efd));
@@ -323,6 +359,10 @@ fn builder_defaults_are_nonblocking_close_on_exec_counter_zero() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's fcntl has no F_GETFL for an eventfd (docs/miri-notes.md)"
+)]
 fn builder_flag_combinations_match_fcntl() {
     for semaphore in [false, true] {
         for nonblocking in [false, true] {
@@ -349,6 +389,10 @@ fn builder_flag_combinations_match_fcntl() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's F_GETFD reports every fd close-on-exec (docs/miri-notes.md)"
+)]
 fn try_clone_keeps_close_on_exec_and_shares_nonblocking() {
     for nonblocking in [false, true] {
         for cloexec in [false, true] {
@@ -367,6 +411,10 @@ fn try_clone_keeps_close_on_exec_and_shares_nonblocking() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's fcntl has no F_GETFL for an eventfd (docs/miri-notes.md)"
+)]
 fn nonblocking_flag_is_shared_by_clones() {
     let efd = blocking();
     let clone = efd.try_clone().expect("try_clone");
@@ -378,6 +426,10 @@ fn nonblocking_flag_is_shared_by_clones() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn try_clone_keeps_semaphore_mode() {
     let efd = EventFd::builder()
         .semaphore(true)
@@ -422,6 +474,10 @@ fn as_fd_and_as_raw_fd_name_the_same_fd() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's fcntl has no F_GETFL for an eventfd (docs/miri-notes.md)"
+)]
 fn into_owned_fd_keeps_the_fd_open_and_the_counter() {
     let efd = nonblocking();
     efd.add(11).expect("add");
@@ -438,6 +494,10 @@ fn into_owned_fd_keeps_the_fd_open_and_the_counter() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "adopting an fd reads /proc/self/fd and fdinfo; Miri has no /proc"
+)]
 fn owned_fd_round_trip_keeps_counter() {
     let efd = nonblocking();
     efd.add(3).expect("add");
@@ -449,6 +509,10 @@ fn owned_fd_round_trip_keeps_counter() {
 // ----- adopting foreign fds -----
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "adopting an fd reads /proc/self/fd and fdinfo; Miri has no /proc"
+)]
 fn try_from_owned_fd_adopts_a_counter_mode_eventfd() {
     // Made by nix directly, as a C library or another process would.
     let foreign = nix::sys::eventfd::EventFd::from_value_and_flags(
@@ -469,6 +533,10 @@ fn try_from_owned_fd_adopts_a_counter_mode_eventfd() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn try_from_owned_fd_detects_semaphore_mode() {
     let foreign = nix::sys::eventfd::EventFd::from_value_and_flags(
         2,
@@ -488,6 +556,10 @@ fn try_from_owned_fd_detects_semaphore_mode() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "adopting an fd reads /proc/self/fd and fdinfo; Miri has no /proc"
+)]
 fn try_from_owned_fd_detects_blocking_and_nonblocking() {
     for nonblocking in [false, true] {
         for semaphore in [false, true] {
@@ -515,6 +587,10 @@ fn try_from_owned_fd_detects_blocking_and_nonblocking() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "adopting an fd reads /proc/self/fd and fdinfo; Miri has no /proc"
+)]
 fn try_from_a_pipe_is_invalid_input() {
     let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
     let err = assert_kind(EventFd::try_from(read_end), ErrorKind::InvalidInput);
@@ -523,6 +599,7 @@ fn try_from_a_pipe_is_invalid_input() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens a file, which Miri's isolation forbids")]
 fn try_from_a_regular_file_is_invalid_input() {
     let path = std::env::temp_dir().join(format!(
         "async-eventfd-sync-test-{}-{}",
@@ -540,6 +617,7 @@ fn try_from_a_regular_file_is_invalid_input() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens a file, which Miri's isolation forbids")]
 fn try_from_dev_null_is_invalid_input() {
     let file = std::fs::File::open("/dev/null").expect("open /dev/null");
     assert_kind(
@@ -549,6 +627,10 @@ fn try_from_dev_null_is_invalid_input() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "adopting an fd reads /proc/self/fd and fdinfo; Miri has no /proc"
+)]
 fn try_from_another_anon_inode_is_invalid_input() {
     // An epoll fd is an anon inode too ("anon_inode:[eventpoll]").
     let epoll = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)
@@ -557,6 +639,10 @@ fn try_from_another_anon_inode_is_invalid_input() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "adopting an fd reads /proc/self/fd and fdinfo; Miri has no /proc"
+)]
 fn try_from_a_socket_is_invalid_input() {
     let (a, b) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
@@ -626,6 +712,7 @@ extern "C" fn add_one_from_a_handler(_: nix::libc::c_int) {
 extern "C" fn do_nothing(_: nix::libc::c_int) {}
 
 #[test]
+#[cfg_attr(miri, ignore = "Miri has no signal shims (sigemptyset, sigaction)")]
 fn add_works_from_a_signal_handler() {
     use nix::sys::signal::{raise, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let efd = SIGNAL_EFD.get_or_init(nonblocking);
@@ -650,6 +737,7 @@ fn add_works_from_a_signal_handler() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "Miri has no signal shims (sigemptyset, sigaction)")]
 fn blocking_read_interrupted_by_a_signal_is_interrupted_with_eintr() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let efd = Arc::new(blocking());
@@ -697,6 +785,10 @@ fn eventfd_and_builder_are_send_sync_debug() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri's eventfd has no EFD_SEMAPHORE (docs/miri-notes.md)"
+)]
 fn debug_names_the_type_fd_and_mode() {
     let efd = EventFd::builder().semaphore(true).build().expect("build");
     let shown = format!("{efd:?}");

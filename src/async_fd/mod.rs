@@ -1,39 +1,45 @@
-//! `AsyncEventFd`: the eventfd on tokio's reactor.
+//! `AsyncEventFd`: the type and its read, add, `try_`, `poll_` and accessor
+//! methods. Its constructors (`new`, `new_in`, `try_new`, `try_new_in`,
+//! `TryFrom<EventFd>`) are in `registration.rs`.
 //!
-//! This file holds the type and its public methods; the machinery lives in
-//! one file per job, each with its rationale:
+//! The machinery lives in one file per job, each with its rationale:
 //!
-//! - `readiness.rs`: how reads wait, when readiness is cleared (the part that
-//!   must never lose a wakeup), and when `read` tries `read(2)` before
-//!   waiting;
+//! - `reader.rs`: the read path: how reads wait, when readiness is cleared
+//!   (the part that must never lose a wakeup), and when `read` tries
+//!   `read(2)` before waiting;
+//! - `writer.rs`: the write path: how an add waits for room: woken by this
+//!   fd's own reads, by `EPOLLOUT`, or after a back-off in the kernel's
+//!   overflow state;
 //! - `runtime_watch.rs`: how `add` and a speculative read learn, for one
 //!   atomic load, that the runtime has shut down, and `RuntimeShutdown`, the
 //!   error that says so;
-//! - `writer.rs`: how an add waits for room: woken by this fd's own reads,
-//!   by `EPOLLOUT`, or after a back-off in the kernel's overflow state;
-//! - `registration.rs`: registering an `EventFd` with a runtime, from any
-//!   thread, and `TryNewError`, which gives the fd back.
+//! - `registration.rs`: the constructors: registering an `EventFd` with a
+//!   runtime, from any thread, and `TryNewError`, which gives the fd back;
+//! - `fd.rs`: the seam where these protocols meet the fd (tokio's `AsyncFd`
+//!   in the library, a modelled counter in the loom models, `loom_tests.rs`);
+//!   `sync.rs`: the atomics and `Mutex` they use, std's or loom's.
 
-mod readiness;
+mod fd;
+#[cfg(all(test, async_eventfd_loom))]
+mod loom_tests;
+mod reader;
 mod registration;
 mod runtime_watch;
+mod sync;
 mod writer;
 
 pub use self::registration::TryNewError;
 pub use self::runtime_watch::RuntimeShutdown;
 
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use tokio::io::unix::AsyncFd;
-use tokio::runtime::Handle;
-
-use self::readiness::Speculation;
-use self::runtime_watch::{driver_error, RuntimeWatch};
+use self::fd::{Fd, Registered};
+use self::reader::Speculation;
+use self::runtime_watch::RuntimeWatch;
 use self::writer::{PollWriter, Room};
 use crate::{EventFd, Notifier};
 
@@ -79,15 +85,18 @@ use crate::{EventFd, Notifier};
 ///
 /// [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html)
 pub struct AsyncEventFd {
-    inner: AsyncFd<EventFd>,
-    /// The runtime the fd is registered with; a waiting `add` registers its
-    /// write wait there, whichever executor polls it.
-    handle: Handle,
+    proto: Protocol<Registered>,
+}
+
+/// The wake protocols of an `AsyncEventFd`, over the fd they meet at the
+/// seam [`Fd`]: the library's [`Registered`], or a loom model's.
+struct Protocol<F: Fd> {
+    fd: F,
     /// Semaphore mode, or a mode the kernel did not tell: a successful read
     /// may leave a count behind, so it must not clear readiness.
     read_may_leave_count: bool,
     /// The wait of a `poll_add` that is waiting for room.
-    poll_writer: PollWriter,
+    poll_writer: PollWriter<F>,
     /// The adds waiting for room, woken by this `AsyncEventFd`'s reads.
     room: Room,
     /// Whether `read` tries the syscall before waiting for readiness.
@@ -95,6 +104,19 @@ pub struct AsyncEventFd {
     /// Tells `add` and the speculative read that the runtime may have shut
     /// down.
     runtime_watch: Arc<RuntimeWatch>,
+}
+
+impl<F: Fd> Protocol<F> {
+    fn new(fd: F, read_may_leave_count: bool) -> Protocol<F> {
+        Protocol {
+            fd,
+            read_may_leave_count,
+            poll_writer: PollWriter::default(),
+            room: Room::default(),
+            speculation: Speculation::default(),
+            runtime_watch: RuntimeWatch::new(),
+        }
+    }
 }
 
 impl AsyncEventFd {
@@ -131,16 +153,7 @@ impl AsyncEventFd {
     /// after it: a dropped `read()` future has either not read (the count
     /// stays in the counter for the next reader) or has already returned.
     pub async fn read(&self) -> io::Result<u64> {
-        if let Some(done) = poll_fn(|cx| self.poll_speculative_read(cx)).await {
-            return done;
-        }
-        loop {
-            if let Some(done) =
-                self.read_when_ready(self.inner.readable().await.map_err(driver_error)?)
-            {
-                return done;
-            }
-        }
+        self.proto.read().await
     }
 
     /// Adds `n` to the counter, waiting while it has no room.
@@ -181,11 +194,7 @@ impl AsyncEventFd {
     /// after it: a dropped `add()` future has either added `n` (and then
     /// returned) or added nothing.
     pub async fn add(&self, n: u64) -> io::Result<()> {
-        self.check_runtime()?;
-        match self.inner.get_ref().add(n) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.add_when_room(n).await,
-            done => done,
-        }
+        self.proto.add(n).await
     }
 
     /// Reads the counter if it is non-zero, without waiting.
@@ -209,9 +218,7 @@ impl AsyncEventFd {
     /// 0. It is one syscall that does not need the runtime, so it keeps
     /// working after the runtime has shut down.
     pub fn try_read(&self) -> io::Result<u64> {
-        let value = self.inner.get_ref().read()?;
-        self.room.made();
-        Ok(value)
+        self.proto.try_read()
     }
 
     /// Adds `n` to the counter if it has room, without waiting.
@@ -235,7 +242,7 @@ impl AsyncEventFd {
     /// It is one syscall that does not need the runtime, so it keeps working
     /// after the runtime has shut down.
     pub fn try_add(&self, n: u64) -> io::Result<()> {
-        self.inner.get_ref().add(n)
+        self.proto.fd.add(n)
     }
 
     /// Polls for a read, for hand-written futures and `poll`-based traits.
@@ -268,16 +275,7 @@ impl AsyncEventFd {
     ///
     /// As [`read`](AsyncEventFd::read).
     pub fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        if let Some(done) = ready!(self.poll_speculative_read(cx)) {
-            return Poll::Ready(done);
-        }
-        loop {
-            if let Some(done) =
-                self.read_when_ready(ready!(self.inner.poll_read_ready(cx)).map_err(driver_error)?)
-            {
-                return Poll::Ready(done);
-            }
-        }
+        self.proto.poll_read(cx)
     }
 
     /// Polls for an add of `n`, for hand-written futures.
@@ -310,15 +308,7 @@ impl AsyncEventFd {
     ///
     /// As [`add`](AsyncEventFd::add).
     pub fn poll_add(&self, cx: &mut Context<'_>, n: u64) -> Poll<io::Result<()>> {
-        self.check_runtime()?;
-        match self.inner.get_ref().add(n) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            done => {
-                self.poll_writer.release(self);
-                return Poll::Ready(done);
-            }
-        }
-        self.poll_writer.poll_add(self, cx, n)
+        self.proto.poll_add(cx, n)
     }
 
     /// Returns a [`Notifier`] on this counter: the writer to hand to a plain
@@ -343,7 +333,7 @@ impl AsyncEventFd {
     /// As [`EventFd::notifier`]: the `dup(2)` of the fd failed (for example
     /// `EMFILE`).
     pub fn notifier(&self) -> io::Result<Notifier> {
-        self.inner.get_ref().notifier()
+        self.get_ref().notifier()
     }
 
     /// Returns the [`EventFd`] underneath, for example to
@@ -362,7 +352,7 @@ impl AsyncEventFd {
     /// # }
     /// ```
     pub fn get_ref(&self) -> &EventFd {
-        self.inner.get_ref()
+        self.proto.fd.inner.get_ref()
     }
 
     /// Deregisters the fd from the runtime and returns the [`EventFd`],
@@ -386,27 +376,27 @@ impl AsyncEventFd {
     /// A failed deregistration (the runtime is gone) is ignored, as the fd is
     /// no longer in its epoll set.
     pub fn into_inner(self) -> EventFd {
-        self.inner.into_inner()
+        self.proto.fd.inner.into_inner()
     }
 }
 
 impl fmt::Debug for AsyncEventFd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncEventFd")
-            .field("fd", self.inner.get_ref())
+            .field("fd", self.get_ref())
             .finish_non_exhaustive()
     }
 }
 
 impl AsFd for AsyncEventFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.get_ref().as_fd()
+        self.get_ref().as_fd()
     }
 }
 
 impl AsRawFd for AsyncEventFd {
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+        self.proto.fd.inner.as_raw_fd()
     }
 }
 
@@ -423,6 +413,10 @@ mod tests {
     /// that took 1 must not clear readiness, or the units left behind are
     /// never woken for.
     #[tokio::test(flavor = "current_thread")]
+    #[cfg_attr(
+        async_eventfd_loom,
+        ignore = "loom's Mutex works only inside a model; the loom build runs the models"
+    )]
     async fn unknown_mode_adopted_semaphore_fd_reads_every_unit() {
         let made = EventFd::builder()
             .semaphore(true)

@@ -13,10 +13,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 
-use super::readiness::Speculation;
-use super::runtime_watch::{driver_error, RuntimeWatch};
-use super::writer::{PollWriter, Room};
-use super::AsyncEventFd;
+use super::fd::Registered;
+use super::runtime_watch::driver_error;
+use super::{AsyncEventFd, Protocol};
 use crate::EventFd;
 
 impl AsyncEventFd {
@@ -206,14 +205,12 @@ impl AsyncEventFd {
                 error,
             });
         }
-        Ok(AsyncEventFd {
+        let fd = Registered {
             inner,
             handle: handle.clone(),
-            read_may_leave_count,
-            poll_writer: PollWriter::default(),
-            room: Room::default(),
-            speculation: Speculation::default(),
-            runtime_watch: RuntimeWatch::new(),
+        };
+        Ok(AsyncEventFd {
+            proto: Protocol::new(fd, read_may_leave_count),
         })
     }
 }

@@ -17,11 +17,13 @@
 use std::error::Error;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::AsyncEventFd;
+use super::fd::Fd;
+use super::sync::AtomicBool;
+use super::Protocol;
 
 /// The error inside every [`io::Error`] that an
 /// [`AsyncEventFd`](crate::AsyncEventFd) returns because the runtime it is
@@ -102,7 +104,7 @@ impl Wake for RuntimeWatch {
     }
 }
 
-impl AsyncEventFd {
+impl<F: Fd> Protocol<F> {
     /// Fails once the runtime's I/O driver has shut down; otherwise returns at
     /// once. Usually one atomic load.
     pub(super) fn check_runtime(&self) -> io::Result<()> {
@@ -121,18 +123,11 @@ impl AsyncEventFd {
         // wakes the watch, which sets it again.
         self.runtime_watch.woken.store(false, Ordering::Release);
         let waker = Waker::from(Arc::clone(&self.runtime_watch));
-        // The registration has READABLE interest only, so its write readiness
-        // is never set: `poll_write_ready` returns `Pending` and parks the
-        // waker in the write slot, or returns the driver's error once it has
-        // shut down.
-        let Poll::Ready(answer) = self
-            .inner
-            .poll_write_ready(&mut Context::from_waker(&waker))
-        else {
+        let Poll::Ready(answer) = self.fd.poll_shutdown(&mut Context::from_waker(&waker)) else {
             return Ok(());
         };
         // Not parked: ask again next time.
         self.runtime_watch.woken.store(true, Ordering::Release);
-        answer.map(drop).map_err(driver_error)
+        answer.map_err(driver_error)
     }
 }

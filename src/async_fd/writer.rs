@@ -8,7 +8,7 @@
 //! - `EPOLLOUT` (a read through any fd on the counter), through a
 //!   `WRITABLE` registration of the add's own on a dup of the fd, made for
 //!   that wait and dropped after it, so that reads never wake the reactor
-//!   otherwise (see `readiness.rs` for why the main registration is
+//!   otherwise (see `reader.rs` for why the main registration is
 //!   `READABLE` only);
 //! - in the kernel's overflow state, the end of a back-off sleep.
 //!
@@ -23,46 +23,48 @@
 //! through the same `AsyncEventFd` still ends the wait at once; only room
 //! made through another fd waits for the sleep to end.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-use tokio::task::JoinHandle;
+use super::fd::{Fd, Writable};
+use super::runtime_watch::driver_error;
+use super::sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard};
+use super::Protocol;
 
-use super::runtime_watch::{driver_error, shutdown_error};
-use super::AsyncEventFd;
+impl<F: Fd> Protocol<F> {
+    /// `AsyncEventFd::add`.
+    pub(super) async fn add(&self, n: u64) -> io::Result<()> {
+        self.check_runtime()?;
+        match self.fd.add(n) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.add_when_room(n).await,
+            done => done,
+        }
+    }
 
-impl AsyncEventFd {
+    /// `AsyncEventFd::poll_add`.
+    pub(super) fn poll_add(&self, cx: &mut Context<'_>, n: u64) -> Poll<io::Result<()>> {
+        self.check_runtime()?;
+        match self.fd.add(n) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => {
+                self.poll_writer.release(self);
+                return Poll::Ready(done);
+            }
+        }
+        self.poll_writer.poll_add(self, cx, n)
+    }
+
     /// The slow path of `add`: the counter has no room for `n`.
-    pub(super) async fn add_when_room(&self, n: u64) -> io::Result<()> {
+    async fn add_when_room(&self, n: u64) -> io::Result<()> {
         let mut wait = DropWait {
-            efd: self,
+            proto: self,
             wait: RoomWait::default(),
         };
         poll_fn(|cx| wait.wait.poll_add(self, cx, n)).await
-    }
-
-    /// A `WRITABLE`-only registration of a dup of the fd (epoll keys its
-    /// entries by fd number, so the dup gets an entry of its own).
-    fn register_writable(&self) -> io::Result<AsyncFd<OwnedFd>> {
-        let dup: OwnedFd = self.inner.get_ref().try_clone()?.into();
-        let _entered = self.handle.enter();
-        #[allow(
-            unsafe_code,
-            reason = "the fd stays open and unchanged while registered"
-        )]
-        // SAFETY: `dup` is a fresh fd that the returned `AsyncFd` owns: it stays
-        // open, and `as_raw_fd` keeps returning it, until the `AsyncFd` is
-        // dropped.
-        let registered = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) };
-        registered.map_err(|e| driver_error(e.into_parts().1))
     }
 }
 
@@ -76,11 +78,19 @@ impl AsyncEventFd {
 /// waker and wakes it. Wakers are taken out when woken: an add parks again
 /// each time it waits again, and a wait that was dropped costs at most one
 /// wasted wake.
-#[derive(Default)]
 pub(super) struct Room {
     /// How many wakers are parked; changed only under the lock.
     parked: AtomicUsize,
     state: Mutex<RoomState>,
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room {
+            parked: AtomicUsize::new(0),
+            state: Mutex::new(RoomState::default()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -141,72 +151,88 @@ impl Room {
         state.wakers.retain(|(parked, _)| *parked != id);
         self.parked.store(state.wakers.len(), Ordering::SeqCst);
     }
+
+    /// `parked` and the wakers actually parked, for the loom models' checks
+    /// that nothing is left behind.
+    #[cfg(all(test, async_eventfd_loom))]
+    pub(super) fn parked(&self) -> (usize, usize) {
+        let state = self.lock();
+        (self.parked.load(Ordering::SeqCst), state.wakers.len())
+    }
 }
 
 /// What an add keeps while it waits for room (see the module docs).
-#[derive(Default)]
-struct RoomWait {
+struct RoomWait<F: Fd> {
     /// Its id in [`Room`], once it has waited.
     id: Option<u64>,
     /// The `WRITABLE` registration, while not in a back-off sleep.
-    registration: Option<AsyncFd<OwnedFd>>,
+    registration: Option<F::WriteWait>,
     /// The back-off sleep in the overflow state.
-    sleep: Option<JoinHandle<()>>,
+    sleep: Option<F::Sleep>,
     backoff: Backoff,
 }
 
-impl RoomWait {
+impl<F: Fd> Default for RoomWait<F> {
+    fn default() -> RoomWait<F> {
+        RoomWait {
+            id: None,
+            registration: None,
+            sleep: None,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl<F: Fd> RoomWait<F> {
     /// Adds `n` if there is room; otherwise `Pending`, with `cx`'s waker
     /// parked in [`Room`] and in the registration or the sleep.
     fn poll_add(
         &mut self,
-        efd: &AsyncEventFd,
+        proto: &Protocol<F>,
         cx: &mut Context<'_>,
         n: u64,
     ) -> Poll<io::Result<()>> {
         let id = match self.id {
             Some(id) => id,
-            None => *self.id.insert(efd.room.id()),
+            None => *self.id.insert(proto.room.id()),
         };
         loop {
             // Parked before the add: see `Room`.
-            efd.room.park(id, cx.waker());
-            efd.check_runtime()?;
-            match efd.inner.get_ref().add(n) {
+            proto.room.park(id, cx.waker());
+            proto.check_runtime()?;
+            match proto.fd.add(n) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done),
             }
             if let Some(sleep) = self.sleep.as_mut() {
-                // The sleep cannot panic: it fails only when the runtime is
-                // gone.
-                ready!(Pin::new(sleep).poll(cx)).map_err(|_| shutdown_error())?;
+                ready!(proto.fd.poll_sleep(sleep, cx))?;
                 self.sleep = None;
             }
             let registration = match self.registration.as_ref() {
                 Some(registration) => registration,
-                None => self.registration.insert(efd.register_writable()?),
+                None => self
+                    .registration
+                    .insert(proto.fd.register_writable().map_err(driver_error)?),
             };
-            let mut guard = ready!(registration.poll_write_ready(cx)).map_err(driver_error)?;
-            if guard.ready().is_write_closed() {
-                // The overflow state (see the module docs).
-                drop(guard);
-                self.registration = None;
-                let delay = self.backoff.next();
-                self.sleep = Some(efd.handle.spawn_blocking(move || std::thread::sleep(delay)));
-            } else {
+            match ready!(proto.fd.poll_writable(registration, cx)).map_err(driver_error)? {
+                Writable::Overflow => {
+                    // The overflow state (see the module docs).
+                    self.registration = None;
+                    self.sleep = Some(proto.fd.sleep(self.backoff.next()));
+                }
                 // The add above found no room after this readiness was
-                // reported, or before a newer event (then the tick makes this
-                // a no-op); the loop adds again before it waits.
-                guard.clear_ready();
+                // reported, or before a newer event (then the tick made the
+                // clear a no-op); the loop adds again before it waits.
+                Writable::Again => {}
             }
         }
     }
 
     /// Ends the wait: takes the waker out of [`Room`] and drops the
     /// registration.
-    fn release(&mut self, efd: &AsyncEventFd) {
+    fn release(&mut self, proto: &Protocol<F>) {
         if let Some(id) = self.id {
-            efd.room.leave(id);
+            proto.room.leave(id);
         }
         *self = RoomWait::default();
     }
@@ -214,54 +240,66 @@ impl RoomWait {
 
 /// An `add().await` in progress: ends its [`RoomWait`] however the future
 /// ends (finished or dropped).
-struct DropWait<'a> {
-    efd: &'a AsyncEventFd,
-    wait: RoomWait,
+struct DropWait<'a, F: Fd> {
+    proto: &'a Protocol<F>,
+    wait: RoomWait<F>,
 }
 
-impl Drop for DropWait<'_> {
+impl<F: Fd> Drop for DropWait<'_, F> {
     fn drop(&mut self) {
-        self.wait.release(self.efd);
+        self.wait.release(self.proto);
     }
 }
 
 /// The wait `poll_add` keeps between polls while the counter is full.
-#[derive(Default)]
-pub(super) struct PollWriter {
-    state: Mutex<RoomWait>,
+pub(super) struct PollWriter<F: Fd> {
+    state: Mutex<RoomWait<F>>,
     /// Set while `state` holds a wait, so that the common `poll_add` (the
     /// counter has room) takes no lock.
     waiting: AtomicBool,
 }
 
-impl PollWriter {
-    fn lock(&self) -> MutexGuard<'_, RoomWait> {
+impl<F: Fd> Default for PollWriter<F> {
+    fn default() -> PollWriter<F> {
+        PollWriter {
+            state: Mutex::new(RoomWait::default()),
+            waiting: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<F: Fd> PollWriter<F> {
+    fn lock(&self) -> MutexGuard<'_, RoomWait<F>> {
         // The lock guards no invariant that a panic could break.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ends the wait, if any, so reads stop waking the reactor with
     /// `EPOLLOUT`.
-    pub(super) fn release(&self, efd: &AsyncEventFd) {
+    fn release(&self, proto: &Protocol<F>) {
         if self.waiting.swap(false, Ordering::AcqRel) {
-            self.lock().release(efd);
+            self.lock().release(proto);
         }
     }
 
-    pub(super) fn poll_add(
-        &self,
-        efd: &AsyncEventFd,
-        cx: &mut Context<'_>,
-        n: u64,
-    ) -> Poll<io::Result<()>> {
+    fn poll_add(&self, proto: &Protocol<F>, cx: &mut Context<'_>, n: u64) -> Poll<io::Result<()>> {
         let mut wait = self.lock();
         self.waiting.store(true, Ordering::Release);
-        let done = wait.poll_add(efd, cx, n);
+        let done = wait.poll_add(proto, cx, n);
         if done.is_ready() {
-            wait.release(efd);
+            wait.release(proto);
             self.waiting.store(false, Ordering::Release);
         }
         done
+    }
+
+    /// Whether a wait is kept (the flag, and the state under the lock), for
+    /// the loom models' checks that nothing is left behind.
+    #[cfg(all(test, async_eventfd_loom))]
+    pub(super) fn kept(&self) -> (bool, bool) {
+        let wait = self.lock();
+        let kept = wait.id.is_some() || wait.registration.is_some() || wait.sleep.is_some();
+        (self.waiting.load(Ordering::Acquire), kept)
     }
 }
 

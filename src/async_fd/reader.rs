@@ -1,4 +1,4 @@
-//! How reads wait: readiness, and reading before waiting.
+//! The read path: how reads wait (readiness), and reading before waiting.
 //!
 //! # How readiness is kept (the part that must never lose a wakeup)
 //!
@@ -46,25 +46,58 @@
 //! shut-down runtime first (see `runtime_watch.rs`) and spends tokio's
 //! cooperative budget, as the readiness path does.
 
+use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::unix::AsyncFdReadyGuard;
+use super::fd::{Budget, Fd, ReadGuard};
+use super::runtime_watch::driver_error;
+use super::sync::AtomicU32;
+use super::Protocol;
 
-use super::AsyncEventFd;
-use crate::EventFd;
+impl<F: Fd> Protocol<F> {
+    /// `AsyncEventFd::read`.
+    pub(super) async fn read(&self) -> io::Result<u64> {
+        if let Some(done) = poll_fn(|cx| self.poll_speculative_read(cx)).await {
+            return done;
+        }
+        loop {
+            if let Some(done) =
+                self.read_when_ready(self.fd.readable().await.map_err(driver_error)?)
+            {
+                return done;
+            }
+        }
+    }
 
-impl AsyncEventFd {
+    /// `AsyncEventFd::poll_read`.
+    pub(super) fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        if let Some(done) = ready!(self.poll_speculative_read(cx)) {
+            return Poll::Ready(done);
+        }
+        loop {
+            if let Some(done) =
+                self.read_when_ready(ready!(self.fd.poll_read_ready(cx)).map_err(driver_error)?)
+            {
+                return Poll::Ready(done);
+            }
+        }
+    }
+
+    /// `AsyncEventFd::try_read`.
+    pub(super) fn try_read(&self) -> io::Result<u64> {
+        let value = self.fd.read()?;
+        self.room.made();
+        Ok(value)
+    }
+
     /// One read under a readiness guard: `Some` with the result, or `None`
     /// when the counter was empty (readiness is then cleared: wait again).
     ///
     /// This is where readiness is cleared (see the module docs).
-    pub(super) fn read_when_ready(
-        &self,
-        mut guard: AsyncFdReadyGuard<'_, EventFd>,
-    ) -> Option<io::Result<u64>> {
-        match guard.get_inner().read() {
+    fn read_when_ready(&self, mut guard: F::ReadGuard<'_>) -> Option<io::Result<u64>> {
+        match self.fd.read() {
             Ok(value) => {
                 if !self.read_may_leave_count {
                     guard.clear_ready();
@@ -83,10 +116,7 @@ impl AsyncEventFd {
     /// One read before waiting for readiness, when [`Speculation`] says it
     /// pays: `Some` with the result if the counter was non-zero (or the read
     /// failed otherwise), `None` on `WouldBlock` or when not speculating.
-    pub(super) fn poll_speculative_read(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<io::Result<u64>>> {
+    fn poll_speculative_read(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<u64>>> {
         if !self.speculation.should_try() {
             return Poll::Ready(None);
         }
@@ -94,8 +124,8 @@ impl AsyncEventFd {
             return Poll::Ready(Some(Err(e)));
         }
         // A task whose reads keep succeeding still yields now and then.
-        let budget = ready!(tokio::task::coop::poll_proceed(cx));
-        match self.inner.get_ref().read() {
+        let budget = ready!(self.fd.poll_proceed(cx));
+        match self.fd.read() {
             Ok(value) => {
                 budget.made_progress();
                 self.speculation.hit();
@@ -135,6 +165,16 @@ impl Default for Speculation {
 }
 
 impl Speculation {
+    /// A state after `misses` misses with `skip` reads left to skip, for the
+    /// loom models (a fresh fd would skip 63 reads first).
+    #[cfg(all(test, async_eventfd_loom))]
+    pub(super) fn after(misses: u32, skip: u32) -> Speculation {
+        Speculation {
+            skip: AtomicU32::new(skip),
+            misses: AtomicU32::new(misses),
+        }
+    }
+
     const MAX_SHIFT: u32 = 10;
     /// A fresh fd waits through the reactor for its first 63 reads.
     const INITIAL_MISSES: u32 = 7;
