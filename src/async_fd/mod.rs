@@ -408,10 +408,9 @@ mod tests {
     use super::AsyncEventFd;
     use crate::EventFd;
 
-    /// An adopted fd whose mode the kernel does not tell (Linux before 6.2
-    /// prints no `eventfd-semaphore:` line) may be in semaphore mode: a read
-    /// that took 1 must not clear readiness, or the units left behind are
-    /// never woken for.
+    /// An adopted semaphore fd of unknown mode (the rule: `EventFd`'s
+    /// `TryFrom<OwnedFd>`): a read that took 1 must not clear readiness, or
+    /// the units left behind are never woken for.
     #[tokio::test(flavor = "current_thread")]
     #[cfg_attr(
         async_eventfd_loom,

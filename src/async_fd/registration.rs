@@ -174,8 +174,9 @@ impl AsyncEventFd {
     /// Panics, as tokio's own registration does, if the runtime was built
     /// without its I/O driver.
     pub fn try_new_in(efd: EventFd, handle: &Handle) -> Result<AsyncEventFd, TryNewError> {
-        // An adopted fd whose mode the kernel does not tell counts as
-        // semaphore mode: never clearing after a read is always safe.
+        // A read may leave a count behind in semaphore mode, and an adopted
+        // fd of unknown mode may be in it (the rule: `EventFd`'s
+        // `TryFrom<OwnedFd>`); readiness is then never cleared after a read.
         let read_may_leave_count = efd.may_be_semaphore();
         let entered = handle.enter();
         #[allow(
