@@ -23,11 +23,12 @@ use async_eventfd::EventFd;
 use eventfd_bench::kernel_rigs::{self, RigError};
 use serde::Serialize;
 
-use crate::impls::{Impl, SyncTx};
-use crate::options::KernelArgs;
-use crate::report::{ns, print_table, ratio};
-use crate::run::Flavor;
-use crate::sys;
+use crate::contenders::{Contender, SyncTx};
+use crate::options::{KernelArgs, Rig};
+use crate::pinning::allowed_cpus;
+use crate::rows::{grid, Floor, Row};
+use crate::runtime::Flavor;
+use crate::table::{flavor, ns, print_json, print_table, ratio};
 
 #[cfg(target_arch = "x86_64")]
 mod kvm;
@@ -37,80 +38,54 @@ mod uring;
 /// wakeup was lost and the measurement fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// A kernel writer that `--rig` selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Rig {
-    /// io_uring NOP completions signal the eventfd.
-    Uring,
-    /// A KVM guest rings an ioeventfd doorbell.
-    Kvm,
-}
-
-/// A row: an implementation on a runtime flavor, or (`None`) the floor, a
-/// plain thread with no runtime.
-type Reader = Option<(Impl, Flavor)>;
-
-fn reader_name(r: Reader) -> String {
-    r.map_or_else(
-        || "floor: plain thread".to_string(),
-        |(i, _)| i.name().into(),
-    )
-}
-
-fn reader_flavor(r: Reader) -> Option<&'static str> {
-    r.map(|(_, f)| f.name())
-}
-
 /// `eventfd-bench kernel`.
 pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
+    // The task rows; each part adds its floor.
     let mut readers = Vec::new();
-    for flavor in args.common.flavors() {
-        for imp in args.common.clone().or_impls(&Impl::KERNEL).impls() {
-            if Impl::KERNEL.contains(&imp) {
-                readers.push(Some((imp, flavor)));
-            } else if flavor == Flavor::Ct && !args.common.json {
-                println!(
-                    "{}: not measured (no reader of its own on an fd the kernel can signal)",
-                    imp.name()
-                );
-            }
+    for (row, ()) in grid(
+        &args.common.clone().or_contenders(&Contender::KERNEL),
+        &[()],
+    ) {
+        match row {
+            Row::Task(c, _) if Contender::KERNEL.contains(&c) => readers.push(row),
+            Row::Task(c, Flavor::Ct) if !args.common.json => println!(
+                "{}: not measured (no reader of its own on an fd the kernel can signal)",
+                c.name()
+            ),
+            _ => {}
         }
     }
-    readers.push(None);
-    let mut doc = Doc {
+    let rig = |rig| args.rig.contains(&rig);
+    let doc = Doc {
         command: "kernel",
         pin: args.common.pin.name(),
         rounds: args.rounds,
-        cpus: sys::allowed_cpus(),
-        uring: None,
-        kvm: None,
+        cpus: allowed_cpus(),
+        uring: rig(Rig::Uring)
+            .then(|| part(probe_uring(), || uring::measure(args, &readers)))
+            .transpose()?,
+        kvm: rig(Rig::Kvm)
+            .then(|| kvm_part(args, &readers))
+            .transpose()?,
     };
-    if args.rig.contains(&Rig::Uring) {
-        doc.uring = Some(match available(probe_uring()) {
-            Ok(()) => Part::Measured(uring::measure(args, &readers)?),
-            Err(reason) => Part::Skipped { skipped: reason },
-        });
-    }
-    if args.rig.contains(&Rig::Kvm) {
-        doc.kvm = Some(kvm_part(args, &readers)?);
-    }
     if args.common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(io::Error::other)?
-        );
+        print_json(&doc)?;
     } else {
         print_doc(args, &doc);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `Err(reason)` when the facility is missing; a failure of a facility that
-/// is here stays an error (it fails the run later, where it is measured).
-fn available(probe: Result<(), RigError>) -> Result<(), String> {
+/// What `measure` gives, or why the part was skipped: only a missing
+/// facility is a skip; a failure of one that is here stays an error (the
+/// measurement fails with it).
+fn part<T>(
+    probe: Result<(), RigError>,
+    measure: impl FnOnce() -> io::Result<T>,
+) -> io::Result<Part<T>> {
     match probe {
-        Err(RigError::Missing(reason)) => Err(reason),
-        _ => Ok(()),
+        Err(RigError::Missing(skipped)) => Ok(Part::Skipped { skipped }),
+        _ => measure().map(Part::Measured),
     }
 }
 
@@ -121,17 +96,13 @@ fn probe_uring() -> Result<(), RigError> {
 
 /// The KVM table, or why it was skipped.
 #[cfg(target_arch = "x86_64")]
-fn kvm_part(args: &KernelArgs, readers: &[Reader]) -> io::Result<Part<KvmDoc>> {
-    Ok(
-        match available(kernel_rigs::guest::Guest::new().map(drop)) {
-            Ok(()) => Part::Measured(kvm::measure(args, readers)?),
-            Err(reason) => Part::Skipped { skipped: reason },
-        },
-    )
+fn kvm_part(args: &KernelArgs, readers: &[Row]) -> io::Result<Part<KvmDoc>> {
+    let probe = kernel_rigs::guest::Guest::new().map(drop);
+    part(probe, || kvm::measure(args, readers))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn kvm_part(_: &KernelArgs, _: &[Reader]) -> io::Result<Part<KvmDoc>> {
+fn kvm_part(_: &KernelArgs, _: &[Row]) -> io::Result<Part<KvmDoc>> {
     Ok(Part::Skipped {
         skipped: "the guest is x86_64 code".into(),
     })
@@ -152,7 +123,7 @@ struct Doc {
 }
 
 /// A part's results, or why it was skipped.
-#[derive(Serialize)]
+#[derive(Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 enum Part<T> {
     Measured(T),
@@ -168,7 +139,7 @@ struct UringDoc {
 #[derive(Serialize)]
 struct UringRow {
     #[serde(rename = "impl")]
-    name: String,
+    name: &'static str,
     what: &'static str,
     /// `inline` or `io-wq`: where the NOP completed.
     nop: &'static str,
@@ -189,7 +160,7 @@ struct KvmDoc {
 #[derive(Serialize)]
 struct KvmRow {
     #[serde(rename = "impl")]
-    name: String,
+    name: &'static str,
     what: &'static str,
     flavor: Option<&'static str>,
     rings_per_sec: f64,
@@ -199,23 +170,12 @@ struct KvmRow {
     rings_per_sec_vs_crate: Option<f64>,
 }
 
-/// What a row measures, in words; `floor` for the row without a runtime.
-fn what(r: Reader, floor: &'static str) -> &'static str {
-    r.map_or(floor, |(i, _)| i.describe())
+/// `readers`, then `floor`: a part's rows.
+fn with_floor(readers: &[Row], floor: Floor) -> Vec<Row> {
+    readers.iter().copied().chain([Row::Floor(floor)]).collect()
 }
 
-const URING_FLOOR: &str = "a plain thread: blocking read(2) of the eventfd, no runtime";
-
-/// The ratio of `value` to the crate's value of the same flavor (the floor's
-/// to the current-thread one).
-fn vs_crate<T>(rows: &[(Reader, T)], at: usize, value: impl Fn(&T) -> f64) -> f64 {
-    let flavor = rows[at].0.map_or(Flavor::Ct, |(_, f)| f);
-    rows.iter()
-        .find(|(r, _)| *r == Some((Impl::Crate, flavor)))
-        .map_or(f64::NAN, |(_, base)| value(&rows[at].1) / value(base))
-}
-
-/// The receiver's eventfd (every implementation of [`Impl::KERNEL`] has one).
+/// The receiver's eventfd (every contender of [`Contender::KERNEL`] has one).
 fn receiver_fd(sync: &SyncTx) -> io::Result<RawFd> {
     sync.raw_fd()
         .ok_or_else(|| io::Error::other("this implementation has no fd"))
@@ -234,36 +194,19 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
     match &doc.uring {
         Some(Part::Skipped { skipped }) => println!("io_uring: skipped: {skipped}"),
         Some(Part::Measured(u)) => {
-            let header = [
-                "implementation",
-                "NOP",
-                "flavor",
-                "ns/RT",
-                "p50",
-                "p99",
-                "max",
-                "p50 vs crate",
-            ];
-            let rows: Vec<Vec<String>> = u
-                .results
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.clone(),
-                        r.nop.to_string(),
-                        r.flavor.unwrap_or("-").to_string(),
-                        ns(r.mean_ns),
-                        ns(r.p50_ns),
-                        ns(r.p99_ns),
-                        ns(r.max_ns),
-                        ratio(r.p50_vs_crate.unwrap_or(f64::NAN)),
-                    ]
-                })
-                .collect();
             print_table(
                 "io_uring round trip: submit a NOP, the kernel signals the eventfd, await it, reap (ns per RT)",
-                &header,
-                &rows,
+                &u.results,
+                &[
+                    ("implementation", &|r| r.name.to_string()),
+                    ("NOP", &|r| r.nop.to_string()),
+                    ("flavor", &|r| flavor(r.flavor)),
+                    ("ns/RT", &|r| ns(r.mean_ns)),
+                    ("p50", &|r| ns(r.p50_ns)),
+                    ("p99", &|r| ns(r.p99_ns)),
+                    ("max", &|r| ns(r.max_ns)),
+                    ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
+                ],
             );
             println!(
                 "NOP inline: completed inside io_uring_enter; io-wq: IOSQE_ASYNC, a kernel thread completes it.\n\
@@ -276,30 +219,18 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
     match &doc.kvm {
         Some(Part::Skipped { skipped }) => println!("KVM: skipped: {skipped}"),
         Some(Part::Measured(k)) => {
-            let header = [
-                "implementation",
-                "flavor",
-                "rings/s",
-                "reads/ring",
-                "rings/s vs crate",
-            ];
-            let rows: Vec<Vec<String>> = k
-                .results
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.clone(),
-                        r.flavor.unwrap_or("-").to_string(),
-                        ns(r.rings_per_sec),
-                        r.reads_per_ring.map_or("-".into(), |v| format!("{v:.4}")),
-                        ratio(r.rings_per_sec_vs_crate.unwrap_or(f64::NAN)),
-                    ]
-                })
-                .collect();
             print_table(
                 "KVM doorbell: a vCPU rings an ioeventfd as fast as it can while a task reads",
-                &header,
-                &rows,
+                &k.results,
+                &[
+                    ("implementation", &|r| r.name.to_string()),
+                    ("flavor", &|r| flavor(r.flavor)),
+                    ("rings/s", &|r| ns(r.rings_per_sec)),
+                    ("reads/ring", &|r| {
+                        r.reads_per_ring.map_or("-".into(), |v| format!("{v:.4}"))
+                    }),
+                    ("rings/s vs crate", &|r| ratio(r.rings_per_sec_vs_crate)),
+                ],
             );
             println!(
                 "{} rounds x {} rings, interleaved; medians of rounds; floor: nobody reads until the guest halts",
@@ -308,11 +239,7 @@ fn print_doc(args: &KernelArgs, doc: &Doc) {
         }
         None => {}
     }
-    println!(
-        "pin={}, CPUs {:?}",
-        args.common.pin.name(),
-        sys::allowed_cpus()
-    );
+    println!("pin={}, CPUs {:?}", args.common.pin.name(), allowed_cpus());
 }
 
 #[cfg(test)]
@@ -321,11 +248,21 @@ mod tests {
 
     #[test]
     fn only_a_missing_facility_is_a_skip() {
+        let measure = || Ok(7);
         let missing = RigError::Missing("no io_uring".into());
-        assert_eq!(available(Err(missing)), Err("no io_uring".to_string()));
+        let skipped = "no io_uring".to_string();
+        assert_eq!(
+            part(Err(missing), measure).expect("a skip"),
+            Part::Skipped { skipped }
+        );
         let failed = RigError::Failed("KVM_CREATE_VM: EPERM".into());
-        assert_eq!(available(Err(failed)), Ok(()));
-        assert_eq!(available(Ok(())), Ok(()));
+        assert_eq!(
+            part(Err(failed), measure).expect("measured"),
+            Part::Measured(7)
+        );
+        assert_eq!(part(Ok(()), measure).expect("measured"), Part::Measured(7));
+        let error = part(Ok(()), || Err::<u8, _>(io::ErrorKind::TimedOut.into()));
+        assert_eq!(error.expect_err("fails").kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

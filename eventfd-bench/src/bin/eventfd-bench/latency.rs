@@ -1,69 +1,118 @@
 //! `eventfd-bench latency`: two tasks ping-pong, each waiting on its own
-//! channel; and the table that `thread-task` shares (a [`PingPong`]).
+//! channel; and the ping-pong table that `thread-task` shares ([`PingPong`]),
+//! with the floors of both.
 
 use std::io;
 use std::process::ExitCode;
 
+use async_eventfd::EventFd;
+use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::impls::Impl;
+use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::interleave::interleaved;
 use crate::options::LatencyArgs;
-use crate::report::{finite, ns, print_table, ratio, Progress, Stats};
-use crate::rounds::interleaved;
-use crate::run::{self, Flavor, Subject};
-use crate::sys;
-use crate::syscalls::{self, Counts};
+use crate::pinning::{allowed_cpus, Pin};
+use crate::rows::{grid, ratio_to, Floor, Row};
+use crate::runtime::{join, on_runtime, on_thread, Flavor};
+use crate::stats::Stats;
+use crate::syscall_count::{self, Counts};
+use crate::table::{finite, flavor, ns, print_json, print_table, ratio, Column, Progress};
+use crate::thread_task::THREAD_TASK;
+use crate::timing::time_each;
 
 /// A ping-pong table: what `latency` and `thread-task` differ in.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) struct PingPong {
     /// The subcommand, for `--json`.
     pub(crate) command: &'static str,
     pub(crate) title: &'static str,
-    /// The subject that measures an implementation.
-    pub(crate) subject: fn(Impl) -> Subject,
-    /// The rows without a task, after the implementations.
-    pub(crate) floors: &'static [Subject],
+    /// What a contender's row name and `--one` key start with.
+    pub(crate) name_prefix: &'static str,
+    pub(crate) key_prefix: &'static str,
+    /// `rts` round trips (after `warmup` more) of a contender's row: the
+    /// nanoseconds of each.
+    pub(crate) task: fn(Contender, Flavor, Pin, usize, usize) -> io::Result<Vec<u64>>,
+    /// The rows without a task, after the contenders.
+    pub(crate) floors: &'static [Floor],
 }
 
 /// Two tasks.
-pub(crate) const LATENCY: PingPong = PingPong {
+pub(crate) static LATENCY: PingPong = PingPong {
     command: "latency",
     title: "task <-> task ping-pong (ns per round trip = two wakeups)",
-    subject: Subject::TaskTask,
-    floors: &[Subject::RawFloor, Subject::ThreadFloor],
+    name_prefix: "",
+    key_prefix: "",
+    task: |c, flavor, pin, rts, warmup| dispatch!(c, task_task(flavor, pin, rts, warmup)),
+    floors: &[Floor::WriteRead, Floor::Threads],
 };
+
+/// The `--one` keys of the floors.
+const FLOOR_KEYS: [(Floor, &str); 2] = [(Floor::WriteRead, "raw"), (Floor::Threads, "threads")];
+
+impl PingPong {
+    /// The row's first column (`impl` in `--json`).
+    fn name(&self, row: Row) -> String {
+        match row {
+            Row::Task(..) => format!("{}{}", self.name_prefix, row.name()),
+            Row::Floor(_) => row.name().to_string(),
+        }
+    }
+
+    /// The row's `--one` key (no spaces); see [`parse_key`].
+    pub(crate) fn key(&self, row: Row) -> String {
+        match row {
+            Row::Task(c, _) => format!("{}{}", self.key_prefix, c.name()),
+            Row::Floor(floor) => FLOOR_KEYS
+                .iter()
+                .find(|(f, _)| *f == floor)
+                .map_or(row.name(), |(_, key)| key)
+                .to_string(),
+        }
+    }
+
+    fn measure(&self, row: Row, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+        match row {
+            Row::Task(c, flavor) => (self.task)(c, flavor, pin, rts, warmup),
+            Row::Floor(Floor::WriteRead) => raw_floor(pin, rts, warmup),
+            Row::Floor(Floor::Threads) => thread_floor(pin, rts, warmup),
+            Row::Floor(_) => Err(io::Error::other(format!(
+                "{} is not a ping-pong",
+                row.name()
+            ))),
+        }
+    }
+}
+
+/// The table and row of a `--one` key ([`PingPong::key`]); a task row on
+/// current-thread, which [`one`] replaces with each `--flavor`.
+pub(crate) fn parse_key(key: &str) -> Option<(&'static PingPong, Row)> {
+    if let Some(&(floor, _)) = FLOOR_KEYS.iter().find(|(_, k)| *k == key) {
+        return Some((&LATENCY, Row::Floor(floor)));
+    }
+    // No contender's name starts with another table's prefix.
+    [&THREAD_TASK, &LATENCY].into_iter().find_map(|shape| {
+        let name = key.strip_prefix(shape.key_prefix)?;
+        let c = Contender::from_str(name, false).ok()?;
+        Some((shape, Row::Task(c, Flavor::Ct)))
+    })
+}
 
 /// `eventfd-bench latency`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     table(args, &LATENCY)
 }
 
-/// One measurement of `subject` with the options' pinning, round trips and
-/// warm-up.
-fn measure(args: &LatencyArgs, subject: Subject, flavor: Flavor) -> io::Result<Vec<u64>> {
-    run::latency(subject, flavor, args.common.pin, args.rts, args.warmup)
-}
-
-/// Hidden `--one`: run a single subject, print nothing (perf counts us).
-fn one(args: &LatencyArgs, subject: Subject) -> io::Result<ExitCode> {
+/// Hidden `--one`: run a single row, print nothing (perf counts us).
+fn one(args: &LatencyArgs, shape: &PingPong, row: Row) -> io::Result<ExitCode> {
     for flavor in args.common.flavors() {
-        measure(args, subject, flavor)?;
+        let row = match row {
+            Row::Task(c, _) => Row::Task(c, flavor),
+            floor => floor,
+        };
+        shape.measure(row, args.common.pin, args.rts, args.warmup)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The rows of a table: (subject, flavor or `None` for the floors).
-fn rows(args: &LatencyArgs, shape: &PingPong) -> Vec<(Subject, Option<Flavor>)> {
-    let impls = args.common.impls();
-    let mut rows = Vec::new();
-    for flavor in args.common.flavors() {
-        for &imp in &impls {
-            rows.push(((shape.subject)(imp), Some(flavor)));
-        }
-    }
-    rows.extend(shape.floors.iter().map(|&floor| (floor, None)));
-    rows
 }
 
 /// The `--json` document.
@@ -74,12 +123,12 @@ struct Doc {
     rounds: usize,
     rts_per_round: usize,
     cpus: Vec<usize>,
-    results: Vec<Row>,
+    results: Vec<DocRow>,
 }
 
 /// A row of the `--json` document.
 #[derive(Serialize)]
-struct Row {
+struct DocRow {
     #[serde(rename = "impl")]
     name: String,
     key: String,
@@ -104,134 +153,195 @@ enum SyscallsJson {
 
 /// Measures `shape`'s rows and prints the table (or `--json`).
 pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode> {
-    if let Some(subject) = args.one {
-        return one(args, subject);
+    if let Some((shape, row)) = args.one {
+        return one(args, shape, row);
     }
     let pin = args.common.pin;
-    let rows = rows(args, shape);
+    let mut rows: Vec<Row> = grid(&args.common, &[()])
+        .into_iter()
+        .map(|(row, ())| row)
+        .collect();
+    rows.extend(shape.floors.iter().map(|&floor| Row::Floor(floor)));
     let rounds = interleaved(
         &rows,
         args.rounds,
-        |(subject, flavor)| format!("{} {}", subject.name(), flavor.map_or("", Flavor::name)),
-        |(subject, flavor)| measure(args, subject, flavor.unwrap_or(Flavor::Ct)).map(Stats::of),
+        |row| {
+            format!(
+                "{} {}",
+                shape.name(row),
+                row.flavor().map_or("", Flavor::name)
+            )
+        },
+        |row| {
+            shape
+                .measure(row, pin, args.rts, args.warmup)
+                .map(Stats::of)
+        },
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
-    let counts: Vec<Option<Result<Counts, String>>> = if args.syscalls {
-        let mut p = Progress::new(rows.len());
-        let c = rows
-            .iter()
-            .map(|&(subject, flavor)| {
-                p.step(&format!("perf stat: {}", subject.name()));
-                Some(syscalls::count(subject, flavor.unwrap_or(Flavor::Ct), pin))
-            })
-            .collect();
-        p.finish();
-        c
-    } else {
-        vec![None; rows.len()]
-    };
-    // Every row, floors included, is compared with the crate's row of its
-    // flavor (the floors, which have none, with the current-thread one).
-    let base = (shape.subject)(Impl::Crate);
-    let reference = |flavor: Option<Flavor>| -> f64 {
-        let want = (base, Some(flavor.unwrap_or(Flavor::Ct)));
-        rows.iter()
-            .position(|&r| r == want)
-            .map_or(f64::NAN, |j| stats[j].p50)
-    };
-    if args.common.json {
-        let results = rows
-            .iter()
-            .zip(&stats)
-            .zip(counts)
-            .map(|((&(subject, flavor), s), c)| Row {
-                name: subject.name(),
-                key: subject.key(),
-                what: subject.describe(),
-                flavor: flavor.map(Flavor::name),
-                mean_ns: s.mean,
-                p50_ns: s.p50,
-                p99_ns: s.p99,
-                p999_ns: s.p999,
-                max_ns: s.max,
-                p50_vs_crate: finite(s.p50 / reference(flavor)),
-                syscalls_per_rt: c.map(|c| match c {
+    let mut progress = args.syscalls.then(|| Progress::new(rows.len()));
+    let results: Vec<DocRow> = rows
+        .iter()
+        .zip(&stats)
+        .enumerate()
+        .map(|(at, (&row, s))| DocRow {
+            name: shape.name(row),
+            key: shape.key(row),
+            what: row.describe(),
+            flavor: row.flavor().map(Flavor::name),
+            mean_ns: s.mean,
+            p50_ns: s.p50,
+            p99_ns: s.p99,
+            p999_ns: s.p999,
+            max_ns: s.max,
+            // Every row, floors included, against the crate's row of its
+            // flavor (the floors, which have none, the current-thread one).
+            p50_vs_crate: finite(ratio_to(&rows, &row.baseline(), at, |j| stats[j].p50)),
+            syscalls_per_rt: progress.as_mut().map(|p| {
+                p.step(&format!("perf stat: {}", shape.name(row)));
+                match syscall_count::count(shape, row, pin) {
                     Ok(c) => SyscallsJson::Counts(c),
                     Err(error) => SyscallsJson::Error { error },
-                }),
-            })
-            .collect();
-        let doc = Doc {
+                }
+            }),
+        })
+        .collect();
+    if let Some(p) = progress {
+        p.finish();
+    }
+    if args.common.json {
+        print_json(&Doc {
             command: shape.command,
             pin: pin.name(),
             rounds: args.rounds,
             rts_per_round: args.rts,
-            cpus: sys::allowed_cpus(),
+            cpus: allowed_cpus(),
             results,
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(io::Error::other)?
-        );
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut header = vec![
-        "implementation",
-        "flavor",
-        "ns/RT",
-        "p50",
-        "p99",
-        "p99.9",
-        "max",
-        "p50 vs crate",
-    ];
-    if args.syscalls {
-        header.extend(syscalls::columns());
-    }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .zip(&stats)
-        .zip(&counts)
-        .map(|((&(subject, flavor), s), c)| {
-            let mut row = vec![
-                subject.name(),
-                flavor.map_or("-", Flavor::name).to_string(),
-                ns(s.mean),
-                ns(s.p50),
-                ns(s.p99),
-                ns(s.p999),
-                ns(s.max),
-                ratio(s.p50 / reference(flavor)),
-            ];
-            match c {
-                Some(Ok(c)) => row.extend(c.cells()),
-                Some(Err(_)) => row.extend(syscalls::columns().map(|_| "?".to_string())),
-                None => {}
+    let syscalls: Vec<_> = (0..syscall_count::columns().count())
+        .map(|i| {
+            move |r: &DocRow| match &r.syscalls_per_rt {
+                Some(SyscallsJson::Counts(c)) => c.cells()[i].clone(),
+                _ => "?".to_string(),
             }
-            row
         })
         .collect();
-    print_table(shape.title, &header, &table);
+    let mut columns: Vec<Column<'_, DocRow>> = vec![
+        ("implementation", &|r| r.name.clone()),
+        ("flavor", &|r| flavor(r.flavor)),
+        ("ns/RT", &|r| ns(r.mean_ns)),
+        ("p50", &|r| ns(r.p50_ns)),
+        ("p99", &|r| ns(r.p99_ns)),
+        ("p99.9", &|r| ns(r.p999_ns)),
+        ("max", &|r| ns(r.max_ns)),
+        ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
+    ];
+    if args.syscalls {
+        columns.extend(
+            syscall_count::columns()
+                .zip(&syscalls)
+                .map(|(h, cell)| (h, cell as _)),
+        );
+    }
+    print_table(shape.title, &results, &columns);
     println!(
         "pin={}, {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds); CPUs {:?}",
         pin.name(),
         args.rounds,
         args.rts,
-        sys::allowed_cpus()
+        allowed_cpus()
     );
     if args.syscalls {
-        if let Some(Some(Err(e))) = counts.iter().find(|c| matches!(c, Some(Err(_)))) {
+        let error = results.iter().find_map(|r| match &r.syscalls_per_rt {
+            Some(SyscallsJson::Error { error }) => Some(error),
+            _ => None,
+        });
+        if let Some(e) = error {
             println!("syscall counts unavailable: {e}");
         } else {
             println!(
                 "syscalls per RT: steady state, (count at {} RTs - count at {} RTs) / {}, one perf process per row",
-                syscalls::LONG,
-                syscalls::SHORT,
-                syscalls::LONG - syscalls::SHORT
+                syscall_count::LONG,
+                syscall_count::SHORT,
+                syscall_count::LONG - syscall_count::SHORT
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn task_task<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    on_runtime(flavor, pin, move || async move {
+        let Chan {
+            rx: mut a_rx,
+            tx: mut a_tx,
+            ..
+        } = E::chan(c)?;
+        let Chan {
+            rx: mut b_rx,
+            tx: mut b_tx,
+            ..
+        } = E::chan(c)?;
+        let total = rts + warmup;
+        let b = tokio::spawn(async move {
+            for _ in 0..total {
+                b_rx.recv().await?;
+                a_tx.send().await?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let a = tokio::spawn(async move {
+            Ok::<_, io::Error>(time_each!(rts, warmup, {
+                b_tx.send().await?;
+                a_rx.recv().await?;
+            }))
+        });
+        let samples = join(a.await)?;
+        join(b.await)?;
+        Ok(samples)
+    })
+}
+
+fn raw_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let efd = EventFd::new()?;
+        Ok(time_each!(rts, warmup, {
+            efd.add(std::hint::black_box(1))?;
+            std::hint::black_box(efd.read()?);
+        }))
+    })
+}
+
+fn thread_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let a = EventFd::builder().nonblocking(false).build()?;
+        let b = EventFd::builder().nonblocking(false).build()?;
+        let (a_w, b_r) = (a.try_clone()?, b.try_clone()?);
+        let total = rts + warmup;
+        let peer = std::thread::spawn(move || {
+            pin.apply(1);
+            for _ in 0..total {
+                b_r.read()?;
+                a_w.add(1)?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let samples = time_each!(rts, warmup, {
+            b.add(1)?;
+            a.read()?;
+        });
+        peer.join()
+            .map_err(|_| io::Error::other("peer thread panicked"))??;
+        Ok(samples)
+    })
 }
 
 #[cfg(test)]
@@ -251,5 +361,29 @@ mod tests {
         };
         let json = serde_json::to_string(&error).expect("serializes");
         assert_eq!(json, r#"{"error":"no perf"}"#);
+    }
+
+    #[test]
+    fn every_key_parses_back_to_its_table_and_row() {
+        for shape in [&LATENCY, &THREAD_TASK] {
+            let tasks = Contender::THREAD_TASK.map(|c| Row::Task(c, Flavor::Ct));
+            for row in tasks
+                .into_iter()
+                .chain(shape.floors.iter().map(|&f| Row::Floor(f)))
+            {
+                let key = shape.key(row);
+                assert!(!key.contains(' '), "{key:?}");
+                let (parsed, back) = parse_key(&key).expect("a key parses");
+                assert_eq!(back, row, "{key}");
+                if let Row::Task(..) = row {
+                    assert_eq!(parsed.command, shape.command, "{key}");
+                }
+            }
+        }
+        let notifier = Row::Task(Contender::Notifier, Flavor::Mt);
+        assert_eq!(THREAD_TASK.key(notifier), "thread-notifier");
+        assert_eq!(THREAD_TASK.name(notifier), "thread<->notifier");
+        assert_eq!(LATENCY.key(Row::Floor(Floor::WriteRead)), "raw");
+        assert_eq!(parse_key("bogus").map(|(_, row)| row), None);
     }
 }

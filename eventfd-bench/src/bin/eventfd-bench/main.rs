@@ -4,22 +4,30 @@
 //!
 //! Run `eventfd-bench --help` for the subcommands. Install with
 //! `cargo install --path eventfd-bench` to check a kernel, sandbox or VM.
+//!
+//! One file per subcommand, each with its measurements. What they share:
+//! [`contenders`] (the implementations under test), [`rows`] (a table's
+//! row), [`runtime`], [`pinning`], [`timing`], [`interleave`], [`stats`],
+//! [`table`], [`syscall_count`] and [`options`].
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(rust_2018_idioms)]
 
-mod impls;
+mod contenders;
+mod interleave;
 mod kernel;
 mod latency;
 mod options;
-mod report;
-mod rounds;
-mod run;
+mod pinning;
+mod rows;
+mod runtime;
 mod scale;
+mod stats;
 mod stress;
-mod sys;
-mod syscalls;
+mod syscall_count;
+mod table;
 mod thread_task;
 mod throughput;
+mod timing;
 mod tour;
 
 use std::process::ExitCode;

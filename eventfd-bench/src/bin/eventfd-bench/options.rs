@@ -7,10 +7,11 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use eventfd_bench::stress::{self, Scenario, SCENARIOS};
 
-use crate::impls::Impl;
-use crate::kernel::Rig;
-use crate::run::{Flavor, Pick, Subject};
-use crate::sys::Pin;
+use crate::contenders::Contender;
+use crate::latency::{self, PingPong};
+use crate::pinning::Pin;
+use crate::rows::Row;
+use crate::runtime::Flavor;
 
 const AFTER_HELP: &str = "\
 With no command: the tour, a stress verdict per scenario, then the latency table.
@@ -117,7 +118,7 @@ pub(crate) struct Common {
         value_name = "IMPL,...",
         value_delimiter = ','
     )]
-    impls: Vec<Impl>,
+    contenders: Vec<Contender>,
 }
 
 impl Common {
@@ -130,24 +131,24 @@ impl Common {
         }
     }
 
-    /// These implementations when `--impl` names none (instead of
-    /// [`Impl::ALL`]).
-    pub(crate) fn or_impls(mut self, default: &[Impl]) -> Common {
-        if self.impls.is_empty() {
-            self.impls = default.to_vec();
+    /// These contenders when `--impl` names none (instead of
+    /// [`Contender::ALL`]).
+    pub(crate) fn or_contenders(mut self, default: &[Contender]) -> Common {
+        if self.contenders.is_empty() {
+            self.contenders = default.to_vec();
         }
         self
     }
 
-    /// The implementations to measure: the crate first when `--impl` leaves
-    /// it out, since every ratio divides by its number.
-    pub(crate) fn impls(&self) -> Vec<Impl> {
-        if self.impls.is_empty() {
-            return Impl::ALL.to_vec();
+    /// The contenders to measure: the crate first when `--impl` leaves it
+    /// out, since every ratio divides by its number.
+    pub(crate) fn contenders(&self) -> Vec<Contender> {
+        if self.contenders.is_empty() {
+            return Contender::ALL.to_vec();
         }
-        let mut list = self.impls.clone();
-        if !list.contains(&Impl::Crate) {
-            list.insert(0, Impl::Crate);
+        let mut list = self.contenders.clone();
+        if !list.contains(&Contender::Crate) {
+            list.insert(0, Contender::Crate);
         }
         list
     }
@@ -162,6 +163,35 @@ enum Flavors {
     Mt,
     /// Both, one after the other.
     Both,
+}
+
+/// `--pick`: which receiver the `scale` driver wakes each time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Pick {
+    /// One chosen at random: with many receivers, most of what a wake touches
+    /// (task, registration, kernel file and epoll item) is cold in the caches.
+    Random,
+    /// Always the first: the others are registered but idle, so what grows
+    /// with their number is the cost of merely having them.
+    First,
+}
+
+impl Pick {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Pick::Random => "random",
+            Pick::First => "first",
+        }
+    }
+}
+
+/// `--rig`: a kernel writer of `kernel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Rig {
+    /// io_uring NOP completions signal the eventfd.
+    Uring,
+    /// A KVM guest rings an ioeventfd doorbell.
+    Kvm,
 }
 
 /// The options of `latency` and `thread-task`.
@@ -183,10 +213,10 @@ pub(crate) struct LatencyArgs {
     /// EAGAIN, futex.
     #[arg(long)]
     pub(crate) syscalls: bool,
-    /// Run this one subject once and print nothing (what `--syscalls` has
-    /// `perf stat` count).
-    #[arg(long, value_name = "KEY", value_parser = subject, hide = true)]
-    pub(crate) one: Option<Subject>,
+    /// Run this one row once per `--flavor` and print nothing (what
+    /// `--syscalls` has `perf stat` count).
+    #[arg(long, value_name = "KEY", value_parser = one, hide = true)]
+    pub(crate) one: Option<(&'static PingPong, Row)>,
 }
 
 /// The options of `throughput`.
@@ -426,8 +456,8 @@ fn scenario(id: &str) -> Result<&'static Scenario, String> {
     })
 }
 
-fn subject(key: &str) -> Result<Subject, String> {
-    Subject::parse_key(key).ok_or_else(|| format!("unknown subject {key:?}"))
+fn one(key: &str) -> Result<(&'static PingPong, Row), String> {
+    latency::parse_key(key).ok_or_else(|| format!("unknown subject {key:?}"))
 }
 
 #[cfg(test)]

@@ -4,41 +4,27 @@
 
 use std::io;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
+use async_eventfd::EventFd;
+use eventfd_bench::rng::Rng;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde::Serialize;
 
-use crate::impls::Impl;
-use crate::options::ScaleArgs;
-use crate::report::{finite, ns, print_table, ratio, Stats};
-use crate::rounds::{grid, interleaved};
-use crate::run::{self, Flavor, Pick};
-use crate::sys;
+use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::interleave::interleaved;
+use crate::options::{Pick, ScaleArgs};
+use crate::pinning::Pin;
+use crate::rows::{grid, ratio_to, Floor, Row};
+use crate::runtime::{join, on_runtime, on_thread, Flavor};
+use crate::stats::Stats;
+use crate::table::{finite, flavor, ns, print_json, print_table, ratio};
+use crate::timing::nanos;
 
-/// A row of the `scale` table, for one receiver count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ScaleRow {
-    /// Receivers of an implementation, each waited on by a task.
-    Tasks(Flavor, Impl),
-    /// The same kernel objects and syscalls without a runtime or a task
-    /// ([`run::scale_floor`]).
-    Floor,
-}
-
-impl ScaleRow {
-    fn name(self) -> &'static str {
-        match self {
-            ScaleRow::Tasks(_, imp) => imp.name(),
-            ScaleRow::Floor => "floor: epoll",
-        }
-    }
-
-    fn flavor(self) -> Option<Flavor> {
-        match self {
-            ScaleRow::Tasks(flavor, _) => Some(flavor),
-            ScaleRow::Floor => None,
-        }
-    }
-}
+/// The seed of the random choice of receivers.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The `--json` document.
 #[derive(Serialize)]
@@ -48,12 +34,12 @@ struct Doc {
     pick: &'static str,
     rounds: usize,
     rts_per_round: usize,
-    results: Vec<Row>,
+    results: Vec<DocRow>,
 }
 
 /// A row of the `--json` document.
 #[derive(Serialize)]
-struct Row {
+struct DocRow {
     #[serde(rename = "impl")]
     name: &'static str,
     flavor: Option<&'static str>,
@@ -66,11 +52,13 @@ struct Row {
     p50_vs_crate: Option<f64>,
 }
 
-/// The receiver counts that fit the open-file limit (raised to the hard
-/// one first); the others are skipped with a line on stderr.
+/// The receiver counts that fit the open-file limit (the soft one raised
+/// to the hard one first: 10,000 receivers and more); the others are
+/// skipped with a line on stderr.
 fn fitting(fds: &[usize]) -> Vec<usize> {
-    sys::raise_nofile_limit();
-    let limit = sys::nofile_limit();
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    let raised = soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok();
+    let limit = if raised { hard } else { soft };
     fds.iter()
         .copied()
         .filter(|&n| {
@@ -87,11 +75,8 @@ fn fitting(fds: &[usize]) -> Vec<usize> {
 pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let (pin, pick, rounds, rts) = (args.common.pin, args.pick, args.rounds, args.rts);
     let fds = fitting(&args.fds);
-    let mut keys: Vec<(ScaleRow, usize)> = grid(&args.common, &fds)
-        .into_iter()
-        .map(|(flavor, n, imp)| (ScaleRow::Tasks(flavor, imp), n))
-        .collect();
-    keys.extend(fds.iter().map(|&n| (ScaleRow::Floor, n)));
+    let mut keys: Vec<(Row, usize)> = grid(&args.common, &fds);
+    keys.extend(fds.iter().map(|&n| (Row::Floor(Floor::Epoll), n)));
     let warmup = args.warmup.min(rts);
     let results = interleaved(
         &keys,
@@ -102,71 +87,46 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
         },
         |(row, n)| {
             match row {
-                ScaleRow::Tasks(flavor, imp) => run::scale(imp, flavor, pin, n, pick, rts, warmup),
-                ScaleRow::Floor => run::scale_floor(pin, n, pick, rts, warmup),
+                Row::Task(c, flavor) => {
+                    dispatch!(c, scale_with(flavor, pin, n, pick, rts, warmup))
+                }
+                Row::Floor(_) => scale_floor(pin, n, pick, rts, warmup),
             }
             .map(Stats::of)
         },
     )?;
     let stats: Vec<Stats> = results.iter().map(|r| Stats::median_of(r)).collect();
-    let find = |k: (ScaleRow, usize)| {
-        keys.iter()
-            .position(|&x| x == k)
-            .map_or(f64::NAN, |j| stats[j].p50)
-    };
     let first = fds.first().copied().unwrap_or(1);
+    let p50 = |j: usize| stats[j].p50;
     // Each row against its own fewest-fds row, and against the crate's row
     // of its flavor (the floor, which has none, against current-thread).
-    let vs_first = |row: ScaleRow, s: &Stats| s.p50 / find((row, first));
-    let vs_crate = |row: ScaleRow, n: usize, s: &Stats| {
-        let flavor = row.flavor().unwrap_or(Flavor::Ct);
-        s.p50 / find((ScaleRow::Tasks(flavor, Impl::Crate), n))
-    };
+    let results: Vec<DocRow> = keys
+        .iter()
+        .zip(&stats)
+        .enumerate()
+        .map(|(at, (&(row, n), s))| DocRow {
+            name: row.name(),
+            flavor: row.flavor().map(Flavor::name),
+            fds: n,
+            mean_ns: s.mean,
+            p50_ns: s.p50,
+            p99_ns: s.p99,
+            max_ns: s.max,
+            p50_vs_fewest_fds: finite(ratio_to(&keys, &(row, first), at, p50)),
+            p50_vs_crate: finite(ratio_to(&keys, &(row.baseline(), n), at, p50)),
+        })
+        .collect();
     if args.common.json {
-        let doc = Doc {
+        print_json(&Doc {
             command: "scale",
             pin: pin.name(),
             pick: pick.name(),
             rounds,
             rts_per_round: rts,
-            results: keys
-                .iter()
-                .zip(&stats)
-                .map(|(&(row, n), s)| Row {
-                    name: row.name(),
-                    flavor: row.flavor().map(Flavor::name),
-                    fds: n,
-                    mean_ns: s.mean,
-                    p50_ns: s.p50,
-                    p99_ns: s.p99,
-                    max_ns: s.max,
-                    p50_vs_fewest_fds: finite(vs_first(row, s)),
-                    p50_vs_crate: finite(vs_crate(row, n, s)),
-                })
-                .collect(),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(io::Error::other)?
-        );
+            results,
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let table: Vec<Vec<String>> = keys
-        .iter()
-        .zip(&stats)
-        .map(|(&(row, n), s)| {
-            vec![
-                row.name().to_string(),
-                row.flavor().map_or("-", Flavor::name).to_string(),
-                ns(n as f64),
-                ns(s.mean),
-                ns(s.p50),
-                ns(s.p99),
-                ratio(vs_first(row, s)),
-                ratio(vs_crate(row, n, s)),
-            ]
-        })
-        .collect();
     let title = match pick {
         Pick::Random => {
             "scale: wake one of N registered receivers at random, wait for its reply (ns)"
@@ -175,17 +135,19 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     };
     print_table(
         title,
+        &results,
         &[
-            "implementation",
-            "flavor",
-            "fds",
-            "ns/wake",
-            "p50",
-            "p99",
-            &format!("p50 vs {first} fd"),
-            "p50 vs crate",
+            ("implementation", &|r| r.name.to_string()),
+            ("flavor", &|r| flavor(r.flavor)),
+            ("fds", &|r| ns(r.fds as f64)),
+            ("ns/wake", &|r| ns(r.mean_ns)),
+            ("p50", &|r| ns(r.p50_ns)),
+            ("p99", &|r| ns(r.p99_ns)),
+            (&format!("p50 vs {first} fd"), &|r| {
+                ratio(r.p50_vs_fewest_fds)
+            }),
+            ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
         ],
-        &table,
     );
     println!(
         "pin={}, pick={}, {rounds} rounds x {rts} wakes, interleaved; medians of rounds. \
@@ -196,4 +158,138 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
         pick.name(),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sequence of receivers to wake, out of `fds`: the same for every
+/// row (a fixed seed), so each pays for the same choices.
+fn picker(pick: Pick, fds: usize) -> impl FnMut() -> usize {
+    let mut rng = Rng::new(SEED);
+    move || match pick {
+        Pick::Random => usize::try_from(rng.below(fds as u64)).unwrap_or(0),
+        Pick::First => 0,
+    }
+}
+
+/// `fds` receivers of `c` each wait in a task of its own; a driver wakes
+/// one (as `pick` says) and waits for its reply. Returns ns per round trip.
+fn scale_with<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    fds: usize,
+    pick: Pick,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    let (samples, _reply_rx) = on_runtime(flavor, pin, move || async move {
+        let Chan {
+            rx: mut reply_rx,
+            sync: reply,
+            ..
+        } = E::chan(c)?;
+        let mut wake = Vec::with_capacity(fds);
+        // A waiter that fails leaves its error here and replies anyway, so
+        // the driver stops instead of waiting forever for its reply.
+        let failure = Arc::new(Mutex::new(None::<io::Error>));
+        for _ in 0..fds {
+            let Chan { mut rx, sync, .. } = E::chan(c)?;
+            wake.push(sync);
+            let reply = reply.clone();
+            let failure = Arc::clone(&failure);
+            tokio::spawn(async move {
+                let e = loop {
+                    if let Err(e) = rx.recv().await {
+                        break e;
+                    }
+                    if let Err(e) = reply.fire() {
+                        break e;
+                    }
+                };
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                // Best effort: if the reply fd itself failed, so does this.
+                drop(reply.fire());
+            });
+        }
+        let driver = tokio::spawn(async move {
+            let mut next = picker(pick, fds);
+            let mut samples = Vec::with_capacity(rts);
+            for i in 0..rts + warmup {
+                let pick = next();
+                let start = Instant::now();
+                wake[pick].fire()?;
+                reply_rx.recv().await?;
+                let elapsed = start.elapsed();
+                if let Some(e) = failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    return Err(e);
+                }
+                if i >= warmup {
+                    samples.push(nanos(elapsed));
+                }
+            }
+            Ok::<_, io::Error>((samples, reply_rx))
+        });
+        let (samples, reply_rx) = join(driver.await)?;
+        // The waiting tasks still use the reply fd: keep it open until they
+        // are cancelled (`on_runtime` drops the runtime before it returns).
+        Ok((samples, reply_rx))
+    })?;
+    Ok(samples)
+}
+
+/// The kernel's part of a `scale` round trip, with no runtime and no task:
+/// one thread, `fds` eventfds plus a reply eventfd in one level-triggered
+/// epoll set. A round trip writes the chosen eventfd, takes its event from
+/// `epoll_wait` and reads it, then does the same with the reply eventfd:
+/// the six syscalls of a task's round trip, on the same kernel objects.
+fn scale_floor(
+    pin: Pin,
+    fds: usize,
+    pick: Pick,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    on_thread(pin, move || {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let efds = (0..fds)
+            .map(|_| EventFd::new())
+            .collect::<io::Result<Vec<_>>>()?;
+        let reply = EventFd::new()?;
+        for (token, efd) in (0u64..).zip(efds.iter().chain([&reply])) {
+            epoll.add(efd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        }
+        let mut events = [EpollEvent::empty()];
+        // Waits for the one ready fd, which must be `efd` (token `token`),
+        // and takes its count.
+        let mut take = |efd: &EventFd, token: usize| -> io::Result<()> {
+            let n = epoll.wait(&mut events, EpollTimeout::NONE)?;
+            if n != 1 || events[0].data() != token as u64 {
+                return Err(io::Error::other(format!(
+                    "epoll floor: expected token {token}, got {n} event(s), token {}",
+                    events[0].data()
+                )));
+            }
+            efd.read().map(drop)
+        };
+        let mut next = picker(pick, fds);
+        let mut samples = Vec::with_capacity(rts);
+        for i in 0..rts + warmup {
+            let pick = next();
+            let efd = efds
+                .get(pick)
+                .ok_or_else(|| io::Error::other("epoll floor: no receivers"))?;
+            let start = Instant::now();
+            efd.add(1)?;
+            take(efd, pick)?;
+            reply.add(1)?;
+            take(&reply, fds)?;
+            if i >= warmup {
+                samples.push(nanos(start.elapsed()));
+            }
+        }
+        Ok(samples)
+    })
 }

@@ -7,22 +7,67 @@
 use std::io;
 use std::process::ExitCode;
 
-use crate::impls::Impl;
+use async_eventfd::EventFd;
+
+use crate::contenders::{dispatch, Chan, Contender, End};
 use crate::latency::{table, PingPong};
 use crate::options::LatencyArgs;
-use crate::run::Subject;
+use crate::pinning::Pin;
+use crate::rows::Floor;
+use crate::runtime::{join, on_runtime, Flavor};
+use crate::timing::time_each;
 
 /// A thread and a task.
-const THREAD_TASK: PingPong = PingPong {
+pub(crate) static THREAD_TASK: PingPong = PingPong {
     command: "thread-task",
     title: "thread <-> task ping-pong (a plain OS thread wakes a task; ns per round trip)",
-    subject: Subject::ThreadTask,
-    floors: &[Subject::ThreadFloor],
+    name_prefix: "thread<->",
+    key_prefix: "thread-",
+    task: |c, flavor, pin, rts, warmup| dispatch!(c, thread_task(flavor, pin, rts, warmup)),
+    floors: &[Floor::Threads],
 };
 
 /// `eventfd-bench thread-task`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     let mut args = args.clone();
-    args.common = args.common.or_impls(&Impl::THREAD_TASK);
+    args.common = args.common.or_contenders(&Contender::THREAD_TASK);
     table(&args, &THREAD_TASK)
+}
+
+fn thread_task<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    rts: usize,
+    warmup: usize,
+) -> io::Result<Vec<u64>> {
+    on_runtime(flavor, pin, move || async move {
+        let Chan {
+            rx: mut task_rx,
+            sync: to_task,
+            ..
+        } = E::chan(c)?;
+        let thread_efd = EventFd::builder().nonblocking(false).build()?;
+        let to_thread = thread_efd.try_clone()?;
+        let total = rts + warmup;
+        let thread = std::thread::spawn(move || {
+            pin.apply(1);
+            for _ in 0..total {
+                thread_efd.read()?;
+                to_task.fire()?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let task = tokio::spawn(async move {
+            Ok::<_, io::Error>(time_each!(rts, warmup, {
+                to_thread.add(1)?;
+                task_rx.recv().await?;
+            }))
+        });
+        let samples = join(task.await)?;
+        thread
+            .join()
+            .map_err(|_| io::Error::other("thread side panicked"))??;
+        Ok(samples)
+    })
 }

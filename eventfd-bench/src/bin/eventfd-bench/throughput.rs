@@ -3,21 +3,31 @@
 
 use std::io;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::impls::Impl;
+use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::interleave::interleaved;
 use crate::options::ThroughputArgs;
-use crate::report::{finite, median, ns, print_table, ratio};
-use crate::rounds::{grid, interleaved};
-use crate::run::{self, Flavor};
+use crate::pinning::Pin;
+use crate::rows::{grid, ratio_to, Row};
+use crate::runtime::{join, on_runtime, Flavor};
+use crate::stats::median;
+use crate::table::{finite, ns, print_json, print_table, ratio};
+use crate::timing::{process_cpu, thread_cpu};
 
-/// The medians of one table row over the rounds.
-struct Summary {
-    adds_s: f64,
-    reads_s: f64,
-    per_read: f64,
-    cpu_per_add: f64,
+/// One throughput measurement.
+#[derive(Clone, Copy, Debug, Default)]
+struct Throughput {
+    adds: u64,
+    reads: u64,
+    elapsed: Duration,
+    /// CPU time of the runtime's threads (process minus writer threads).
+    reader_cpu: Duration,
+    /// Total read == total added (checked exactly).
     conserved: bool,
 }
 
@@ -28,12 +38,12 @@ struct Doc {
     pin: &'static str,
     rounds: usize,
     duration_ms: u128,
-    results: Vec<Row>,
+    results: Vec<DocRow>,
 }
 
-/// A row of the `--json` document.
+/// A row of the `--json` document: medians over the rounds.
 #[derive(Serialize)]
-struct Row {
+struct DocRow {
     #[serde(rename = "impl")]
     name: &'static str,
     flavor: &'static str,
@@ -54,87 +64,67 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
     let results = interleaved(
         &keys,
         rounds,
-        |(flavor, w, imp)| format!("{} {} writers={w}", imp.name(), flavor.name()),
-        |(flavor, w, imp)| run::throughput(imp, flavor, pin, w, args.duration),
+        |(row, w)| format!("{} {} writers={w}", row.name(), row.flavor_name()),
+        |(row, w)| match row {
+            Row::Task(c, flavor) => dispatch!(c, throughput(flavor, pin, w, args.duration)),
+            Row::Floor(_) => Err(io::Error::other("throughput has no floor")),
+        },
     )?;
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let summary: Vec<Summary> = results
+    let cpu_per_add: Vec<f64> = results
         .iter()
-        .map(|r| Summary {
-            adds_s: median(r.iter().map(|t| t.adds as f64 / t.elapsed.as_secs_f64())),
-            reads_s: median(r.iter().map(|t| t.reads as f64 / t.elapsed.as_secs_f64())),
-            per_read: median(r.iter().map(|t| t.adds as f64 / t.reads.max(1) as f64)),
-            cpu_per_add: median(
+        .map(|r| {
+            median(
                 r.iter()
                     .map(|t| t.reader_cpu.as_nanos() as f64 / t.adds.max(1) as f64),
-            ),
+            )
+        })
+        .collect();
+    let results: Vec<DocRow> = keys
+        .iter()
+        .zip(&results)
+        .enumerate()
+        .map(|(at, (&(row, w), r))| DocRow {
+            name: row.name(),
+            flavor: row.flavor_name(),
+            writers: w,
+            adds_per_s: median(r.iter().map(|t| t.adds as f64 / t.elapsed.as_secs_f64())),
+            reads_per_s: median(r.iter().map(|t| t.reads as f64 / t.elapsed.as_secs_f64())),
+            adds_per_read: median(r.iter().map(|t| t.adds as f64 / t.reads.max(1) as f64)),
+            reader_cpu_ns_per_add: cpu_per_add[at],
+            cpu_vs_crate: finite(ratio_to(&keys, &(row.baseline(), w), at, |j| {
+                cpu_per_add[j]
+            })),
             conserved: r.iter().all(|t| t.conserved),
         })
         .collect();
-    let reference = |flavor: Flavor, w: usize| {
-        keys.iter()
-            .position(|&k| k == (flavor, w, Impl::Crate))
-            .map_or(f64::NAN, |j| summary[j].cpu_per_add)
-    };
-    let all_conserved = summary.iter().all(|r| r.conserved);
+    let all_conserved = results.iter().all(|r| r.conserved);
     if args.common.json {
-        let doc = Doc {
+        print_json(&Doc {
             command: "throughput",
             pin: pin.name(),
             rounds,
             duration_ms: args.duration.as_millis(),
-            results: keys
-                .iter()
-                .zip(&summary)
-                .map(|(&(flavor, w, imp), r)| Row {
-                    name: imp.name(),
-                    flavor: flavor.name(),
-                    writers: w,
-                    adds_per_s: r.adds_s,
-                    reads_per_s: r.reads_s,
-                    adds_per_read: r.per_read,
-                    reader_cpu_ns_per_add: r.cpu_per_add,
-                    cpu_vs_crate: finite(r.cpu_per_add / reference(flavor, w)),
-                    conserved: r.conserved,
-                })
-                .collect(),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(io::Error::other)?
-        );
+            results,
+        })?;
     } else {
-        let table: Vec<Vec<String>> = keys
-            .iter()
-            .zip(&summary)
-            .map(|(&(flavor, w, imp), r)| {
-                vec![
-                    imp.name().to_string(),
-                    flavor.name().to_string(),
-                    w.to_string(),
-                    ns(r.adds_s),
-                    ns(r.reads_s),
-                    format!("{:.1}", r.per_read),
-                    format!("{:.1}", r.cpu_per_add),
-                    ratio(r.cpu_per_add / reference(flavor, w)),
-                    if r.conserved { "yes" } else { "NO" }.to_string(),
-                ]
-            })
-            .collect();
         print_table(
             "throughput: writer threads add 1 in a loop, one task reads",
+            &results,
             &[
-                "implementation",
-                "flavor",
-                "writers",
-                "adds/s",
-                "reads/s",
-                "adds/read",
-                "reader ns CPU/add",
-                "vs crate",
-                "read==added",
+                ("implementation", &|r| r.name.to_string()),
+                ("flavor", &|r| r.flavor.to_string()),
+                ("writers", &|r| r.writers.to_string()),
+                ("adds/s", &|r| ns(r.adds_per_s)),
+                ("reads/s", &|r| ns(r.reads_per_s)),
+                ("adds/read", &|r| format!("{:.1}", r.adds_per_read)),
+                ("reader ns CPU/add", &|r| {
+                    format!("{:.1}", r.reader_cpu_ns_per_add)
+                }),
+                ("vs crate", &|r| ratio(r.cpu_vs_crate)),
+                ("read==added", &|r| {
+                    if r.conserved { "yes" } else { "NO" }.to_string()
+                }),
             ],
-            &table,
         );
         println!(
             "pin={} (writers on side 1), {rounds} rounds x {:?}, interleaved; medians of rounds. \
@@ -151,4 +141,80 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `writers` OS threads add 1 as fast as they can for `duration`; one task
+/// reads. Counts are checked exactly afterwards.
+fn throughput<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    writers: usize,
+    duration: Duration,
+) -> io::Result<Throughput> {
+    on_runtime(flavor, pin, move || async move {
+        let Chan { mut rx, sync, .. } = E::chan(c)?;
+        // u64::MAX until the writers are done; then the exact total.
+        let target = Arc::new(AtomicU64::new(u64::MAX));
+        let reader_target = Arc::clone(&target);
+        let reader = tokio::spawn(async move {
+            let (mut sum, mut reads) = (0u64, 0u64);
+            while sum < reader_target.load(Ordering::Acquire) {
+                sum += rx.recv().await?;
+                reads += 1;
+            }
+            Ok::<_, io::Error>((sum, reads, rx))
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let start_line = Arc::new(Barrier::new(writers + 1));
+        let mut handles = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (stop, sync, start_line) =
+                (Arc::clone(&stop), sync.clone(), Arc::clone(&start_line));
+            handles.push(std::thread::spawn(move || {
+                pin.apply(1);
+                start_line.wait();
+                let cpu0 = thread_cpu();
+                let mut adds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        sync.fire()?;
+                    }
+                    adds += 64;
+                }
+                Ok::<_, io::Error>((adds, thread_cpu().saturating_sub(cpu0)))
+            }));
+        }
+        let cpu0 = process_cpu();
+        let begin = Instant::now();
+        start_line.wait();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let joined = tokio::task::spawn_blocking(move || {
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| io::Error::other("writer panicked"))?)
+                .collect::<io::Result<Vec<(u64, Duration)>>>()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let adds: u64 = joined.iter().map(|(a, _)| a).sum();
+        let writer_cpu: Duration = joined.iter().map(|(_, c)| *c).sum();
+        // One marker add after the target is set, so a reader already
+        // waiting with everything read wakes up and sees the target.
+        target.store(adds + 1, Ordering::Release);
+        sync.fire()?;
+        let (sum, reads, _rx) = join(reader.await)?;
+        let elapsed = begin.elapsed();
+        let reader_cpu = process_cpu()
+            .saturating_sub(cpu0)
+            .saturating_sub(writer_cpu);
+        Ok(Throughput {
+            adds,
+            reads: reads.saturating_sub(1),
+            elapsed,
+            reader_cpu,
+            conserved: sum == adds + 1,
+        })
+    })
 }

@@ -8,17 +8,15 @@ use std::time::{Duration, Instant};
 use async_eventfd::EventFd;
 use eventfd_bench::kernel_rigs;
 
-use super::{
-    lost, reader_flavor, reader_name, receiver_fd, vs_crate, what, KvmDoc, KvmRow, Reader, LIMIT,
-};
-use crate::impls::{dispatch, Chan, Kind, Rx};
+use super::{lost, receiver_fd, with_floor, KvmDoc, KvmRow, LIMIT};
+use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::interleave::interleaved;
 use crate::options::KernelArgs;
-use crate::report::{finite, median};
-use crate::rounds::interleaved;
-use crate::run::{self, Flavor};
-use crate::sys::Pin;
-
-const KVM_FLOOR: &str = "the guest alone: nobody reads until it halts, then one read";
+use crate::pinning::Pin;
+use crate::rows::{ratio_to, Floor, Row};
+use crate::runtime::{join, on_runtime, on_thread, Flavor};
+use crate::stats::median;
+use crate::table::finite;
 
 /// The guest's doorbell port.
 const PORT: u16 = 0x10;
@@ -32,41 +30,38 @@ struct Doorbell {
 }
 
 /// The KVM table: every reader, and the guest alone.
-pub(super) fn measure(args: &KernelArgs, readers: &[Reader]) -> io::Result<KvmDoc> {
+pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<KvmDoc> {
+    let rows = with_floor(readers, Floor::Guest);
     let rings = args.rings;
     let rounds = interleaved(
-        readers,
+        &rows,
         args.rounds,
-        |r| format!("KVM {} {}", reader_name(r), reader_flavor(r).unwrap_or("")),
+        |r| format!("KVM {} {}", r.name(), r.flavor().map_or("", Flavor::name)),
         |r| doorbell(r, args.common.pin, rings),
     )?;
-    let per_sec = |d: &Doorbell| f64::from(rings) / d.elapsed.as_secs_f64();
-    #[allow(clippy::cast_precision_loss, reason = "read counts")]
-    let per_ring = |d: &Doorbell| d.reads as f64 / f64::from(rings);
-    // A row's medians over rounds, as a `Doorbell`-shaped pair of rates.
-    let rows: Vec<(Reader, (f64, f64))> = readers
+    let rates: Vec<f64> = rounds
         .iter()
-        .zip(&rounds)
-        .map(|(&r, ds)| {
-            (
-                r,
-                (
-                    median(ds.iter().map(per_sec)),
-                    median(ds.iter().map(per_ring)),
-                ),
+        .map(|ds| {
+            median(
+                ds.iter()
+                    .map(|d| f64::from(rings) / d.elapsed.as_secs_f64()),
             )
         })
         .collect();
     let results = rows
         .iter()
+        .zip(&rounds)
         .enumerate()
-        .map(|(at, &(r, (rate, reads)))| KvmRow {
-            name: r.map_or_else(|| "floor: guest alone".into(), |(i, _)| i.name().into()),
-            what: what(r, KVM_FLOOR),
-            flavor: reader_flavor(r),
-            rings_per_sec: rate,
-            reads_per_ring: r.and(Some(reads)),
-            rings_per_sec_vs_crate: finite(vs_crate(&rows, at, |v| v.0)),
+        .map(|(at, (&r, ds))| KvmRow {
+            name: r.name(),
+            what: r.describe(),
+            flavor: r.flavor().map(Flavor::name),
+            rings_per_sec: rates[at],
+            // The floor reads once, at the end.
+            reads_per_ring: r
+                .flavor()
+                .map(|_| median(ds.iter().map(|d| d.reads as f64 / f64::from(rings)))),
+            rings_per_sec_vs_crate: finite(ratio_to(&rows, &r.baseline(), at, |j| rates[j])),
         })
         .collect();
     Ok(KvmDoc {
@@ -75,10 +70,10 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Reader]) -> io::Result<KvmDo
     })
 }
 
-fn doorbell(r: Reader, pin: Pin, rings: u32) -> io::Result<Doorbell> {
+fn doorbell(r: Row, pin: Pin, rings: u32) -> io::Result<Doorbell> {
     match r {
-        Some((imp, flavor)) => dispatch!(imp, doorbell_task(flavor, pin, rings)),
-        None => doorbell_floor(pin, rings),
+        Row::Task(c, flavor) => dispatch!(c, doorbell_task(flavor, pin, rings)),
+        Row::Floor(_) => doorbell_floor(pin, rings),
     }
 }
 
@@ -112,9 +107,14 @@ fn vcpu_joined(joined: std::thread::Result<io::Result<Instant>>) -> io::Result<I
     joined.map_err(|_| io::Error::other("the vCPU thread panicked"))?
 }
 
-fn doorbell_task<K: Kind>(flavor: Flavor, pin: Pin, rings: u32) -> io::Result<Doorbell> {
-    run::on_runtime(flavor, pin, move || async move {
-        let Chan { mut rx, sync, .. } = K::make()?;
+fn doorbell_task<E: End>(
+    c: Contender,
+    flavor: Flavor,
+    pin: Pin,
+    rings: u32,
+) -> io::Result<Doorbell> {
+    on_runtime(flavor, pin, move || async move {
+        let Chan { mut rx, sync, .. } = E::chan(c)?;
         let target = u64::from(rings);
         let reader = tokio::spawn(async move {
             let (mut sum, mut reads) = (0u64, 0u64);
@@ -127,7 +127,7 @@ fn doorbell_task<K: Kind>(flavor: Flavor, pin: Pin, rings: u32) -> io::Result<Do
             Ok::<_, io::Error>((sum, reads, Instant::now(), rx))
         });
         let vcpu = ring_doorbell(&dup_eventfd(receiver_fd(&sync)?)?, pin, rings)?;
-        let (sum, reads, done, _rx) = run::join(reader.await)?;
+        let (sum, reads, done, _rx) = join(reader.await)?;
         let start = vcpu_joined(
             tokio::task::spawn_blocking(move || vcpu.join())
                 .await
@@ -147,7 +147,7 @@ fn doorbell_task<K: Kind>(flavor: Flavor, pin: Pin, rings: u32) -> io::Result<Do
 
 /// The guest alone: nobody reads while it rings; one read at the end.
 fn doorbell_floor(pin: Pin, rings: u32) -> io::Result<Doorbell> {
-    run::on_thread(pin, move || {
+    on_thread(pin, move || {
         let efd = EventFd::new()?;
         let vcpu = ring_doorbell(&efd, pin, rings)?;
         let start = vcpu_joined(vcpu.join())?;

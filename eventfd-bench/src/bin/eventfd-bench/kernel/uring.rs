@@ -2,21 +2,20 @@
 //! ring's eventfd on completion, the task awaits it and reaps.
 
 use std::io;
-use std::time::Instant;
 
 use async_eventfd::EventFd;
 use eventfd_bench::kernel_rigs;
 
-use super::{
-    lost, reader_flavor, reader_name, receiver_fd, vs_crate, what, Reader, UringDoc, UringRow,
-    LIMIT, URING_FLOOR,
-};
-use crate::impls::{dispatch, Chan, Kind, Rx};
+use super::{lost, receiver_fd, with_floor, UringDoc, UringRow, LIMIT};
+use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::interleave::interleaved;
 use crate::options::KernelArgs;
-use crate::report::{finite, Stats};
-use crate::rounds::interleaved;
-use crate::run::{self, Flavor};
-use crate::sys::Pin;
+use crate::pinning::Pin;
+use crate::rows::{ratio_to, Floor, Row};
+use crate::runtime::{join, on_runtime, on_thread, Flavor};
+use crate::stats::Stats;
+use crate::table::finite;
+use crate::timing::time_each;
 
 /// Where an io_uring NOP completes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,39 +35,36 @@ impl Nop {
     }
 }
 
-/// The io_uring table: every reader, NOP inline then on io-wq.
-pub(super) fn measure(args: &KernelArgs, readers: &[Reader]) -> io::Result<UringDoc> {
+/// The io_uring table: every reader and the floor, NOP inline then on io-wq.
+pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc> {
+    let rows = with_floor(readers, Floor::Thread);
     let mut results = Vec::new();
     for nop in [Nop::Inline, Nop::Worker] {
         let rounds = interleaved(
-            readers,
+            &rows,
             args.rounds,
             |r| {
                 format!(
                     "io_uring {} {} {}",
                     nop.name(),
-                    reader_name(r),
-                    reader_flavor(r).unwrap_or("")
+                    r.name(),
+                    r.flavor().map_or("", Flavor::name)
                 )
             },
             |r| uring_rts(r, nop, args.common.pin, args.rts, args.warmup).map(Stats::of),
         )?;
-        let rows: Vec<(Reader, Stats)> = readers
-            .iter()
-            .zip(&rounds)
-            .map(|(&r, s)| (r, Stats::median_of(s)))
-            .collect();
-        for (at, &(r, s)) in rows.iter().enumerate() {
+        let stats: Vec<Stats> = rounds.iter().map(|s| Stats::median_of(s)).collect();
+        for (at, (&r, s)) in rows.iter().zip(&stats).enumerate() {
             results.push(UringRow {
-                name: reader_name(r),
-                what: what(r, URING_FLOOR),
+                name: r.name(),
+                what: r.describe(),
                 nop: nop.name(),
-                flavor: reader_flavor(r),
+                flavor: r.flavor().map(Flavor::name),
                 mean_ns: s.mean,
                 p50_ns: s.p50,
                 p99_ns: s.p99,
                 max_ns: s.max,
-                p50_vs_crate: finite(vs_crate(&rows, at, |s| s.p50)),
+                p50_vs_crate: finite(ratio_to(&rows, &r.baseline(), at, |j| stats[j].p50)),
             });
         }
     }
@@ -79,10 +75,10 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Reader]) -> io::Result<Uring
 }
 
 /// `rts` io_uring round trips (after `warmup` more) of `reader`: ns each.
-fn uring_rts(r: Reader, nop: Nop, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn uring_rts(r: Row, nop: Nop, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
     match r {
-        Some((imp, flavor)) => dispatch!(imp, uring_task(flavor, pin, nop, rts, warmup)),
-        None => uring_floor(pin, nop, rts, warmup),
+        Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, rts, warmup)),
+        Row::Floor(_) => uring_floor(pin, nop, rts, warmup),
     }
 }
 
@@ -98,54 +94,44 @@ fn one_completion(read: u64, reaped: u64) -> io::Result<()> {
     }
 }
 
-fn uring_task<K: Kind>(
+fn uring_task<E: End>(
+    c: Contender,
     flavor: Flavor,
     pin: Pin,
     nop: Nop,
     rts: usize,
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
-    run::on_runtime(flavor, pin, move || async move {
-        let Chan { mut rx, sync, .. } = K::make()?;
+    on_runtime(flavor, pin, move || async move {
+        let Chan { mut rx, sync, .. } = E::chan(c)?;
         let mut ring = kernel_rigs::uring(&receiver_fd(&sync)?, 8)?;
         let task = tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(rts);
-            for i in 0..rts + warmup {
-                let start = Instant::now();
+            let samples = time_each!(rts, warmup, {
                 kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
                 ring.submit()?;
                 let read = tokio::time::timeout(LIMIT, rx.recv())
                     .await
                     .map_err(|_| lost("the NOP's completion"))??;
                 one_completion(read, kernel_rigs::reap(&mut ring)?)?;
-                if i >= warmup {
-                    samples.push(run::nanos(start.elapsed()));
-                }
-            }
+            });
             // The ring is dropped (and unregistered) before the receiver.
             drop(ring);
             Ok::<_, io::Error>((samples, rx))
         });
-        let (samples, _rx) = run::join(task.await)?;
+        let (samples, _rx) = join(task.await)?;
         Ok(samples)
     })
 }
 
 fn uring_floor(pin: Pin, nop: Nop, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
-    run::on_thread(pin, move || {
+    on_thread(pin, move || {
         let efd = EventFd::builder().nonblocking(false).build()?;
         let mut ring = kernel_rigs::uring(&efd, 8)?;
-        let mut samples = Vec::with_capacity(rts);
-        for i in 0..rts + warmup {
-            let start = Instant::now();
+        Ok(time_each!(rts, warmup, {
             kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
             ring.submit()?;
             let read = efd.read()?;
             one_completion(read, kernel_rigs::reap(&mut ring)?)?;
-            if i >= warmup {
-                samples.push(run::nanos(start.elapsed()));
-            }
-        }
-        Ok(samples)
+        }))
     })
 }

@@ -36,7 +36,7 @@ fn rounds_and_rts_default_per_subcommand_unless_given() {
     assert_eq!((o.rounds, o.rts), (7, 10_000));
     assert_eq!(o.common.pin, Pin::Same);
     assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
-    assert_eq!(o.common.impls(), Impl::ALL);
+    assert_eq!(o.common.contenders(), Contender::ALL);
     let Ok(Command::Throughput(o)) = parse(&["throughput"]) else {
         panic!("throughput")
     };
@@ -65,8 +65,8 @@ fn impl_list_always_includes_the_crate_first() {
         panic!("thread-task")
     };
     assert_eq!(
-        o.common.impls(),
-        [Impl::Crate, Impl::Notify, Impl::AsyncFdR]
+        o.common.contenders(),
+        [Contender::Crate, Contender::Notify, Contender::AsyncFdR]
     );
     let Ok(Command::Latency(o)) = parse(&[
         "latency",
@@ -78,7 +78,10 @@ fn impl_list_always_includes_the_crate_first() {
     ]) else {
         panic!("latency")
     };
-    assert_eq!(o.common.impls(), [Impl::TokioEventfd, Impl::Crate]);
+    assert_eq!(
+        o.common.contenders(),
+        [Contender::TokioEventfd, Contender::Crate]
+    );
     assert_eq!(o.common.flavors(), [Flavor::Mt]);
     assert!(o.syscalls && o.common.json);
 }
@@ -95,8 +98,11 @@ fn kernel_options_parse_with_their_defaults() {
     assert_eq!(o.rig, [Rig::Uring, Rig::Kvm]);
     assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
     assert_eq!(
-        o.common.clone().or_impls(&Impl::KERNEL).impls(),
-        Impl::KERNEL
+        o.common
+            .clone()
+            .or_contenders(&Contender::KERNEL)
+            .contenders(),
+        Contender::KERNEL
     );
     let Ok(Command::Kernel(o)) = parse(&[
         "kernel",
@@ -117,8 +123,11 @@ fn kernel_options_parse_with_their_defaults() {
     assert_eq!(o.rig, [Rig::Kvm]);
     assert_eq!((o.rounds, o.rts, o.rings), (2, 20, 1_000));
     assert_eq!(
-        o.common.clone().or_impls(&Impl::KERNEL).impls(),
-        [Impl::Crate, Impl::AsyncFdR]
+        o.common
+            .clone()
+            .or_contenders(&Contender::KERNEL)
+            .contenders(),
+        [Contender::Crate, Contender::AsyncFdR]
     );
     assert_eq!(o.common.flavors(), [Flavor::Mt]);
     assert!(o.common.json);
@@ -139,18 +148,22 @@ fn thread_task_rows_default_to_both_writers_of_the_crate() {
         panic!("thread-task")
     };
     assert_eq!(
-        o.common.or_impls(&Impl::THREAD_TASK).impls(),
-        Impl::THREAD_TASK
+        o.common.or_contenders(&Contender::THREAD_TASK).contenders(),
+        Contender::THREAD_TASK
     );
     let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-notifier"]) else {
         panic!("latency --one")
     };
-    assert_eq!(o.one, Some(Subject::ThreadTask(Impl::Notifier)));
+    let (shape, row) = o.one.expect("--one");
+    assert_eq!(
+        (shape.command, row),
+        ("thread-task", Row::Task(Contender::Notifier, Flavor::Ct))
+    );
 }
 
 #[test]
 fn impl_values_are_the_table_names() {
-    for imp in Impl::THREAD_TASK {
+    for imp in Contender::THREAD_TASK {
         let value = imp.to_possible_value().expect("not skipped");
         assert_eq!(value.get_name(), imp.name());
     }
@@ -161,7 +174,11 @@ fn the_hidden_one_option_takes_a_subject_key() {
     let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-asyncfd-rw"]) else {
         panic!("latency --one")
     };
-    assert_eq!(o.one, Some(Subject::ThreadTask(Impl::AsyncFdRw)));
+    let (shape, row) = o.one.expect("--one");
+    assert_eq!(
+        (shape.command, row),
+        ("thread-task", Row::Task(Contender::AsyncFdRw, Flavor::Ct))
+    );
     assert!(usage_error(&["latency", "--one", "bogus"]).contains("unknown subject \"bogus\""));
 }
 

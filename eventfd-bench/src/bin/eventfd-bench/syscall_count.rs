@@ -1,16 +1,18 @@
 //! Syscalls per round trip, counted by `perf stat` around a re-run of this
-//! binary (hidden `--one` mode) for one implementation at a time.
+//! binary (hidden `--one` mode) for one row at a time.
 //!
 //! Setup (runtime, threads, registrations) also makes syscalls, so each
-//! subject runs twice, with [`SHORT`] and [`LONG`] round trips, and the
+//! row runs twice, with [`SHORT`] and [`LONG`] round trips, and the
 //! difference is divided by `LONG - SHORT`: the steady-state cost per RT.
 
 use std::process::Command;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::run::{Flavor, Subject};
-use crate::sys::Pin;
+use crate::latency::PingPong;
+use crate::pinning::Pin;
+use crate::rows::Row;
+use crate::runtime::Flavor;
 
 /// Round trips of the short run.
 pub(crate) const SHORT: usize = 2_000;
@@ -64,14 +66,9 @@ impl Serialize for Counts {
     }
 }
 
-/// The `perf stat` command line that counts `subject` for `rts` round trips.
-pub(crate) fn command_line(
-    exe: &str,
-    subject: Subject,
-    flavor: Flavor,
-    pin: Pin,
-    rts: usize,
-) -> Vec<String> {
+/// The `perf stat` command line that counts `row` of `shape` for `rts`
+/// round trips.
+fn command_line(exe: &str, shape: &PingPong, row: Row, pin: Pin, rts: usize) -> Vec<String> {
     let mut args = vec!["stat".to_string(), "-x,".to_string()];
     for (event, filter, _, _) in EVENTS {
         args.push("-e".into());
@@ -87,9 +84,9 @@ pub(crate) fn command_line(
             exe,
             "latency",
             "--one",
-            &subject.key(),
+            &shape.key(row),
             "--flavor",
-            flavor.name(),
+            row.flavor().unwrap_or(Flavor::Ct).name(),
             "--pin",
             pin.name(),
             "--rts",
@@ -104,12 +101,12 @@ pub(crate) fn command_line(
 
 fn run_perf(
     exe: &str,
-    subject: Subject,
-    flavor: Flavor,
+    shape: &PingPong,
+    row: Row,
     pin: Pin,
     rts: usize,
 ) -> Result<[f64; EVENTS.len()], String> {
-    let args = command_line(exe, subject, flavor, pin, rts);
+    let args = command_line(exe, shape, row, pin, rts);
     let shown = format!(
         "perf {}",
         args.iter()
@@ -165,13 +162,12 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Counts the steady-state syscalls per RT of `subject`.
-pub(crate) fn count(subject: Subject, flavor: Flavor, pin: Pin) -> Result<Counts, String> {
+/// Counts the steady-state syscalls per RT of `row` of `shape`.
+pub(crate) fn count(shape: &PingPong, row: Row, pin: Pin) -> Result<Counts, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let exe = exe.to_string_lossy().into_owned();
-    let short = run_perf(&exe, subject, flavor, pin, SHORT)?;
-    let long = run_perf(&exe, subject, flavor, pin, LONG)?;
-    #[allow(clippy::cast_precision_loss, reason = "small counts")]
+    let short = run_perf(&exe, shape, row, pin, SHORT)?;
+    let long = run_perf(&exe, shape, row, pin, LONG)?;
     let rts = (LONG - SHORT) as f64;
     Ok(Counts(std::array::from_fn(|i| (long[i] - short[i]) / rts)))
 }

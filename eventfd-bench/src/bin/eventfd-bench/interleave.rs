@@ -3,10 +3,7 @@
 
 use std::io;
 
-use crate::impls::Impl;
-use crate::options::Common;
-use crate::report::Progress;
-use crate::run::Flavor;
+use crate::table::Progress;
 
 /// Measures each key once per round, for `rounds` rounds; each round starts
 /// one key later than the one before, so no key always runs first. Returns
@@ -28,19 +25,4 @@ pub(crate) fn interleaved<K: Copy, R>(
     }
     progress.finish();
     Ok(results)
-}
-
-/// The rows of the `throughput` and `scale` tables: every flavor, count
-/// (writers or fds) and implementation.
-pub(crate) fn grid(common: &Common, counts: &[usize]) -> Vec<(Flavor, usize, Impl)> {
-    let impls = common.impls();
-    let mut keys = Vec::new();
-    for flavor in common.flavors() {
-        for &n in counts {
-            for &imp in &impls {
-                keys.push((flavor, n, imp));
-            }
-        }
-    }
-    keys
 }
