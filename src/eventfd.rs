@@ -9,14 +9,14 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 
-use crate::{EventFdBuilder, Notifier, MAX_COUNT};
+use crate::{EventFdBuilder, Notifier};
 
 /// An owned Linux eventfd: a kernel `u64` counter behind a file descriptor.
 ///
 /// Writers [`add`](EventFd::add) to the counter, readers [`read`](EventFd::read)
 /// it back: in counter mode a read takes the whole value and resets it to 0, in
 /// semaphore mode a read takes 1. The fd is readable while the counter is
-/// non-zero and writable while at least 1 more fits below [`MAX_COUNT`].
+/// non-zero and writable while at least 1 more fits below [`MAX_COUNT`](crate::MAX_COUNT).
 ///
 /// Every method takes `&self` (the kernel counter is the lock), so an
 /// `EventFd` can be shared through an [`Arc`](std::sync::Arc). The fd is closed
@@ -53,8 +53,8 @@ use crate::{EventFdBuilder, Notifier, MAX_COUNT};
 pub struct EventFd {
     fd: OwnedFd,
     semaphore: bool,
-    /// False only for an adopted fd whose fdinfo does not tell the mode
-    /// (Linux before 6.2).
+    /// False only for an adopted fd whose mode the kernel does not tell (see
+    /// [`TryFrom<OwnedFd>`](EventFd#impl-TryFrom%3COwnedFd%3E-for-EventFd)).
     mode_known: bool,
 }
 
@@ -110,7 +110,7 @@ impl EventFd {
     ///
     /// The value can be `u64::MAX` in one case only: the kernel itself
     /// (eventfd_signal from io_uring, AIO, KVM...) pushed the counter past
-    /// [`MAX_COUNT`], which eventfd(2) calls an overflow.
+    /// [`MAX_COUNT`](crate::MAX_COUNT), which eventfd(2) calls an overflow.
     ///
     /// # Examples
     ///
@@ -143,7 +143,7 @@ impl EventFd {
     /// Adds `n` to the counter with one `write(2)`.
     ///
     /// The fd becomes readable, and every waiter is woken. `add(0)` is allowed
-    /// and changes nothing. If the sum would pass [`MAX_COUNT`], a nonblocking
+    /// and changes nothing. If the sum would pass [`MAX_COUNT`](crate::MAX_COUNT), a nonblocking
     /// fd fails with [`io::ErrorKind::WouldBlock`] and a blocking one waits
     /// until a read makes room.
     ///
@@ -288,6 +288,10 @@ impl EventFd {
     /// Returns whether reads take 1 (semaphore mode) rather than the whole
     /// counter.
     ///
+    /// For an fd adopted on a kernel before Linux 6.2 the mode is unknown and
+    /// this returns `false` (see
+    /// [`TryFrom<OwnedFd>`](EventFd#impl-TryFrom%3COwnedFd%3E-for-EventFd)).
+    ///
     /// # Examples
     ///
     /// ```
@@ -310,19 +314,26 @@ impl EventFd {
         }
     }
 
-    /// What `TryFrom<OwnedFd>` makes of an eventfd on a kernel whose fdinfo
-    /// does not tell the mode (before Linux 6.2).
-    #[cfg(all(test, feature = "tokio"))]
-    pub(crate) fn adopted_with_unknown_mode(fd: OwnedFd) -> EventFd {
+    /// Wraps an adopted eventfd whose mode fdinfo told (`Some`), or did not
+    /// (`None`).
+    fn adopted(fd: OwnedFd, semaphore: Option<bool>) -> EventFd {
         EventFd {
             fd,
-            semaphore: false,
-            mode_known: false,
+            semaphore: semaphore.unwrap_or(false),
+            mode_known: semaphore.is_some(),
         }
     }
 
+    /// What `TryFrom<OwnedFd>` makes of an eventfd on a kernel whose fdinfo
+    /// does not tell the mode.
+    #[cfg(all(test, feature = "tokio"))]
+    pub(crate) fn adopted_with_unknown_mode(fd: OwnedFd) -> EventFd {
+        EventFd::adopted(fd, None)
+    }
+
     /// Whether a successful read may leave a count behind: semaphore mode, or
-    /// a mode that could not be read from an adopted fd.
+    /// an unknown mode (the rule for kernels before 6.2, on
+    /// [`TryFrom<OwnedFd>`](EventFd#impl-TryFrom%3COwnedFd%3E-for-EventFd)).
     #[cfg(feature = "tokio")]
     pub(crate) fn may_be_semaphore(&self) -> bool {
         self.semaphore || !self.mode_known
@@ -451,14 +462,16 @@ impl TryFrom<OwnedFd> for EventFd {
     /// `eventfd-semaphore:` line of `/proc/self/fdinfo/N`; the nonblocking
     /// flag stays as the fd has it (see [`EventFd::is_nonblocking`]).
     ///
-    /// Kernels before Linux 6.2 do not print `eventfd-semaphore:`. There the
-    /// mode cannot be read without changing the counter, so the adopted
-    /// `EventFd` reports counter mode: [`EventFd::is_semaphore`] returns
-    /// `false`, and reads still behave as the kernel's mode says. An
-    /// `AsyncEventFd` made from such an fd then treats
-    /// it as possibly in semaphore mode (it never clears readiness after a
-    /// successful read), so no wakeup is lost whatever the mode; it may cost
-    /// one extra `EAGAIN` read per wakeup.
+    /// # Kernels before Linux 6.2
+    ///
+    /// Their fdinfo has no `eventfd-semaphore:` line, and the mode cannot be
+    /// learned without changing the counter, so an adopted fd has an unknown
+    /// mode and is treated as a semaphore: an `AsyncEventFd` made from it
+    /// never clears readiness after a successful read, so no wakeup is lost
+    /// whatever the mode (a counter-mode fd pays one extra `EAGAIN` read per
+    /// wakeup; the opposite guess would strand the units a semaphore read
+    /// leaves behind). [`EventFd::is_semaphore`] returns `false` there, and
+    /// reads follow the kernel's mode either way.
     ///
     /// On failure the fd is dropped, and so closed.
     ///
@@ -469,10 +482,13 @@ impl TryFrom<OwnedFd> for EventFd {
     /// use async_eventfd::EventFd;
     ///
     /// # fn main() -> std::io::Result<()> {
-    /// let original = EventFd::builder().semaphore(true).build()?;
+    /// let original = EventFd::builder().semaphore(true).initial(2).build()?;
     /// let fd: OwnedFd = original.into();
     /// let adopted = EventFd::try_from(fd)?;
-    /// assert!(adopted.is_semaphore());
+    /// // The kernel's mode rules the reads, on every kernel (`is_semaphore`
+    /// // is true on Linux 6.2+, false before: see above).
+    /// assert_eq!(adopted.read()?, 1);
+    /// assert_eq!(adopted.read()?, 1);
     ///
     /// let not_an_eventfd: OwnedFd = std::fs::File::open("/dev/null")?.into();
     /// let err = EventFd::try_from(not_an_eventfd).unwrap_err();
@@ -498,17 +514,58 @@ impl TryFrom<OwnedFd> for EventFd {
         }
         let semaphore = fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
             .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix("eventfd-semaphore:"))
-                    .map(|value| value.trim() == "1")
-            });
-        Ok(EventFd {
-            fd,
-            semaphore: semaphore.unwrap_or(false),
-            mode_known: semaphore.is_some(),
-        })
+            .and_then(|info| semaphore_from_fdinfo(&info));
+        Ok(EventFd::adopted(fd, semaphore))
     }
 }
 
-const _: () = assert!(MAX_COUNT == u64::MAX - 1);
+/// The mode an eventfd's fdinfo text tells: `None` without an
+/// `eventfd-semaphore:` line (Linux before 6.2).
+fn semaphore_from_fdinfo(info: &str) -> Option<bool> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("eventfd-semaphore:"))
+        .map(|value| value.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/proc/self/fdinfo/N` of a semaphore eventfd on Linux 6.1 (no mode
+    /// line) and on 6.2+.
+    const FDINFO_6_1: &str = "pos:\t0\nflags:\t02004002\nmnt_id:\t15\nino:\t1057\n\
+                              eventfd-count:                2\neventfd-id: 3\n";
+    const FDINFO_6_2: &str = "pos:\t0\nflags:\t02004002\nmnt_id:\t15\nino:\t1057\n\
+                              eventfd-count:                2\neventfd-id: 3\n\
+                              eventfd-semaphore: 1\n";
+
+    #[test]
+    fn fdinfo_tells_the_mode_from_linux_6_2_only() {
+        assert_eq!(semaphore_from_fdinfo(FDINFO_6_1), None);
+        assert_eq!(semaphore_from_fdinfo(FDINFO_6_2), Some(true));
+        let counter = FDINFO_6_2.replace("eventfd-semaphore: 1", "eventfd-semaphore: 0");
+        assert_eq!(semaphore_from_fdinfo(&counter), Some(false));
+    }
+
+    /// The fallback a 6.1 kernel gets: a semaphore fd adopted without its
+    /// mode reports counter mode, reads as the kernel says, and counts as a
+    /// possible semaphore for `AsyncEventFd`.
+    #[test]
+    fn an_adopted_fd_of_unknown_mode_reads_exactly_and_may_be_a_semaphore() {
+        let made = EventFd::builder()
+            .semaphore(true)
+            .initial(2)
+            .build()
+            .expect("eventfd");
+        let adopted = EventFd::adopted(made.into(), semaphore_from_fdinfo(FDINFO_6_1));
+        assert!(!adopted.is_semaphore());
+        #[cfg(feature = "tokio")]
+        assert!(adopted.may_be_semaphore());
+        assert_eq!(adopted.read().expect("read 1"), 1);
+        assert_eq!(adopted.read().expect("read 2"), 1);
+        assert_eq!(
+            adopted.read().expect_err("empty").kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+}

@@ -91,4 +91,4 @@ mod vmm;
 /// # Ok(())
 /// # }
 /// ```
-pub const MAX_COUNT: u64 = 0xffff_ffff_ffff_fffe;
+pub const MAX_COUNT: u64 = u64::MAX - 1;

@@ -13,20 +13,24 @@
 //!
 //! Each case asserts the exact `ErrorKind` and `raw_os_error`, that the
 //! counter afterwards holds exactly what was added and not read, that no fd
-//! was leaked, and that a later call works.
+//! was leaked, and that a later call works. The cases of `AsyncEventFd`
+//! run with feature `tokio`; the others with any features.
 
 mod util;
 
 #[path = "faults/eintr.rs"]
 mod eintr;
+// The cases of `AsyncEventFd`'s registration with a runtime.
+#[cfg(feature = "tokio")]
 #[path = "faults/registration.rs"]
 mod registration;
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, RawFd};
 
-use async_eventfd::{AsyncEventFd, EventFd};
-use nix::fcntl::{fcntl, FcntlArg};
+#[cfg(feature = "tokio")]
+use async_eventfd::AsyncEventFd;
+use async_eventfd::EventFd;
 use nix::libc;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use seccompiler::{
@@ -34,6 +38,7 @@ use seccompiler::{
     SeccompRule,
 };
 
+#[cfg(feature = "tokio")]
 use util::Flavor;
 
 /// Names the case a child runs.
@@ -47,12 +52,17 @@ fn case(name: &str) -> fn() -> Outcome {
         "eventfd2_emfile_seccomp" => || eventfd2_fails(libc::EMFILE),
         "eventfd2_enomem_seccomp" => || eventfd2_fails(libc::ENOMEM),
         "eventfd2_emfile_rlimit" => emfile_under_rlimit,
+        #[cfg(feature = "tokio")]
         "epoll_ctl_enospc_on_registration" => || registration::registration_fails(libc::ENOSPC),
+        #[cfg(feature = "tokio")]
         "epoll_ctl_enomem_on_registration" => || registration::registration_fails(libc::ENOMEM),
+        #[cfg(feature = "tokio")]
         "dup_emfile_in_waiting_add_current_thread" => {
             || registration::dup_fails(Flavor::CurrentThread)
         }
+        #[cfg(feature = "tokio")]
         "dup_emfile_in_waiting_add_multi_thread" => || registration::dup_fails(Flavor::MultiThread),
+        #[cfg(feature = "tokio")]
         "epoll_ctl_enospc_in_waiting_add" => registration::write_registration_fails,
         "eintr_blocking_read" => eintr::interrupted_read,
         "eintr_blocking_add" => eintr::interrupted_add,
@@ -121,12 +131,14 @@ fn eventfd2_emfile_rlimit() {
 /// give the fd back unchanged and working, blocking or not; the conversion
 /// to `io::Error` and `TryFrom<EventFd>` report it and close the fd; the
 /// runtime keeps working.
+#[cfg(feature = "tokio")]
 #[test]
 fn epoll_ctl_enospc_on_registration() {
     in_child("epoll_ctl_enospc_on_registration");
 }
 
 /// The same with `ENOMEM`.
+#[cfg(feature = "tokio")]
 #[test]
 fn epoll_ctl_enomem_on_registration() {
     in_child("epoll_ctl_enomem_on_registration");
@@ -134,12 +146,14 @@ fn epoll_ctl_enomem_on_registration() {
 
 /// The `dup` inside an `add` that waits on a full counter fails with a real
 /// `EMFILE`: the add fails, adds nothing, and a later waiting add works.
+#[cfg(feature = "tokio")]
 #[test]
 fn dup_emfile_in_waiting_add_current_thread() {
     in_child("dup_emfile_in_waiting_add_current_thread");
 }
 
 /// The same on a multi-thread runtime.
+#[cfg(feature = "tokio")]
 #[test]
 fn dup_emfile_in_waiting_add_multi_thread() {
     in_child("dup_emfile_in_waiting_add_multi_thread");
@@ -147,6 +161,7 @@ fn dup_emfile_in_waiting_add_multi_thread() {
 
 /// The write registration of a waiting `add` fails in `epoll_ctl`: the add
 /// fails with `StorageFull`, adds nothing, leaks no fd, and a later add works.
+#[cfg(feature = "tokio")]
 #[test]
 fn epoll_ctl_enospc_in_waiting_add() {
     in_child("epoll_ctl_enospc_in_waiting_add");
@@ -254,7 +269,9 @@ fn next_fd() -> RawFd {
 }
 
 /// Whether `fd` is open in this process.
+#[cfg(feature = "tokio")]
 fn is_open(fd: RawFd) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg};
     // SAFETY: F_GETFD only reads the flags of whatever `fd` is (or fails with
     // EBADF); the borrowed fd is used for this one call only.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
@@ -292,6 +309,7 @@ fn assert_holds(efd: &EventFd, expected: u64) {
 
 fn eventfd2_fails(errno: i32) -> Outcome {
     // tokio's own waker is an eventfd: the runtime comes before the filter.
+    #[cfg(feature = "tokio")]
     let rt = util::runtime(Flavor::CurrentThread);
     let fds = open_fds();
     fail_syscall(libc::SYS_eventfd2, &[], errno)?;
@@ -302,6 +320,7 @@ fn eventfd2_fails(errno: i32) -> Outcome {
         .nonblocking(false)
         .cloexec(false);
     assert_os_error(builder.build(), errno);
+    #[cfg(feature = "tokio")]
     rt.block_on(async { assert_os_error(AsyncEventFd::new(), errno) });
     assert_eq!(open_fds(), fds, "a failed eventfd2 left an fd open");
     Ok(())

@@ -17,6 +17,8 @@
 //!   its environment, adopts it with `TryFrom<OwnedFd>` and adds. The default
 //!   (close-on-exec on) is checked too: that fd does not reach the child.
 
+#![cfg(feature = "tokio")]
+
 #[macro_use]
 mod util;
 

@@ -14,6 +14,7 @@
 
 // io_uring and KVM are Linux's (the crate also builds for Android).
 #![cfg(target_os = "linux")]
+#![cfg(all(feature = "stream", feature = "vmm-sys-util"))]
 
 #[macro_use]
 mod util;

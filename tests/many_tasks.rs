@@ -3,6 +3,8 @@
 //! and on plain threads; then the same after enough reads that `read` tries
 //! `read(2)` before waiting (see `readiness.rs`).
 
+#![cfg(feature = "tokio")]
+
 #[macro_use]
 mod util;
 

@@ -1,6 +1,8 @@
 //! `impl mio::event::Source for EventFd`: registration, edge-triggered
 //! re-arming, reregistration and deregistration in a mio `Poll`.
 
+#![cfg(feature = "mio")]
+
 mod util;
 
 use std::io::ErrorKind;

@@ -2,6 +2,8 @@
 //! `try_new_in` and `TryNewError`. A failed registration gives the fd back
 //! unchanged; the `_in` forms work from threads outside any runtime.
 
+#![cfg(feature = "tokio")]
+
 #[macro_use]
 mod util;
 

@@ -2,6 +2,8 @@
 //! with an error that holds a `RuntimeShutdown` (never a hang), on every path;
 //! the fd and its counter stay usable without the runtime.
 
+#![cfg(feature = "tokio")]
+
 #[macro_use]
 mod util;
 

@@ -1,6 +1,8 @@
 //! `impl Stream for AsyncEventFd`: one item per successful read, never
 //! ending on its own.
 
+#![cfg(feature = "stream")]
+
 #[macro_use]
 mod util;
 

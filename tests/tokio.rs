@@ -6,6 +6,8 @@
 //! `util::finish`, which also fails when only the timeout's own re-poll
 //! completed it. "Pending" is proven by polling once, never by sleeping.
 
+#![cfg(feature = "tokio")]
+
 #[macro_use]
 mod util;
 
@@ -78,8 +80,9 @@ both_flavors! {
 
     /// A semaphore eventfd made elsewhere (here by nix directly) and adopted
     /// through `OwnedFd`: `read().await` must get every unit. The mode comes
-    /// from `/proc/self/fdinfo`; were it misread as counter mode, readiness
-    /// would be cleared after each read and the second read would hang.
+    /// from `/proc/self/fdinfo` (or is unknown, and treated as a semaphore,
+    /// before Linux 6.2); were it misread as counter mode, readiness would be
+    /// cleared after each read and the second read would hang.
     async fn adopted_semaphore_eventfd_reads_every_unit() {
         use nix::sys::eventfd::EfdFlags;
         let foreign = nix::sys::eventfd::EventFd::from_value_and_flags(

@@ -1,5 +1,6 @@
-//! The stress suite: scenarios S1-S19 of `STRESS.md`, one test each, run by
-//! the engine in `eventfd_bench::stress`. S17-S19 have the kernel as the
+//! The stress suite: scenarios S1-S19 (`eventfd_bench::stress::SCENARIOS`
+//! describes each), one test each, run by the engine in
+//! `eventfd_bench::stress`. S17-S19 have the kernel as the
 //! writer (io_uring, KVM): where it is missing, the test prints one line
 //! with the reason and checks nothing (it does not claim a pass).
 //!
@@ -23,7 +24,7 @@
 //! EVENTFD_STRESS_THREADS=8 cargo test --release -p eventfd-bench --test stress
 //! ```
 
-use eventfd_bench::stress::{self, Config, Report};
+use eventfd_bench::stress::{self, Config, Report, Verdict};
 
 /// Runs `id` and asserts that it passed, with exact conservation and no fd
 /// left open; `None` if it skipped (its reason printed).
@@ -36,17 +37,16 @@ fn check_or_skip(id: &str) -> Option<Report> {
         assert_eq!(report.seed, seed, "the report must name the seed it ran");
     }
     assert_eq!(report.id, id, "report for the wrong scenario");
-    assert_eq!(report.failure, None, "{id} failed: {report}");
-    if let Some(reason) = &report.skipped {
+    assert!(!report.failed(), "{id} failed: {report}");
+    if let Verdict::Skip(reason) = &report.verdict {
         println!("{id} SKIP (nothing checked): {reason}");
-        assert_eq!(report.verdict(), "SKIP");
         return None;
     }
-    assert_eq!(report.verdict(), "PASS");
+    assert_eq!(report.verdict, Verdict::Pass);
     assert!(report.rounds >= 1, "{id} ran no round ({replay})");
-    assert!(report.add_calls > 0, "{id} added nothing: {report}");
+    assert!(report.tally.add_calls > 0, "{id} added nothing: {report}");
     assert_eq!(
-        report.reads, report.adds,
+        report.tally.reads, report.tally.adds,
         "{id}: sum read != sum added ({replay})"
     );
     assert_eq!(
@@ -72,12 +72,12 @@ fn s1_level_triggered_epoll_many_writers_many_readers() {
 fn s2_edge_triggered_epoll_ping_pong_and_double_write() {
     let r = check("S2");
     assert_eq!(
-        r.spurious, 0,
+        r.tally.spurious, 0,
         "a single edge-triggered reader woke for nothing"
     );
     assert_eq!(
-        r.read_calls * 4,
-        r.add_calls * 3,
+        r.tally.read_calls * 4,
+        r.tally.add_calls * 3,
         "one read per ping-pong add, one per pair of adds"
     );
 }
@@ -87,7 +87,7 @@ fn s2_edge_triggered_epoll_ping_pong_and_double_write() {
 fn s3_semaphore_edge_triggered_one_add_many_consumers() {
     let r = check("S3");
     assert_eq!(
-        r.reads, r.read_calls as u128,
+        r.tally.reads, r.tally.read_calls as u128,
         "every semaphore read returns 1"
     );
 }
@@ -109,7 +109,7 @@ fn s5_epoll_exclusive_one_epfd_per_thread() {
 fn s6_ten_edge_triggered_fds_ten_sleepers_maxevents_one() {
     let r = check("S6");
     assert_eq!(
-        r.reads, r.read_calls as u128,
+        r.tally.reads, r.tally.read_calls as u128,
         "each fd read exactly 1 per round"
     );
 }
@@ -148,7 +148,10 @@ fn s11_tokio_multi_thread_tasks_threads_and_cancelled_reads() {
 #[test]
 fn s12_tokio_current_thread_ping_pong_from_os_thread() {
     let r = check("S12");
-    assert_eq!(r.read_calls, r.add_calls, "one read per ping-pong add");
+    assert_eq!(
+        r.tally.read_calls, r.tally.add_calls,
+        "one read per ping-pong add"
+    );
 }
 
 /// S13: Runtime shutdown fails pending read/add; dropping clones never hangs; the last drop closes.
@@ -168,7 +171,7 @@ fn s14_stale_readiness_guard_across_many_reactor_events() {
 fn s15_bad_input_under_load_disturbs_nothing() {
     let r = check("S15");
     assert_eq!(
-        r.spurious, 0,
+        r.tally.spurious, 0,
         "a bad write woke the single reader for nothing"
     );
 }
@@ -184,7 +187,11 @@ fn s16_ten_thousand_async_eventfds_round_robin_writers() {
 fn s17_io_uring_rings_signal_one_eventfd_per_completion() {
     if let Some(r) = check_or_skip("S17") {
         // Each ring thread's NOP completions are adds of exactly 1.
-        assert_eq!(r.adds, u128::from(r.add_calls), "one unit per completion");
+        assert_eq!(
+            r.tally.adds,
+            u128::from(r.tally.add_calls),
+            "one unit per completion"
+        );
     }
 }
 
@@ -194,7 +201,7 @@ fn s18_kernel_overflow_storms_account_for_every_unit() {
     if let Some(r) = check_or_skip("S18") {
         // At least one saturation per round: MAX_COUNT plus a signal.
         assert!(
-            r.reads >= u128::from(u64::MAX) * u128::from(r.rounds),
+            r.tally.reads >= u128::from(u64::MAX) * u128::from(r.rounds),
             "{r}"
         );
     }
@@ -204,6 +211,10 @@ fn s18_kernel_overflow_storms_account_for_every_unit() {
 #[test]
 fn s19_kvm_vcpus_ring_ioeventfds_while_tasks_read() {
     if let Some(r) = check_or_skip("S19") {
-        assert_eq!(r.adds, u128::from(r.add_calls), "one unit per guest ring");
+        assert_eq!(
+            r.tally.adds,
+            u128::from(r.tally.add_calls),
+            "one unit per guest ring"
+        );
     }
 }

@@ -84,7 +84,7 @@ pub fn drain(ring: &mut IoUring) -> u64 {
 
 /// Hands KVM (whose API takes `vmm_sys_util`'s type) a second fd on `efd`'s
 /// counter, through the crate's `vmm-sys-util` conversion.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "vmm-sys-util"))]
 pub fn vmm_eventfd(
     efd: &async_eventfd::EventFd,
 ) -> std::io::Result<vmm_sys_util::eventfd::EventFd> {
@@ -93,7 +93,7 @@ pub fn vmm_eventfd(
 
 /// A tiny KVM guest (x86 real mode) that rings a doorbell port, and
 /// answers interrupts from an irqfd by ringing it once each.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "vmm-sys-util"))]
 pub mod kvm {
     use std::io;
     use std::sync::Arc;

@@ -157,6 +157,31 @@ pub fn is_nonblocking(fd: impl AsFd) -> bool {
     OFlag::from_bits_retain(bits).contains(OFlag::O_NONBLOCK)
 }
 
+/// Whether the kernel tells an eventfd's mode: its fdinfo has an
+/// `eventfd-semaphore:` line (Linux 6.2+). Where it does not, an adopted fd
+/// has an unknown mode and `is_semaphore()` is `false` (the rule is on
+/// `TryFrom<OwnedFd> for EventFd`).
+pub fn fdinfo_tells_mode(fd: impl AsFd) -> bool {
+    let fd = fd.as_fd().as_raw_fd();
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .expect("read fdinfo")
+        .lines()
+        .any(|line| line.starts_with("eventfd-semaphore:"))
+}
+
+/// The running kernel's `(major, minor)` version, from
+/// `/proc/sys/kernel/osrelease`, for the tests of behaviour that needs a
+/// newer kernel than the crate (README, "Platforms").
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("read osrelease");
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().expect("a kernel version number"));
+    let major = numbers.next().expect("the major version");
+    let minor = numbers.next().expect("the minor version");
+    (major, minor)
+}
+
 /// Sets or clears `O_NONBLOCK` directly with `fcntl`, behind the crate's back.
 pub fn set_nonblocking(fd: impl AsFd, nonblocking: bool) {
     let bits = fcntl(fd.as_fd(), FcntlArg::F_GETFL).expect("fcntl(F_GETFL)");

@@ -1,36 +1,43 @@
 //! The run context of a scenario (configuration, seed, totals, the first
-//! failure, the stop flag), the per-thread [`Tally`], and the `Step` result
-//! that scenario bodies return.
+//! failure, the stop flag), and the `Step` result that scenario bodies
+//! return.
 
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub(super) use super::report::Tally;
 use super::{Config, Scenario};
 use crate::rng::Rng;
 
-/// Why a scenario failed: the message that becomes [`Report::failure`].
-///
-/// [`Report::failure`]: super::Report::failure
+/// Why a step ended early: a failed check (the message that becomes the
+/// FAIL verdict), or a facility missing here (io_uring disabled, no
+/// `/dev/kvm`: the SKIP verdict, with this reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Failure(pub(super) String);
+pub(super) enum Failure {
+    Failed(String),
+    Missing(String),
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Failure::Failed(msg) => f.write_str(msg),
+            Failure::Missing(reason) => write!(f, "skipped: {reason}"),
+        }
     }
 }
 
-/// The result of a scenario step: `Err` carries the failure message.
+/// The result of a scenario step.
 pub(super) type Step<T = ()> = Result<T, Failure>;
 
 /// Fails the current step with a formatted message.
 macro_rules! bail {
     ($($arg:tt)*) => {
-        return Err($crate::stress::ctx::Failure(format!($($arg)*)))
+        return Err($crate::stress::ctx::Failure::Failed(format!($($arg)*)))
     };
 }
 pub(super) use bail;
@@ -55,54 +62,8 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
     fn context(self, what: &str) -> Step<T> {
         self.map_err(|e| {
             let e: io::Error = e.into();
-            Failure(format!("{what}: {e} ({:?})", e.kind()))
+            Failure::Failed(format!("{what}: {e} ({:?})", e.kind()))
         })
-    }
-}
-
-/// What one thread or task did; merged into the scenario's totals.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Tally {
-    pub(super) added: u128,
-    pub(super) read: u128,
-    pub(super) add_calls: u64,
-    pub(super) read_calls: u64,
-    pub(super) wakeups: u64,
-    pub(super) spurious: u64,
-    pub(super) max_wait: Duration,
-}
-
-impl Tally {
-    pub(super) fn add(&mut self, n: u64) {
-        self.added += u128::from(n);
-        self.add_calls += 1;
-    }
-
-    pub(super) fn read(&mut self, n: u64) {
-        self.read += u128::from(n);
-        self.read_calls += 1;
-    }
-
-    pub(super) fn wake(&mut self) {
-        self.wakeups += 1;
-    }
-
-    pub(super) fn spurious(&mut self) {
-        self.spurious += 1;
-    }
-
-    pub(super) fn waited(&mut self, d: Duration) {
-        self.max_wait = self.max_wait.max(d);
-    }
-
-    pub(super) fn merge(&mut self, other: &Tally) {
-        self.added += other.added;
-        self.read += other.read;
-        self.add_calls += other.add_calls;
-        self.read_calls += other.read_calls;
-        self.wakeups += other.wakeups;
-        self.spurious += other.spurious;
-        self.max_wait = self.max_wait.max(other.max_wait);
     }
 }
 
@@ -121,6 +82,12 @@ pub(super) struct Ctx {
     failure: Mutex<Option<String>>,
     /// Why the scenario did not run (a facility is missing), if so.
     skipped: Mutex<Option<String>>,
+    /// Why the round could not decide (it ran out its deadline with every
+    /// waiter woken in time; the machine cannot tell a spin), if so.
+    inconclusive: Mutex<Option<String>>,
+    /// Set when the round was released at its deadline: what fails after
+    /// that is the release's doing, not a fault.
+    timed_out: AtomicBool,
     totals: Mutex<Tally>,
     /// Progress of the current round: units read (where values are small).
     pub(super) live: AtomicU64,
@@ -145,6 +112,8 @@ impl Ctx {
             stop: AtomicBool::new(false),
             failure: Mutex::new(None),
             skipped: Mutex::new(None),
+            inconclusive: Mutex::new(None),
+            timed_out: AtomicBool::new(false),
             totals: Mutex::new(Tally::default()),
             live: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
@@ -188,7 +157,7 @@ impl Ctx {
     }
 
     /// T: the longest a count may stay pending with no waiter woken.
-    pub(super) fn t(&self) -> Duration {
+    pub(super) fn liveness(&self) -> Duration {
         self.cfg.liveness
     }
 
@@ -196,13 +165,16 @@ impl Ctx {
     /// itself (it is normally released sooner through a stop fd). Longer than
     /// T, so a lost wakeup is caught by the watchdog before any re-poll.
     pub(super) fn backstop(&self) -> Duration {
-        self.t() * 3
+        self.liveness() * 3
     }
 
-    /// The hard deadline of one round.
+    /// The hard deadline of one round: a minute per unit of scale on a fast
+    /// machine, times the [`slowness`](super::Calibration::slowness) of this
+    /// one, plus 4 T.
     pub(super) fn deadline(&self) -> Duration {
-        Duration::from_secs(60) * u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000)
-            + self.t() * 4
+        let scale = u32::try_from(self.scale()).unwrap_or(u32::MAX).min(1000);
+        (Duration::from_secs(60) * scale).mul_f64(super::calibration().slowness)
+            + self.liveness() * 4
     }
 
     pub(super) fn stopped(&self) -> bool {
@@ -222,53 +194,88 @@ impl Ctx {
         self.live.store(0, Ordering::SeqCst);
     }
 
-    /// Records the first failure (later ones are dropped) and stops the round.
+    /// Records the first failure (later ones are dropped) and stops the
+    /// round; after a release at the deadline, failures are its doing and
+    /// are dropped.
     pub(super) fn fail(&self, msg: impl Into<String>) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
-            *failure = Some(msg.into());
+        if self.timed_out.load(Ordering::SeqCst) {
+            return;
         }
-        drop(failure);
+        first(&self.failure).get_or_insert_with(|| msg.into());
         self.finish();
     }
 
+    /// Records a failure that no release explains (an fd left open).
+    pub(super) fn fail_anyway(&self, msg: impl Into<String>) {
+        self.timed_out.store(false, Ordering::SeqCst);
+        self.fail(msg);
+    }
+
     pub(super) fn failed(&self) -> bool {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        first(&self.failure).is_some()
     }
 
     pub(super) fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        first(&self.failure).clone()
     }
 
     /// Records that the scenario cannot run here (io_uring disabled, no
     /// `/dev/kvm`) and stops the round: the report's verdict is SKIP, with
     /// `reason`, not PASS.
     pub(super) fn skip(&self, reason: impl Into<String>) {
-        let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
-        skipped.get_or_insert_with(|| reason.into());
-        drop(skipped);
+        first(&self.skipped).get_or_insert_with(|| reason.into());
         self.finish();
     }
 
+    /// Records that the round cannot decide: the verdict is INCONCLUSIVE
+    /// unless a check fails.
+    pub(super) fn undecided(&self, reason: impl Into<String>) {
+        first(&self.inconclusive).get_or_insert_with(|| reason.into());
+    }
+
+    /// The round ran out its deadline with no lost wakeup seen: INCONCLUSIVE,
+    /// and the round stops.
+    pub(super) fn time_out(&self, reason: impl Into<String>) {
+        self.undecided(reason);
+        self.timed_out.store(true, Ordering::SeqCst);
+        self.finish();
+    }
+
+    pub(super) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn inconclusive(&self) -> Option<String> {
+        first(&self.inconclusive).clone()
+    }
+
     pub(super) fn skipped(&self) -> Option<String> {
-        self.skipped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        first(&self.skipped).clone()
     }
 
     /// `Err` with the recorded failure if another thread (or the watchdog)
     /// already failed the scenario: the next part of a round is pointless.
     pub(super) fn proceed(&self) -> Step {
-        match self.failure() {
-            Some(msg) => Err(Failure(msg)),
-            None => Ok(()),
+        match (self.failure(), self.skipped()) {
+            (Some(msg), _) => Err(Failure::Failed(msg)),
+            (None, Some(reason)) => Err(Failure::Missing(reason)),
+            (None, None) if self.timed_out() => {
+                Err(Failure::Failed("released at the deadline".to_string()))
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Whether the scenario failed, skipped or timed out: the round is over.
+    pub(super) fn halted(&self) -> bool {
+        self.failed() || self.skipped().is_some() || self.timed_out()
+    }
+
+    /// Records `failure`: a FAIL, or the SKIP of a missing facility.
+    pub(super) fn halt(&self, failure: Failure) {
+        match failure {
+            Failure::Failed(msg) => self.fail(msg),
+            Failure::Missing(reason) => self.skip(reason),
         }
     }
 
@@ -276,7 +283,7 @@ impl Ctx {
     /// other waiters now rather than when the step's caller returns.
     pub(super) fn record<T>(&self, step: Step<T>) -> Step<T> {
         if let Err(f) = &step {
-            self.fail(f.0.clone());
+            self.halt(f.clone());
         }
         step
     }
@@ -300,13 +307,14 @@ impl Ctx {
 
     pub(super) fn check_conservation(&self) {
         let t = self.totals();
-        if t.added != t.read && !self.failed() {
+        if t.adds != t.reads && !self.failed() {
             self.fail(format!(
-                "conservation: added {} but read {} ({} {})",
-                t.added,
-                t.read,
-                t.added.abs_diff(t.read),
-                if t.added > t.read {
+                "{}: conservation: added {} but read {} ({} {})",
+                self.id(),
+                t.adds,
+                t.reads,
+                t.adds.abs_diff(t.reads),
+                if t.adds > t.reads {
                     "lost or stranded"
                 } else {
                     "read twice"
@@ -371,4 +379,10 @@ impl Ctx {
     pub(super) fn id(&self) -> &'static str {
         self.scenario.id
     }
+}
+
+/// The first message of its kind (a failure, a SKIP's reason ...): later
+/// ones are dropped. A panic elsewhere leaves it as it was.
+fn first(message: &Mutex<Option<String>>) -> MutexGuard<'_, Option<String>> {
+    message.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{drain, jitter, run_threads, stream, timeout_ms, writer_jobs, Job};
+use super::threads::{jitter, run_threads, stream, timeout_ms, woke, writer_jobs, Job};
 use super::watchdog::{count_left, Watch};
 use async_eventfd::EventFd;
 
@@ -84,10 +84,7 @@ pub(super) fn reader(
     while let Some(n) = wait(ctx, watch, waiter, ep, &mut events)? {
         for ev in &events[..n] {
             if ev.data() == DATA {
-                tally.wake();
-                if !drain(ctx, watch, 0, efd, &mut tally)? {
-                    tally.spurious();
-                }
+                woke(ctx, watch, 0, efd, &mut tally)?;
             }
         }
     }
@@ -138,14 +135,11 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
         efd.add(1).context("add")?;
         tally.add(1);
         ensure!(
-            reports(&ep, DATA, timeout_ms(ctx.t()))?,
+            reports(&ep, DATA, timeout_ms(ctx.liveness()))?,
             "S1: a lone add was not reported within {:?}",
-            ctx.t()
+            ctx.liveness()
         );
-        tally.wake();
-        if !drain(ctx, &watch, 0, &efd, &mut tally)? {
-            tally.spurious();
-        }
+        woke(ctx, &watch, 0, &efd, &mut tally)?;
     }
     ctx.merge(&tally);
     Ok(())
@@ -255,10 +249,7 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
                     if !events[..n].iter().any(|ev| ev.data() == DATA) {
                         continue;
                     }
-                    tally.wake();
-                    if !drain(ctx, w, 0, e, &mut tally)? {
-                        tally.spurious();
-                    }
+                    woke(ctx, w, 0, e, &mut tally)?;
                     // Let writes land between the drain and the re-arm.
                     jitter(&mut rng);
                     rearm(p, e, oneshot)?;
@@ -278,11 +269,10 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
         efd.add(1).context("add")?;
         tally.add(1);
         ensure!(
-            reports(&ep, DATA, timeout_ms(ctx.t()))?,
+            reports(&ep, DATA, timeout_ms(ctx.liveness()))?,
             "S4: round {round}: an armed ONESHOT missed an add"
         );
-        tally.wake();
-        drain(ctx, &watch, 0, &efd, &mut tally)?;
+        woke(ctx, &watch, 0, &efd, &mut tally)?;
         // Disarmed now. A write lands before the re-arm...
         efd.add(1).context("add")?;
         tally.add(1);
@@ -297,8 +287,7 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
             "S4: round {round}: re-arm with count {} did not report at once",
             count_left(efd.as_fd())
         );
-        tally.wake();
-        drain(ctx, &watch, 0, &efd, &mut tally)?;
+        woke(ctx, &watch, 0, &efd, &mut tally)?;
     }
     ctx.merge(&tally);
     Ok(())
@@ -435,10 +424,7 @@ pub(super) fn timeout_boundary(ctx: &Arc<Ctx>) -> Step {
                     if n == 0 {
                         timeouts.fetch_add(1, Ordering::Relaxed);
                     } else if events[..n].iter().any(|ev| ev.data() == DATA) {
-                        tally.wake();
-                        if !drain(ctx, w, 0, e, &mut tally)? {
-                            tally.spurious();
-                        }
+                        woke(ctx, w, 0, e, &mut tally)?;
                     }
                 }
                 Ok(tally)

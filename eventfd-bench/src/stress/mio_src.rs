@@ -11,7 +11,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{drain, run_threads, stream, writer_jobs, Job};
+use super::threads::{run_threads, stream, woke, writer_jobs, Job};
 use super::watchdog::Watch;
 use async_eventfd::EventFd;
 
@@ -124,7 +124,7 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
         t.read_calls == t.add_calls * n,
         "S3 (mio): {} reads for {} units added, expected one read per unit",
         t.read_calls,
-        t.added
+        t.adds
     );
     Ok(())
 }
@@ -162,10 +162,7 @@ pub(super) fn mio_source_churn(ctx: &Arc<Ctx>) -> Step {
                     "S10: event for token {} after churn #{churns}, current token is {token}",
                     ev.token().0
                 );
-                tally.wake();
-                if !drain(ctx, w, 0, &efd, &mut tally)? {
-                    tally.spurious();
-                }
+                woke(ctx, w, 0, &efd, &mut tally)?;
             }
             match rng.below(8) {
                 0 => {

@@ -6,7 +6,7 @@
 //! topology of writers and waiters over eventfds and check (S17 to S19 with
 //! the kernel as the writer: io_uring completions, overflow storms, KVM
 //! ioeventfds; where io_uring or `/dev/kvm` is missing they SKIP, with the
-//! reason, see [`Report::skipped`]):
+//! reason, see [`Verdict::Skip`]):
 //!
 //! - **conservation**: the sum of every value read equals the sum of every
 //!   value added, exactly;
@@ -43,7 +43,7 @@
 //! Its parts: the scenario table (`scenarios`), the run context and tallies
 //! (`ctx`), the report (`report`), the watchdog (`watchdog`), the thread
 //! helpers (`threads`), fd and RSS accounting (`account`), and the scenario
-//! bodies by layer (`epoll`, `sys`, `mio_src`, `rt`, `kernel`).
+//! bodies by layer (`epoll`, `plain_syscalls`, `mio_src`, `rt`, `kernel`).
 //!
 //! # Examples
 //!
@@ -52,12 +52,12 @@
 //!
 //! let report = stress::run("S3", &Config::default());
 //! assert!(report.passed(), "{report}");
-//! assert_eq!(report.adds, report.reads);
+//! assert_eq!(report.tally.adds, report.tally.reads);
 //! assert_eq!(report.fds_after, report.fds_before);
 //! ```
 //!
 //! Nothing here returns an error: a failed check, an I/O error or a hang is a
-//! [`Report`] whose [`failure`](Report::failure) says what went wrong.
+//! [`Report`] whose [`verdict`](Report::verdict) says what went wrong.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -66,21 +66,23 @@ use std::time::{Duration, Instant};
 use crate::rng::Rng;
 
 mod account;
+mod calibrate;
 mod ctx;
 mod epoll;
 mod kernel;
 mod mio_src;
+mod plain_syscalls;
 mod report;
 mod rt;
 mod scenarios;
-mod sys;
 mod threads;
 mod watchdog;
 
 pub use account::{sample, Sample};
+pub use calibrate::{calibration, Calibration};
 use ctx::Ctx;
 use report::replay;
-pub use report::Report;
+pub use report::{Report, Tally, Verdict};
 pub use scenarios::{scenario, Scenario, SCENARIOS};
 
 /// How hard and how long to stress, and with which seed.
@@ -104,9 +106,6 @@ pub struct Config {
     /// Multiplies the work of one round (1 = the default, seconds long for
     /// the whole suite). 0 is treated as 1.
     pub scale: u32,
-    /// With `Some(d)`, rounds repeat until `d` has passed (at least one
-    /// round); with `None`, one round.
-    pub duration: Option<Duration>,
     /// Overrides the number of writer and reader threads (and tokio worker
     /// threads) where a scenario has a choice; `None` keeps each scenario's
     /// own numbers. More threads than cores oversubscribes the machine.
@@ -122,7 +121,6 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             scale: 1,
-            duration: None,
             threads: None,
             liveness: Duration::from_secs(2),
             seed: None,
@@ -163,7 +161,7 @@ impl Config {
     }
 }
 
-/// Runs one scenario by id (as [`scenario`] parses it).
+/// Runs one round of a scenario by id (as [`scenario`] parses it).
 ///
 /// Scenarios of one process run one at a time: a call waits for any other
 /// running scenario to finish (see [`Report::fds_after`]).
@@ -179,33 +177,17 @@ impl Config {
 /// let report = run("s3", &Config::default());
 /// assert!(report.passed(), "{report}");
 /// // S3 is semaphore mode: every read returned exactly 1.
-/// assert_eq!(report.reads, u128::from(report.read_calls));
+/// assert_eq!(report.tally.reads, u128::from(report.tally.read_calls));
 /// ```
 pub fn run(id: &str, config: &Config) -> Report {
     let seed = config.seed.unwrap_or_else(Rng::fresh_seed);
     let Some(sc) = scenario(id) else {
         return Report {
-            id: id.to_string(),
-            name: String::new(),
-            rounds: 0,
-            adds: 0,
-            reads: 0,
-            add_calls: 0,
-            read_calls: 0,
-            wakeups: 0,
-            spurious: 0,
-            max_pending_wait: Duration::ZERO,
-            elapsed: Duration::ZERO,
-            failure: Some(format!(
+            verdict: Verdict::Fail(format!(
                 "unknown scenario {id:?} (expected S1 to S{})",
                 SCENARIOS.len()
             )),
-            skipped: None,
-            seed,
-            fds_before: 0,
-            fds_after: 0,
-            rss_before: 0,
-            rss_after: 0,
+            ..Report::new(id, "", seed)
         };
     };
     run_scenario(sc, config, seed)
@@ -214,16 +196,18 @@ pub fn run(id: &str, config: &Config) -> Report {
 /// Runs `sc` with `seed`, alone in the process, and reports.
 fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
     let _alone = account::exclusive();
+    let calibration = calibration();
     let before = account::Usage::now();
     let start = Instant::now();
     let ctx = Arc::new(Ctx::new(sc, config.clone(), seed));
-    let rounds = run_rounds(&ctx, config, start);
+    run_round(&ctx);
     let elapsed = start.elapsed();
     // Every fd of the scenario is closed by now: its bodies own their fds,
-    // join their threads and drop their runtimes before they return.
+    // join their threads and drop their runtimes before they return, also
+    // after a failure or a release at the deadline.
     let after = account::Usage::now();
     if after.fds != before.fds && !ctx.failed() {
-        ctx.fail(format!(
+        ctx.fail_anyway(format!(
             "{}: {} fds open before the scenario, {} after ({})",
             sc.id,
             before.fds.len(),
@@ -232,87 +216,58 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
         ));
     }
     let totals = ctx.totals();
+    let verdict = match (ctx.failure(), ctx.inconclusive(), ctx.skipped()) {
+        (Some(msg), _, _) => Verdict::Fail(format!("{msg} {}", replay(seed))),
+        (None, Some(reason), _) => Verdict::Inconclusive(format!("{reason} {}", replay(seed))),
+        (None, None, Some(reason)) => Verdict::Skip(reason),
+        (None, None, None) => Verdict::Pass,
+    };
     Report {
-        id: sc.id.to_string(),
-        name: sc.name.to_string(),
-        rounds,
-        adds: totals.added,
-        reads: totals.read,
-        add_calls: totals.add_calls,
-        read_calls: totals.read_calls,
-        wakeups: totals.wakeups,
-        spurious: totals.spurious,
-        max_pending_wait: totals.max_wait.max(ctx.max_pending()),
+        rounds: 1,
+        tally: Tally {
+            max_pending_wait: totals.max_pending_wait.max(ctx.max_pending()),
+            ..totals
+        },
         elapsed,
-        failure: ctx.failure().map(|msg| format!("{msg} {}", replay(seed))),
-        skipped: ctx.skipped(),
-        seed,
+        verdict,
         fds_before: before.fds.len(),
         fds_after: after.fds.len(),
         rss_before: before.rss,
         rss_after: after.rss,
+        calibration,
+        ..Report::new(sc.id, sc.name, seed)
     }
 }
 
-/// Runs the rounds of a scenario (one, or until the configured duration
-/// has passed, or the first failure or SKIP); returns how many ran.
-fn run_rounds(ctx: &Arc<Ctx>, config: &Config, start: Instant) -> u64 {
+/// Runs one round of a scenario, turning a panic into a failure, and checks
+/// what every round must hold: conservation, and at least one add.
+fn run_round(ctx: &Arc<Ctx>) {
     let sc = ctx.scenario;
-    let mut rounds = 0;
-    loop {
-        ctx.start_round(rounds);
-        let add_calls = ctx.totals().add_calls;
-        match panic::catch_unwind(AssertUnwindSafe(|| (sc.run)(ctx))) {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => ctx.fail(failure.0),
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_string());
-                ctx.fail(format!("panicked: {msg}"));
-            }
-        }
-        rounds += 1;
-        if ctx.skipped().is_some() {
-            return rounds;
-        }
-        ctx.check_conservation();
-        if ctx.totals().add_calls == add_calls && !ctx.failed() {
-            ctx.fail(format!(
-                "{}: round {rounds} added nothing, so it checked nothing",
-                sc.id
-            ));
-        }
-        if ctx.failed() {
-            return rounds;
-        }
-        match config.duration {
-            Some(d) if start.elapsed() < d => {}
-            _ => return rounds,
+    ctx.start_round(0);
+    match panic::catch_unwind(AssertUnwindSafe(|| (sc.run)(ctx))) {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => ctx.halt(failure),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            ctx.fail(format!("panicked: {msg}"));
         }
     }
-}
-
-/// Runs every scenario in order, calling `progress` before each one.
-///
-/// # Examples
-///
-/// ```no_run
-/// use eventfd_bench::stress::{run_all, Config};
-///
-/// let reports = run_all(&Config::default(), |s| eprintln!("running {}", s.id));
-/// assert!(reports.iter().all(|r| r.passed()));
-/// ```
-pub fn run_all(config: &Config, mut progress: impl FnMut(&Scenario)) -> Vec<Report> {
-    SCENARIOS
-        .iter()
-        .map(|sc| {
-            progress(sc);
-            run(sc.id, config)
-        })
-        .collect()
+    // A round that skipped, or was released at its deadline, is over
+    // before its counts could add up.
+    if ctx.skipped().is_some() || ctx.timed_out() {
+        return;
+    }
+    ctx.check_conservation();
+    if ctx.totals().add_calls == 0 && !ctx.failed() {
+        ctx.fail(format!(
+            "{}: the round added nothing, so it checked nothing",
+            sc.id
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -372,9 +327,8 @@ mod tests {
             // S10 takes its churn (reregister, deregister, sleeps) and its
             // writers' jitter from the seed.
             let ctx = Arc::new(Ctx::new(&SCENARIOS[9], config.clone(), seed));
-            let rounds = run_rounds(&ctx, &config, Instant::now());
+            run_round(&ctx);
             assert_eq!(ctx.failure(), None);
-            assert_eq!(rounds, 1);
             let mut handed = ctx.handed.lock().expect("not poisoned").clone();
             handed.sort_unstable();
             handed
@@ -415,10 +369,10 @@ mod tests {
 
     #[test]
     fn a_failure_names_the_seed_and_the_replay_variable() {
-        static FAILS: Scenario = fake(|_| Err(ctx::Failure("S0: boom".to_string())));
+        static FAILS: Scenario = fake(|_| Err(ctx::Failure::Failed("S0: boom".to_string())));
         let report = run_scenario(&FAILS, &Config::default(), 42);
         assert_eq!(
-            report.failure.as_deref(),
+            report.verdict.reason(),
             Some("S0: boom [seed 42; replay with EVENTFD_STRESS_SEED=42]")
         );
         assert!(report
@@ -427,12 +381,36 @@ mod tests {
     }
 
     #[test]
+    fn a_round_released_at_its_deadline_is_inconclusive_not_failed() {
+        static SLOW: Scenario = fake(|ctx| {
+            let mut t = Tally::default();
+            t.add(1);
+            ctx.merge(&t);
+            ctx.time_out("S0: ran out its deadline");
+            // What the release makes fail is not a fault; nor is the count
+            // the round had no time to read.
+            ctx::bail!("S0: released")
+        });
+        let report = run_scenario(&SLOW, &Config::default(), 3);
+        assert!(!report.passed() && !report.failed(), "{report}");
+        assert_eq!(
+            report.verdict,
+            Verdict::Inconclusive(
+                "S0: ran out its deadline [seed 3; replay with EVENTFD_STRESS_SEED=3]".to_string()
+            )
+        );
+        assert!(report.to_string().ends_with(
+            ": INCONCLUSIVE: S0: ran out its deadline [seed 3; replay with EVENTFD_STRESS_SEED=3]"
+        ));
+    }
+
+    #[test]
     fn a_scenario_that_leaves_an_fd_open_fails() {
         static LEAKS: Scenario = fake(|ctx| {
             let efd = async_eventfd::EventFd::new().expect("eventfd");
             efd.add(1).expect("add");
             ctx.merge(&{
-                let mut t = ctx::Tally::default();
+                let mut t = Tally::default();
                 t.add(1);
                 t.read(efd.read().expect("read"));
                 t
@@ -442,7 +420,9 @@ mod tests {
         });
         let report = run_scenario(&LEAKS, &Config::default(), 7);
         assert_eq!(report.fds_after, report.fds_before + 1, "{report}");
-        let failure = report.failure.expect("a leak fails");
+        let Verdict::Fail(failure) = report.verdict else {
+            panic!("a leak fails: {report}");
+        };
         assert!(
             failure.starts_with(&format!(
                 "S0: {} fds open before the scenario, {} after (opened [",

@@ -1,33 +1,31 @@
-//! The outcome of one scenario, as the engine reports it.
+//! What a scenario did ([`Tally`]), and its outcome ([`Report`], [`Verdict`]).
 
 use std::fmt;
 use std::time::Duration;
 
-/// The outcome of one scenario.
+use serde::{Serialize, Serializer};
+
+use super::Calibration;
+
+/// What a thread, a task or a whole scenario did: merged into the
+/// scenario's totals, which its [`Report`] holds.
 ///
 /// # Examples
 ///
 /// ```
 /// use eventfd_bench::stress::{run, Config};
 ///
-/// let report = run("S13", &Config::default());
-/// assert_eq!(report.id, "S13");
-/// assert!(report.failure.is_none(), "{report}");
-/// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
+/// let tally = run("S3", &Config::default()).tally;
+/// assert_eq!(tally.reads, tally.adds);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// The scenario id, `"S1"` to `"S19"` (or the unknown id asked for).
-    pub id: String,
-    /// The scenario's name.
-    pub name: String,
-    /// How many rounds ran.
-    pub rounds: u64,
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tally {
     /// The sum of every value added (u128: some scenarios add `MAX_COUNT`).
     pub adds: u128,
     /// The sum of every value read. Equal to `adds` when the scenario passed.
     pub reads: u128,
-    /// How many successful add calls (write syscalls or `add` futures).
+    /// How many successful add calls (write syscalls, `add` futures, kernel
+    /// signals).
     pub add_calls: u64,
     /// How many successful read calls.
     pub read_calls: u64,
@@ -40,17 +38,167 @@ pub struct Report {
     /// The longest wait observed while a count was pending (at least: the
     /// watchdog samples every few milliseconds, ping-pong scenarios measure
     /// each round exactly).
+    #[serde(rename = "max_pending_wait_us", serialize_with = "micros")]
     pub max_pending_wait: Duration,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, n: u64) {
+        self.add_each(1, n);
+    }
+
+    /// `calls` adds of `n` each (a kernel signal is an add of 1).
+    pub(crate) fn add_each(&mut self, calls: u64, n: u64) {
+        self.adds += u128::from(calls) * u128::from(n);
+        self.add_calls += calls;
+    }
+
+    pub(crate) fn read(&mut self, n: u64) {
+        self.reads += u128::from(n);
+        self.read_calls += 1;
+    }
+
+    pub(crate) fn wake(&mut self) {
+        self.wakeups += 1;
+    }
+
+    pub(crate) fn spurious(&mut self) {
+        self.spurious += 1;
+    }
+
+    pub(crate) fn waited(&mut self, d: Duration) {
+        self.max_pending_wait = self.max_pending_wait.max(d);
+    }
+
+    /// Adds `other` in: the sums and counts add up, the longest wait stays.
+    pub(crate) fn merge(&mut self, other: &Tally) {
+        self.adds += other.adds;
+        self.reads += other.reads;
+        self.add_calls += other.add_calls;
+        self.read_calls += other.read_calls;
+        self.wakeups += other.wakeups;
+        self.spurious += other.spurious;
+        self.waited(other.max_pending_wait);
+    }
+}
+
+/// A scenario's verdict. In `--json` it is the keys `passed`, `failure`,
+/// `skipped` and `inconclusive` (the message or reason, or null).
+///
+/// # Examples
+///
+/// ```
+/// use eventfd_bench::stress::Verdict;
+///
+/// let skip = Verdict::Skip("no /dev/kvm".to_string());
+/// assert_eq!(skip.to_string(), "SKIP: no /dev/kvm");
+/// assert_eq!((skip.word(), skip.reason()), ("SKIP", Some("no /dev/kvm")));
+/// assert_eq!((Verdict::Pass.word(), Verdict::Pass.reason()), ("PASS", None));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The scenario ran and every check passed.
+    Pass,
+    /// A check failed: the message ends with the seed and how to replay it
+    /// (`EVENTFD_STRESS_SEED=<seed>`).
+    Fail(String),
+    /// The scenario could not run here (io_uring disabled, no `/dev/kvm`):
+    /// nothing was checked, so it has not passed; it has not failed either.
+    Skip(String),
+    /// No check failed, but the round could not decide: it ran out its
+    /// deadline while every waiter was woken in time (a slow machine, not
+    /// a lost wakeup), or the machine is too slow to tell a spin from an
+    /// honest wait. Not a pass.
+    Inconclusive(String),
+}
+
+impl Verdict {
+    /// The verdict in one word: `"PASS"`, `"FAIL"`, `"SKIP"` or
+    /// `"INCONCLUSIVE"` (see [`Verdict`] for an example).
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail(_) => "FAIL",
+            Verdict::Skip(_) => "SKIP",
+            Verdict::Inconclusive(_) => "INCONCLUSIVE",
+        }
+    }
+
+    /// The failure message or the reason; `None` for a PASS (see
+    /// [`Verdict`] for an example).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Pass => None,
+            Verdict::Fail(why) | Verdict::Skip(why) | Verdict::Inconclusive(why) => Some(why),
+        }
+    }
+
+    /// How much a verdict weighs when passes are added up: the heaviest wins.
+    fn weight(&self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Skip(_) => 1,
+            Verdict::Inconclusive(_) => 2,
+            Verdict::Fail(_) => 3,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())?;
+        match self.reason() {
+            Some(why) => write!(f, ": {why}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let reason = |v: fn(&Verdict) -> bool| self.reason().filter(|_| v(self));
+        let mut out = s.serialize_struct("Verdict", 4)?;
+        out.serialize_field("passed", &(*self == Verdict::Pass))?;
+        out.serialize_field("failure", &reason(|v| matches!(v, Verdict::Fail(_))))?;
+        out.serialize_field("skipped", &reason(|v| matches!(v, Verdict::Skip(_))))?;
+        let undecided = |v: &Verdict| matches!(v, Verdict::Inconclusive(_));
+        out.serialize_field("inconclusive", &reason(undecided))?;
+        out.end()
+    }
+}
+
+/// The outcome of one scenario (or of several passes of it, added up with
+/// [`Report::add_pass`]). Serialized as one line of `eventfd-bench stress
+/// --json`.
+///
+/// # Examples
+///
+/// ```
+/// use eventfd_bench::stress::{run, Config};
+///
+/// let report = run("S13", &Config::default());
+/// assert_eq!(report.id, "S13");
+/// assert!(report.passed(), "{report}");
+/// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The scenario id, `"S1"` to `"S19"` (or the unknown id asked for).
+    pub id: String,
+    /// The scenario's name.
+    pub name: String,
+    /// How many rounds ran.
+    pub rounds: u64,
+    /// What the scenario did: sums, calls, wakeups, the longest pending wait.
+    #[serde(flatten)]
+    pub tally: Tally,
     /// Wall time of the run.
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
     pub elapsed: Duration,
-    /// `None` if every check passed; otherwise the first failure, ending
-    /// with the seed and how to replay it (`EVENTFD_STRESS_SEED=<seed>`).
-    pub failure: Option<String>,
-    /// `Some(reason)` if the scenario could not run here (io_uring disabled,
-    /// no `/dev/kvm`): the SKIP verdict. Nothing was checked, so a skipped
-    /// scenario has not passed (see [`Report::passed`]); it has not failed
-    /// either, unless `failure` is set too.
-    pub skipped: Option<String>,
+    /// PASS, FAIL, SKIP or INCONCLUSIVE, with the message or the reason.
+    #[serde(flatten)]
+    pub verdict: Verdict,
     /// The seed of the run's random choices: [`Config::seed`](super::Config::seed), or the fresh
     /// seed taken when that was `None`.
     pub seed: u64,
@@ -71,13 +219,33 @@ pub struct Report {
     /// judged: the allocator keeps freed memory, so growth over one run is
     /// not a leak; growth over many rounds of a long run is worth a look.
     pub rss_after: u64,
+    /// What this machine measured before the first scenario, which the
+    /// deadlines and S18's spin checks scale from.
+    pub calibration: Calibration,
 }
 
 impl Report {
+    /// An empty report of scenario `id` with `seed`: no round ran yet.
+    pub(super) fn new(id: &str, name: &str, seed: u64) -> Report {
+        Report {
+            id: id.to_string(),
+            name: name.to_string(),
+            rounds: 0,
+            tally: Tally::default(),
+            elapsed: Duration::ZERO,
+            verdict: Verdict::Pass,
+            seed,
+            fds_before: 0,
+            fds_after: 0,
+            rss_before: 0,
+            rss_after: 0,
+            calibration: Calibration::default(),
+        }
+    }
+
     /// Returns whether the scenario ran and every check passed: the PASS
-    /// verdict. A skipped scenario (see [`Report::skipped`]) checked
-    /// nothing, so it has not passed; [`Report::failed`] tells a SKIP from
-    /// a FAIL.
+    /// verdict. A skipped scenario checked nothing, so it has not passed;
+    /// [`Report::failed`] tells a SKIP from a FAIL.
     ///
     /// # Examples
     ///
@@ -87,11 +255,10 @@ impl Report {
     /// assert!(report.failed());
     /// ```
     pub fn passed(&self) -> bool {
-        self.failure.is_none() && self.skipped.is_none()
+        self.verdict == Verdict::Pass
     }
 
-    /// Returns whether a check failed: the FAIL verdict (which wins over a
-    /// SKIP).
+    /// Returns whether a check failed: the FAIL verdict.
     ///
     /// # Examples
     ///
@@ -100,56 +267,75 @@ impl Report {
     /// assert!(!report.failed(), "{report}");
     /// ```
     pub fn failed(&self) -> bool {
-        self.failure.is_some()
+        matches!(self.verdict, Verdict::Fail(_))
     }
 
-    /// The verdict in one word: `"PASS"`, `"FAIL"` or `"SKIP"`.
+    /// Adds a later pass of the same scenario: the counts add up, the first
+    /// of the heaviest verdicts stays (a FAIL with its pass's seed), the fds
+    /// and RSS span the first pass to the last.
     ///
     /// # Examples
     ///
     /// ```
-    /// let report = eventfd_bench::stress::run("S13", &Default::default());
-    /// assert_eq!(report.verdict(), "PASS", "{report}");
+    /// use eventfd_bench::stress::{run, Config};
+    ///
+    /// let mut total = run("S13", &Config::default());
+    /// let second = run("S13", &Config::default());
+    /// let adds = total.tally.adds + second.tally.adds;
+    /// total.add_pass(second);
+    /// assert_eq!((total.rounds, total.tally.adds), (2, adds));
     /// ```
-    pub fn verdict(&self) -> &'static str {
-        match (&self.failure, &self.skipped) {
-            (Some(_), _) => "FAIL",
-            (None, Some(_)) => "SKIP",
-            (None, None) => "PASS",
+    pub fn add_pass(&mut self, pass: Report) {
+        self.rounds += pass.rounds;
+        self.tally.merge(&pass.tally);
+        self.elapsed += pass.elapsed;
+        if pass.verdict.weight() > self.verdict.weight() {
+            self.verdict = pass.verdict;
+            self.seed = pass.seed;
         }
+        self.fds_after = pass.fds_after;
+        self.rss_after = pass.rss_after;
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MIB: f64 = 1024.0 * 1024.0;
+        let t = &self.tally;
         write!(
             f,
             "{} {}: {} rounds, adds {} ({} calls), reads {} ({} calls), wakeups {}, spurious {}, \
-             longest pending wait {:?}, {:?}, fds {} -> {}, RSS {:.1} -> {:.1} MiB, seed {}: ",
+             longest pending wait {:?}, {:?}, fds {} -> {}, RSS {:.1} -> {:.1} MiB, round trip \
+             {:?} ({:.1}x the reference), seed {}: {}",
             self.id,
             self.name,
             self.rounds,
-            self.adds,
-            self.add_calls,
-            self.reads,
-            self.read_calls,
-            self.wakeups,
-            self.spurious,
-            self.max_pending_wait,
+            t.adds,
+            t.add_calls,
+            t.reads,
+            t.read_calls,
+            t.wakeups,
+            t.spurious,
+            t.max_pending_wait,
             self.elapsed,
             self.fds_before,
             self.fds_after,
             self.rss_before as f64 / MIB,
             self.rss_after as f64 / MIB,
+            Duration::from_nanos(self.calibration.round_trip_ns),
+            self.calibration.slowness,
             self.seed,
-        )?;
-        match (&self.failure, &self.skipped) {
-            (Some(msg), _) => write!(f, "FAIL: {msg}"),
-            (None, Some(reason)) => write!(f, "SKIP: {reason}"),
-            (None, None) => write!(f, "PASS"),
-        }
+            self.verdict,
+        )
     }
+}
+
+fn micros<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_micros())
+}
+
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
 }
 
 /// The replay hint that ends every failure message.

@@ -114,21 +114,25 @@ pub(super) fn read_once(ctx: &Ctx, efd: &EventFd, tally: &mut Tally) -> Step<Opt
     }
 }
 
-/// Reads until `WouldBlock`, marking progress on the watched fd `fd`;
-/// returns whether anything was read.
-pub(super) fn drain(
+/// A waiter woke for `efd`: reads until `WouldBlock`, marking progress on
+/// the watched fd `fd`; a wakeup that found nothing is spurious.
+pub(super) fn woke(
     ctx: &Ctx,
     watch: &Watch<'_>,
     fd: usize,
     efd: &EventFd,
     tally: &mut Tally,
-) -> Step<bool> {
+) -> Step {
+    tally.wake();
     let mut any = false;
     while read_once(ctx, efd, tally)?.is_some() {
         watch.progress(fd);
         any = true;
     }
-    Ok(any)
+    if !any {
+        tally.spurious();
+    }
+    Ok(())
 }
 
 /// The common shape of the thread scenarios: a watchdog, waiters and
@@ -153,7 +157,7 @@ pub(super) fn run_threads<'env>(
         }
         for &fd in &watch.fds {
             if let Err(f) = wait_drained(ctx, fd) {
-                ctx.fail(f.0);
+                ctx.halt(f);
             }
         }
         ctx.finish();

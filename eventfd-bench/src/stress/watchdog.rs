@@ -1,7 +1,8 @@
 //! The watchdog: a thread that samples every watched fd with `poll(2)`
 //! (timeout 0, so it never joins a wait queue) and fails the scenario when
-//! an fd stays readable for T while no read makes progress (a lost wakeup),
-//! or when the round outlives its deadline.
+//! an fd stays readable for T while no read makes progress and its waiters
+//! sleep (a lost wakeup). A round that outlives its deadline with no lost
+//! wakeup seen is INCONCLUSIVE: the machine was slow.
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +51,10 @@ pub(super) struct Watch<'a> {
     fd_names: Vec<String>,
     waiter_names: Vec<String>,
     probe: Probe,
+    /// Waiter `i` is the one reader of fd `i`: then an fd readable for T
+    /// is a lost wakeup only if no reader made progress in that time and its
+    /// own was not woken (a woken task yet to run is a busy machine).
+    per_fd: bool,
     done: AtomicBool,
 }
 
@@ -67,7 +72,20 @@ impl<'a> Watch<'a> {
                 asleep,
                 epoch: Instant::now(),
             },
+            per_fd: false,
             done: AtomicBool::new(false),
+        }
+    }
+
+    /// Fds with one reader each, waiter `i` reading fd `i`.
+    pub(super) fn per_fd(fds: Vec<(BorrowedFd<'a>, String)>) -> Watch<'a> {
+        let names = fds
+            .iter()
+            .map(|(_, name)| format!("the reader of {name}"))
+            .collect();
+        Watch {
+            per_fd: true,
+            ..Watch::new(fds, names)
         }
     }
 
@@ -109,22 +127,30 @@ impl<'a> Watch<'a> {
             Duration::from_millis(2)
         };
         let mut since: Vec<Option<(Instant, u64)>> = vec![None; self.fds.len()];
-        let mut released = false;
+        // Per-fd readers: when any of them last made progress (see `per_fd`).
+        let (mut total, mut moved) = (0, Instant::now());
+        let mut released: Option<Instant> = None;
         while !self.done.load(Ordering::SeqCst) {
-            if start.elapsed() > ctx.deadline() && !ctx.failed() {
-                ctx.fail(format!(
-                    "{}: the round did not finish within its deadline of {:?}{}",
+            if start.elapsed() > ctx.deadline() && !ctx.halted() {
+                ctx.time_out(format!(
+                    "{}: the round ran out its deadline of {:?} (scaled to this machine) with \
+                     every waiter woken in time{}",
                     ctx.id(),
                     ctx.deadline(),
                     self.sleepers()
                 ));
             }
             if ctx.stopped() {
-                if ctx.failed() {
+                if ctx.halted() {
                     release();
-                    released = true;
+                    let since = *released.get_or_insert_with(Instant::now);
+                    escape_if_stuck(ctx, since.elapsed());
                 }
-                thread::sleep(Duration::from_millis(if released { 20 } else { 1 }));
+                thread::sleep(Duration::from_millis(if released.is_some() {
+                    20
+                } else {
+                    1
+                }));
                 continue;
             }
             let mut pollfds: Vec<PollFd<'_>> = self
@@ -134,6 +160,17 @@ impl<'a> Watch<'a> {
                 .collect();
             if nix::poll::poll(&mut pollfds, PollTimeout::ZERO).is_ok() {
                 let now = Instant::now();
+                if self.per_fd {
+                    let sum = self
+                        .probe
+                        .progress
+                        .iter()
+                        .map(|p| p.load(Ordering::Relaxed))
+                        .sum();
+                    if sum != total {
+                        (total, moved) = (sum, now);
+                    }
+                }
                 for (i, pfd) in pollfds.iter().enumerate() {
                     let readable = pfd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
                     let progress = self.probe.progress[i].load(Ordering::Relaxed);
@@ -143,9 +180,16 @@ impl<'a> Watch<'a> {
                     }
                     match since[i] {
                         Some((t0, p)) if p == progress => {
-                            let pending = now - t0;
+                            // With a reader per fd, a busy runtime serves
+                            // the fds in turn: a count waits its turn while
+                            // the others progress; a lost wakeup shows once
+                            // they are done.
+                            let from = if self.per_fd { t0.max(moved) } else { t0 };
+                            let pending = now - from;
                             ctx.note_pending(pending);
-                            if pending >= ctx.t() {
+                            let woken =
+                                self.per_fd && self.probe.asleep[i].load(Ordering::Relaxed) == 0;
+                            if pending >= ctx.liveness() && !woken {
                                 ctx.fail(format!(
                                     "{}: lost wakeup: {} stayed readable for {:?} (count left {}) \
                                      with no read{}",
@@ -195,6 +239,25 @@ impl<'a> Watch<'a> {
             list.join(", "),
             if asleep.len() > 8 { ", ..." } else { "" }
         )
+    }
+}
+
+/// Ends the process when a round released `released` ago still has not
+/// ended: a thread that never returns (a task spinning inside `poll`, which
+/// no release reaches) would otherwise hang the run, or outlive its
+/// scenario and spoil the next one's checks.
+fn escape_if_stuck(ctx: &Ctx, released: Duration) {
+    let grace = (ctx.liveness() * 4).max(Duration::from_secs(10));
+    if released > grace.mul_f64(super::calibration().slowness) {
+        eprintln!(
+            "{}: FAIL: the round was released {released:?} ago and has not ended (a task that \
+             never yields?); {}; ending the process, since nothing else can stop its threads",
+            ctx.id(),
+            ctx.failure()
+                .or_else(|| ctx.inconclusive())
+                .unwrap_or_default()
+        );
+        std::process::exit(1);
     }
 }
 

@@ -15,12 +15,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventfd_bench::rng::Rng;
-use eventfd_bench::stress::{self, Config, Report, Sample, Scenario};
+use eventfd_bench::stress::{self, Calibration, Config, Report, Sample, Scenario};
+#[cfg(test)]
+use eventfd_bench::stress::{Tally, Verdict};
 use serde::Serialize;
 
 use crate::options::StressArgs;
 
-/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP is not a
+/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP or an
+/// INCONCLUSIVE, which the summary counts apart, is not a
 /// failure) and the open fds did not grow, else 1.
 pub(crate) fn run(args: &StressArgs) -> ExitCode {
     if run_and_print(args) {
@@ -87,7 +90,7 @@ impl Run {
     fn count(&self, verdict: &str) -> usize {
         self.reports
             .iter()
-            .filter(|r| r.verdict() == verdict)
+            .filter(|r| r.verdict.word() == verdict)
             .count()
     }
 
@@ -108,35 +111,12 @@ fn config(args: &StressArgs) -> Config {
     )]
     Config {
         scale: args.scale.unwrap_or(env.scale),
-        duration: None,
         threads: args.threads.map(usize::from),
         liveness: args.liveness.unwrap_or(env.liveness),
         // One seed for every scenario of a pass, so that one number replays it.
         seed: Some(args.seed.or(env.seed).unwrap_or_else(Rng::fresh_seed)),
         ..env
     }
-}
-
-/// Adds a later pass's report of the same scenario to `total`: the counts
-/// add up, the first failure (with its pass's seed) or SKIP stays, the fds
-/// and RSS span the first pass to the last.
-fn merge(total: &mut Report, pass: Report) {
-    total.rounds += pass.rounds;
-    total.adds += pass.adds;
-    total.reads += pass.reads;
-    total.add_calls += pass.add_calls;
-    total.read_calls += pass.read_calls;
-    total.wakeups += pass.wakeups;
-    total.spurious += pass.spurious;
-    total.max_pending_wait = total.max_pending_wait.max(pass.max_pending_wait);
-    total.elapsed += pass.elapsed;
-    if total.failure.is_none() && pass.failure.is_some() {
-        total.failure = pass.failure;
-        total.seed = pass.seed;
-    }
-    total.skipped = total.skipped.take().or(pass.skipped);
-    total.fds_after = pass.fds_after;
-    total.rss_after = pass.rss_after;
 }
 
 /// Runs passes of the selected scenarios (until `--duration`, or the first
@@ -170,7 +150,7 @@ fn run_selected(args: &StressArgs) -> Run {
             }
             let report = stress::run(sc.id, &config);
             match reports.get_mut(i) {
-                Some(total) => merge(total, report),
+                Some(total) => total.add_pass(report),
                 None => reports.push(report),
             }
             let last = samples.last().map_or(0, |p| p.t_ms);
@@ -275,22 +255,18 @@ fn table(run: &Run) -> String {
             r.id,
             r.name,
             r.rounds,
-            r.add_calls,
-            r.read_calls,
-            fmt_sum(r.reads),
-            r.wakeups,
-            r.spurious,
-            fmt_wait(r.max_pending_wait),
+            r.tally.add_calls,
+            r.tally.read_calls,
+            fmt_sum(r.tally.reads),
+            r.tally.wakeups,
+            r.tally.spurious,
+            fmt_wait(r.tally.max_pending_wait),
             format!("{:.2}s", r.elapsed.as_secs_f64()),
-            r.verdict()
+            r.verdict.word()
         ));
     }
-    for r in reports {
-        match (&r.failure, &r.skipped) {
-            (Some(msg), _) => out.push_str(&format!("\n{} FAIL: {msg}", r.id)),
-            (None, Some(reason)) => out.push_str(&format!("\n{} SKIP: {reason}", r.id)),
-            (None, None) => {}
-        }
+    for r in reports.iter().filter(|r| !r.passed()) {
+        out.push_str(&format!("\n{} {}", r.id, r.verdict));
     }
     if let Some(msg) = &run.failure {
         out.push_str(&format!("\nFAIL: {msg}"));
@@ -307,12 +283,21 @@ fn table(run: &Run) -> String {
             run.samples.len()
         ));
     }
+    let machine = stress::calibration();
     out.push_str(&format!(
-        "\n{} scenarios: {} PASS, {} FAIL, {} SKIP; {} {} in {:.1}s",
+        "\nmachine: eventfd round trip {:?} ({:.1}x the reference: deadlines scale by it), an \
+         honest overflow wait costs {:?} of CPU in 200ms",
+        Duration::from_nanos(machine.round_trip_ns),
+        machine.slowness,
+        Duration::from_micros(machine.idle_wait_cpu_us)
+    ));
+    out.push_str(&format!(
+        "\n{} scenarios: {} PASS, {} FAIL, {} SKIP, {} INCONCLUSIVE; {} {} in {:.1}s",
         reports.len(),
         run.count("PASS"),
         run.count("FAIL"),
         run.count("SKIP"),
+        run.count("INCONCLUSIVE"),
         run.passes,
         if run.passes == 1 { "pass" } else { "passes" },
         run.elapsed.as_secs_f64()
@@ -329,58 +314,6 @@ fn table(run: &Run) -> String {
     out
 }
 
-/// A report in `--json`. The sums are `u128` (scenarios that add
-/// `MAX_COUNT` pass `u64::MAX`): serde_json writes them as plain numbers.
-#[derive(Serialize)]
-struct Row<'a> {
-    id: &'a str,
-    name: &'a str,
-    rounds: u64,
-    adds: u128,
-    reads: u128,
-    add_calls: u64,
-    read_calls: u64,
-    wakeups: u64,
-    spurious: u64,
-    max_pending_wait_us: u128,
-    elapsed_ms: u128,
-    passed: bool,
-    failure: Option<&'a str>,
-    /// The SKIP verdict's reason (`passed` is then false, `failure` null).
-    skipped: Option<&'a str>,
-    seed: u64,
-    fds_before: usize,
-    fds_after: usize,
-    rss_before: u64,
-    rss_after: u64,
-}
-
-impl<'a> From<&'a Report> for Row<'a> {
-    fn from(r: &'a Report) -> Row<'a> {
-        Row {
-            id: &r.id,
-            name: &r.name,
-            rounds: r.rounds,
-            adds: r.adds,
-            reads: r.reads,
-            add_calls: r.add_calls,
-            read_calls: r.read_calls,
-            wakeups: r.wakeups,
-            spurious: r.spurious,
-            max_pending_wait_us: r.max_pending_wait.as_micros(),
-            elapsed_ms: r.elapsed.as_millis(),
-            passed: r.passed(),
-            failure: r.failure.as_deref(),
-            skipped: r.skipped.as_deref(),
-            seed: r.seed,
-            fds_before: r.fds_before,
-            fds_after: r.fds_after,
-            rss_before: r.rss_before,
-            rss_after: r.rss_after,
-        }
-    }
-}
-
 /// The last element of `--json`: the run as a whole.
 #[derive(Serialize)]
 struct Summary<'a> {
@@ -388,6 +321,7 @@ struct Summary<'a> {
     passed: usize,
     failed: usize,
     skipped: usize,
+    inconclusive: usize,
     passes: u64,
     elapsed_ms: u128,
     /// The seed of the first pass; pass k ran with `seed + k - 1`.
@@ -396,6 +330,8 @@ struct Summary<'a> {
     failure: Option<&'a str>,
     /// Open fds and RSS (bytes) at `t_ms` since the start.
     samples: &'a [Point],
+    /// What the machine measured, which deadlines and budgets scale from.
+    calibration: Calibration,
 }
 
 /// A JSON array with one report a line, so that a line-oriented tool can
@@ -405,7 +341,7 @@ fn json(run: &Run) -> String {
         .reports
         .iter()
         .map(|r| {
-            serde_json::to_string(&Row::from(r)).unwrap_or_else(|e| {
+            serde_json::to_string(r).unwrap_or_else(|e| {
                 // Unreachable for this struct of numbers and strings; still
                 // valid JSON if it happens.
                 serde_json::json!({ "id": r.id, "error": e.to_string() }).to_string()
@@ -417,11 +353,13 @@ fn json(run: &Run) -> String {
         passed: run.count("PASS"),
         failed: run.count("FAIL"),
         skipped: run.count("SKIP"),
+        inconclusive: run.count("INCONCLUSIVE"),
         passes: run.passes,
         elapsed_ms: run.elapsed.as_millis(),
         seed: run.seed,
         failure: run.failure.as_deref(),
         samples: &run.samples,
+        calibration: stress::calibration(),
     };
     lines.push(
         serde_json::to_string(&serde_json::json!({ "summary": summary }))
@@ -436,23 +374,21 @@ mod tests {
     use super::*;
 
     fn report(adds: u128, failure: Option<&str>) -> Report {
-        #[allow(
-            clippy::needless_update,
-            reason = "the fields the engine adds keep a real report's values"
-        )]
         Report {
             id: "S9".to_string(),
             name: "a \"quoted\" name".to_string(),
             rounds: 2,
-            adds,
-            reads: adds,
-            add_calls: 3,
-            read_calls: 4,
-            wakeups: 5,
-            spurious: 1,
-            max_pending_wait: Duration::from_micros(1_500),
+            tally: Tally {
+                adds,
+                reads: adds,
+                add_calls: 3,
+                read_calls: 4,
+                wakeups: 5,
+                spurious: 1,
+                max_pending_wait: Duration::from_micros(1_500),
+            },
             elapsed: Duration::from_millis(250),
-            failure: failure.map(str::to_string),
+            verdict: failure.map_or(Verdict::Pass, |f| Verdict::Fail(f.to_string())),
             ..stress::run("none", &Config::default())
         }
     }
@@ -475,7 +411,7 @@ mod tests {
 
     fn skipped() -> Report {
         Report {
-            skipped: Some("io_uring is not available here".to_string()),
+            verdict: Verdict::Skip("io_uring is not available here".to_string()),
             ..report(0, None)
         }
     }
@@ -567,7 +503,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP; 2 passes in 90.0s; seeds 40 to 41"
+                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP, 0 INCONCLUSIVE; 2 passes in 90.0s; seeds 40 to 41"
             ),
             "{text}"
         );
@@ -586,11 +522,12 @@ mod tests {
         let mut second = report(5, Some("lost 1"));
         second.seed += 1;
         second.fds_after = 9;
-        merge(&mut total, second.clone());
-        merge(&mut total, report(1, Some("later")));
-        assert_eq!((total.rounds, total.adds, total.add_calls), (6, 16, 9));
+        total.add_pass(second.clone());
+        total.add_pass(report(1, Some("later")));
+        let t = total.tally;
+        assert_eq!((total.rounds, t.adds, t.add_calls), (6, 16, 9));
         assert_eq!(total.elapsed, Duration::from_millis(750));
-        assert_eq!(total.failure.as_deref(), Some("lost 1"));
+        assert_eq!(total.verdict.reason(), Some("lost 1"));
         assert_eq!(total.seed, second.seed);
         assert_eq!(total.fds_after, report(0, None).fds_after);
     }

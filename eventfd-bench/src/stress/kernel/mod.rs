@@ -1,21 +1,15 @@
 //! Stress scenarios whose writer is the kernel: S17 (io_uring completions,
 //! here), S18 (overflow storms: kernel signals saturate the counter to
 //! `u64::MAX`; `overflow.rs`) and S19 (KVM ioeventfd doorbells rung by two
-//! vCPUs; `kvm.rs`). This file also holds what they share: readers, the
-//! watchdog, the io_uring helpers.
+//! vCPUs; `kvm.rs`).
 //!
-//! Each scenario is one round of the engine: its seed streams come from
-//! [`Ctx::rng`], its work is multiplied by the scale, and its counts land in
-//! the engine's totals (a kernel signal is an add call of 1; a read future
-//! polled again is a wakeup, spurious if it stayed pending). Internally a
-//! step ends early with a [`Halt`]: [`Halt::Skip`] where io_uring or
-//! `/dev/kvm` is missing (the SKIP verdict, with its reason), else
-//! [`Halt::Fail`]. Liveness is checked at the end of each part rather than
-//! by the engine's watchdog: once the writers are done, the waiting readers
-//! must empty the counter within T ([`Ctx::t`]); a part that hangs fails
-//! after [`PART_LIMIT`]. S18 bounds the CPU time of the whole process
-//! (`getrusage`) while adds wait: the engine runs one scenario at a time,
-//! so nothing else runs beside it.
+//! They run as the tokio scenarios do: each part on a runtime of each
+//! [`Flavor`], with the reader tasks of [`rt`](super::rt), under the
+//! watchdog (a watched fd readable for T with no read is a lost wakeup; a
+//! round past its deadline fails), and the engine checks conservation. The
+//! kernel's writers run on scoped threads that stop with the round, so none
+//! outlives its scenario. A kernel signal is an add call of 1. Where
+//! io_uring or `/dev/kvm` is missing, the rig's error is the SKIP.
 //!
 //! Accounting, as the kernel defines it: `eventfd_signal` adds
 //! `min(1, u64::MAX - count)`. Every kernel signal here is made while the
@@ -23,21 +17,23 @@
 //! reports exactly at `u64::MAX`, before each one), so each adds exactly 1,
 //! and a read of `u64::MAX` is `MAX_COUNT` plus that 1: the sums stay exact.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::pin::pin;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::thread::{self, ScopedJoinHandle};
+use std::time::Duration;
 
-use async_eventfd::AsyncEventFd;
-use io_uring::{opcode, IoUring};
+use async_eventfd::EventFd;
+use io_uring::IoUring;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use super::ctx::{Ctx, Failure, Step, Tally as Counts};
+use super::ctx::{bail, ensure, Context, Ctx, Failure, Step, Tally};
+use super::rt::{async_fd, drained, join_tasks, spawn_readers, watched_tasks, Flavor, Readers};
+use super::threads::read_once;
+use super::watchdog::Watch;
+use crate::kernel_rigs::{push_nop, reap, uring, RigError};
 use crate::rng::Rng;
 
 mod kvm;
@@ -46,244 +42,63 @@ mod overflow;
 pub(super) use kvm::kvm_ioeventfd_vcpus;
 pub(super) use overflow::overflow_storms;
 
-/// The longest a reader may take to stop once told to.
-const READER_STOP: Duration = Duration::from_secs(2);
-/// The most any one wait in a scenario may take before it fails.
-const DEADLINE: Duration = Duration::from_secs(60);
-/// The most one runtime's part of a scenario may take (see [`watched`]).
-const PART_LIMIT: Duration = Duration::from_secs(90);
-
-/// Why a kernel scenario's step ended early.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Halt {
-    /// The facility is missing (io_uring disabled, no `/dev/kvm`): nothing
-    /// was checked.
-    Skip(String),
-    /// The first failed check.
-    Fail(String),
-}
-
-/// The counts of a kernel scenario's round.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Summary {
-    /// The engine's counters: `added` is every unit added, by user space and
-    /// by the kernel (1 per signal); `add_calls` the successful adds, user
-    /// space's plus the kernel signals; `max_wait` the longest a count stayed
-    /// pending once the writers were done.
-    counts: Counts,
-    /// Kernel signals (completions or guest rings) among `counts.added`.
-    kernel_signals: u64,
-    /// Reads that returned `u64::MAX`: the counter was saturated.
-    saturated_reads: u64,
-    /// What the scenario did, for a failure message.
-    detail: String,
-}
-
-impl Summary {
-    fn merge(&mut self, part: Summary) {
-        self.counts.merge(&part.counts);
-        self.kernel_signals += part.kernel_signals;
-        self.saturated_reads += part.saturated_reads;
+/// Awaits a scoped thread without blocking the runtime. Every thread here
+/// ends by itself or once the round stops ([`Ctx::stopped`]).
+async fn join_thread<T>(ctx: &Ctx, handle: ScopedJoinHandle<'_, Step<T>>, what: &str) -> Step<T> {
+    while !handle.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-
-    /// A kernel signal: the kernel added 1.
-    fn signalled(&mut self, signals: u64) {
-        self.counts.add_calls += signals;
-        self.counts.added += u128::from(signals);
-        self.kernel_signals += signals;
-    }
-}
-
-type Checked<T> = Result<T, Halt>;
-
-/// Runs `part` (a runtime and what it runs) on a thread of its own and
-/// fails if it does not return within [`PART_LIMIT`]. A task that spins
-/// never yields, so no timer inside its runtime can end it; this can. The
-/// stuck thread is left behind (nothing can stop it), but the run goes on.
-fn watched(
-    what: &str,
-    part: impl FnOnce() -> Checked<Summary> + Send + 'static,
-) -> Checked<Summary> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        // The receiver is gone only if the part already timed out.
-        drop(tx.send(part()));
-    });
-    match rx.recv_timeout(PART_LIMIT) {
-        Ok(Err(Halt::Fail(msg))) => fail(format!("{what}: {msg}")),
+    match handle.join() {
         Ok(result) => result,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => fail(format!(
-            "{what}: hung for {PART_LIMIT:?} (a task spinning, or a lost wakeup)"
-        )),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => fail(format!("{what}: panicked")),
+        Err(_) => bail!("{}: {what} panicked", ctx.id()),
     }
 }
 
-fn fail<T>(message: impl Into<String>) -> Checked<T> {
-    Err(Halt::Fail(message.into()))
-}
-
-fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Halt + '_ {
-    move |e| Halt::Fail(format!("{what}: {e}"))
-}
-
-/// Hands a round's result to the engine: its counts join the totals (whose
-/// conservation the engine checks), a SKIP is recorded with its reason, a
-/// failure fails the step.
-fn settle(ctx: &Ctx, run: Checked<Summary>) -> Step {
-    let id = ctx.id();
-    let s = match run {
-        Ok(s) => s,
-        Err(Halt::Skip(reason)) => {
-            ctx.skip(reason);
-            return Ok(());
-        }
-        Err(Halt::Fail(msg)) => return Err(Failure(format!("{id}: {msg}"))),
-    };
-    // Into the totals even when a check below fails: the report shows them.
-    ctx.merge(&s.counts);
-    if s.counts.added != s.counts.read {
-        return Err(Failure(format!(
-            "{id}: conservation: added {} but read {} ({} {}; {})",
-            s.counts.added,
-            s.counts.read,
-            s.counts.added.abs_diff(s.counts.read),
-            if s.counts.added > s.counts.read {
-                "lost or stranded"
-            } else {
-                "read twice"
-            },
-            s.detail
-        )));
+/// Awaits `fut` (a task's handle) unless the round is released first (the
+/// watchdog failed it): then the round is over, and so is this wait.
+async fn unless_released<F: Future>(
+    ctx: &Ctx,
+    stop: &watch::Sender<bool>,
+    what: &str,
+    fut: F,
+) -> Step<F::Output> {
+    let mut stop = stop.subscribe();
+    tokio::select! {
+        biased;
+        out = fut => Ok(out),
+        _ = stop.wait_for(|s| *s) => bail!("{}: {what} was still pending at the end of the round", ctx.id()),
     }
-    if s.kernel_signals == 0 {
-        return Err(Failure(format!(
-            "{id}: the kernel never signalled ({})",
-            s.detail
-        )));
-    }
-    Ok(())
 }
 
-/// The two runtime flavors every scenario runs on.
-#[derive(Debug, Clone, Copy)]
-enum Flavor {
-    CurrentThread,
-    MultiThread,
-}
-
-const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
-
-fn runtime(flavor: Flavor) -> Checked<Runtime> {
-    let mut builder = match flavor {
-        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-        Flavor::MultiThread => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(2);
-            builder
-        }
-    };
-    builder
-        .enable_all()
-        .build()
-        .map_err(io_fail("build a runtime"))
-}
-
-/// Awaits `fut` for at most `limit`, failing with `what` after that.
-async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> Checked<F::Output> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .or_else(|_| fail(format!("{what}: not done within {limit:?}")))
-}
-
-/// Joins a plain thread without blocking a runtime thread.
-async fn join<T: Send + 'static>(what: &str, handle: thread::JoinHandle<Checked<T>>) -> Checked<T> {
-    let joined = within(
-        DEADLINE,
-        what,
-        tokio::task::spawn_blocking(move || handle.join()),
-    )
-    .await?;
+/// An add task's result: it must have run, and added.
+fn added(ctx: &Ctx, what: &str, joined: Result<io::Result<()>, tokio::task::JoinError>) -> Step {
     match joined {
-        Ok(Ok(result)) => result,
-        _ => fail(format!("{what}: the thread panicked")),
+        Ok(res) => res.context(what),
+        Err(e) => bail!("{}: {what}: {e}", ctx.id()),
     }
 }
 
-/// What one reader read, and how often its read future was polled again.
-#[derive(Debug, Default)]
-struct Tally {
-    sum: u128,
-    calls: u64,
-    saturated: u64,
-    wakeups: u64,
-    spurious: u64,
-}
-
-impl Tally {
-    fn take(&mut self, value: u64) {
-        self.sum += u128::from(value);
-        self.calls += 1;
-        self.saturated += u64::from(value == u64::MAX);
-    }
-
-    /// A read future polled `polls` times: every poll after the first is
-    /// a wakeup, spurious unless it completed the read.
-    fn polled(&mut self, polls: u64, completed: bool) {
-        let again = polls.saturating_sub(1);
-        self.wakeups += again;
-        self.spurious += again.saturating_sub(u64::from(completed));
-    }
-
-    fn add_to(self, summary: &mut Summary) {
-        summary.counts.read += self.sum;
-        summary.counts.read_calls += self.calls;
-        summary.saturated_reads += self.saturated;
-        summary.counts.wakeups += self.wakeups;
-        summary.counts.spurious += self.spurious;
-    }
-}
-
-/// Reads `efd` until `stop` is set. Reader 0 waits through `poll_read` (one
-/// slot: only one such reader per fd), the others through `read`. Cancel
-/// safe: stopping loses nothing.
-async fn reader(
-    efd: Arc<AsyncEventFd>,
-    index: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Checked<Tally> {
-    let mut tally = Tally::default();
-    loop {
-        let mut read = pin!(async {
-            if index == 0 {
-                poll_fn(|cx| efd.poll_read(cx)).await
-            } else {
-                efd.read().await
-            }
-        });
-        let mut polls = 0;
-        let counted = poll_fn(|cx| {
-            polls += 1;
-            read.as_mut().poll(cx)
-        });
-        let value = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stopped| *stopped) => None,
-            value = counted => Some(value),
-        };
-        tally.polled(polls, value.is_some());
-        match value {
-            Some(value) => tally.take(value.map_err(io_fail("read"))?),
-            None => return Ok(tally),
-        }
-    }
+/// Stops the readers, merges what they read, and reads what they left (a
+/// count that landed after they stopped is read here, not lost).
+async fn stop_readers(
+    ctx: &Ctx,
+    efd: &EventFd,
+    stop: &watch::Sender<bool>,
+    readers: Vec<tokio::task::JoinHandle<Tally>>,
+) -> Step {
+    stop.send_replace(true);
+    join_tasks(ctx, readers, "reader").await;
+    let mut left = Tally::default();
+    while read_once(ctx, efd, &mut left)?.is_some() {}
+    ctx.merge(&left);
+    Ok(())
 }
 
 /// Whether `fd` is readable, and whether the kernel reports the overflow
 /// (`POLLERR`: the counter is `u64::MAX`), without waiting.
-fn peek(fd: &impl AsFd) -> Checked<(bool, bool)> {
+fn peek(fd: &impl AsFd) -> Step<(bool, bool)> {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).map_err(|e| io_fail("poll")(e.into()))?;
+    poll(&mut fds, PollTimeout::ZERO).context("poll")?;
     let revents = fds[0].revents().unwrap_or(PollFlags::empty());
     Ok((
         revents.contains(PollFlags::POLLIN),
@@ -291,88 +106,27 @@ fn peek(fd: &impl AsFd) -> Checked<(bool, bool)> {
     ))
 }
 
-/// Liveness at the end of a run: once the writers are done, the readers
-/// still waiting must empty the counter within `t` ([`Ctx::t`]). How long
-/// that took (checked every millisecond) is a pending wait for the report.
-async fn drained_by_readers(
-    efd: &AsyncEventFd,
-    readers: usize,
-    t: Duration,
-    summary: &mut Summary,
-) -> Checked<()> {
-    let start = Instant::now();
-    while peek(efd)?.0 {
-        summary.counts.max_wait = summary.counts.max_wait.max(start.elapsed());
-        if start.elapsed() > t {
-            return fail(format!(
-                "lost wakeup: a count stayed pending for {t:?} with {readers} readers waiting"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+/// A rig's missing facility is a SKIP; anything else failed.
+fn rig(e: RigError) -> Failure {
+    match e {
+        RigError::Missing(reason) => Failure::Missing(reason),
+        RigError::Failed(msg) => Failure::Failed(msg),
     }
-    Ok(())
-}
-
-/// Stops the readers and adds up what they read, plus anything a reader
-/// left (a count that landed after the check is read here, not lost).
-async fn stop_readers(
-    efd: &AsyncEventFd,
-    stop: &watch::Sender<bool>,
-    readers: Vec<tokio::task::JoinHandle<Checked<Tally>>>,
-    summary: &mut Summary,
-) -> Checked<()> {
-    stop.send_replace(true);
-    for handle in readers {
-        within(READER_STOP, "a reader to stop", handle)
-            .await?
-            .or_else(|_| fail("a reader task panicked"))??
-            .add_to(summary);
-    }
-    let mut left = Tally::default();
-    loop {
-        match efd.try_read() {
-            Ok(value) => left.take(value),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(io_fail("try_read")(e)),
-        }
-    }
-    left.add_to(summary);
-    Ok(())
 }
 
 /// An io_uring ring with `efd` registered, or the SKIP where io_uring is
 /// missing.
-fn ring_for(efd: &impl AsRawFd) -> Checked<IoUring> {
-    Ok(crate::kernel_rigs::uring(efd, 8)?)
-}
-
-/// A rig's missing facility is a SKIP; anything else failed.
-impl From<crate::kernel_rigs::RigError> for Halt {
-    fn from(e: crate::kernel_rigs::RigError) -> Halt {
-        match e {
-            crate::kernel_rigs::RigError::Missing(reason) => Halt::Skip(reason),
-            crate::kernel_rigs::RigError::Failed(message) => Halt::Fail(message),
-        }
-    }
+fn ring_for(efd: &impl AsRawFd) -> Step<IoUring> {
+    uring(efd, 8).map_err(rig)
 }
 
 /// Completes one NOP (one `io_uring_enter`, so exactly one kernel signal)
 /// and reaps the whole completion queue.
-fn nop(ring: &mut IoUring) -> Checked<()> {
-    let entry = opcode::Nop::new().build();
-    // SAFETY: a NOP refers to no memory, so nothing has to outlive it.
-    unsafe { ring.submission().push(&entry) }.or_else(|_| fail("the submission queue is full"))?;
-    ring.submit_and_wait(1).map_err(io_fail("io_uring_enter"))?;
-    let mut reaped = 0;
-    for cqe in ring.completion() {
-        if cqe.result() < 0 {
-            return fail(format!("a NOP failed: {}", cqe.result()));
-        }
-        reaped += 1;
-    }
-    if reaped != 1 {
-        return fail(format!("one NOP submitted, {reaped} reaped"));
-    }
+fn nop(ring: &mut IoUring) -> Step {
+    push_nop(ring, false).map_err(rig)?;
+    ring.submit_and_wait(1).context("io_uring_enter")?;
+    let reaped = reap(ring).map_err(rig)?;
+    ensure!(reaped == 1, "one NOP submitted, {reaped} reaped");
     Ok(())
 }
 
@@ -380,66 +134,71 @@ fn nop(ring: &mut IoUring) -> Checked<()> {
 /// registered, complete NOPs one per submit (in bursts with random pauses)
 /// while tokio readers read, on both flavors. Completions == sum read.
 pub(super) fn io_uring_rings(ctx: &Arc<Ctx>) -> Step {
-    const RINGS: u64 = 3;
-    let per_ring = 20_000 * ctx.scale();
-    let mut summary = Summary::default();
-    let run = FLAVORS.iter().enumerate().try_for_each(|(i, &flavor)| {
+    for (i, flavor) in (0u64..).zip(Flavor::BOTH) {
         let readers = match flavor {
             Flavor::CurrentThread => ctx.threads(2),
             Flavor::MultiThread => ctx.threads(3),
         };
-        // The rings' pauses, a stream per flavor.
-        let seed = ctx.rng(i as u64).next_u64();
-        let t = ctx.t();
-        let part = watched(&format!("on {flavor:?}"), move || {
-            let mut part = Summary::default();
-            runtime(flavor)?.block_on(s17_one(seed, RINGS, per_ring, readers, t, &mut part))?;
-            Ok(part)
-        })?;
-        summary.merge(part);
-        Ok(())
-    });
-    summary.detail = format!(
-        "{RINGS} rings x {per_ring} NOPs on each flavor, read in {} reads",
-        summary.counts.read_calls
-    );
-    settle(ctx, run.map(|()| summary))
+        rings_on(ctx, flavor, readers, i)?;
+    }
+    Ok(())
 }
 
-async fn s17_one(
-    seed: u64,
-    rings: u64,
-    per_ring: u64,
-    readers: usize,
-    t: Duration,
-    summary: &mut Summary,
-) -> Checked<()> {
-    let efd = Arc::new(AsyncEventFd::new().map_err(io_fail("AsyncEventFd::new"))?);
-    let (stop, stopped) = watch::channel(false);
-    let reading: Vec<_> = (0..readers)
-        .map(|i| tokio::spawn(reader(Arc::clone(&efd), i, stopped.clone())))
-        .collect();
-    let mut writers = Vec::new();
-    for r in 0..rings {
-        let mut ring = ring_for(&*efd)?;
-        let mut rng = Rng::stream(seed, r);
-        writers.push(thread::spawn(move || -> Checked<u64> {
-            let mut done = 0;
-            while done < per_ring {
-                let burst = (1 + rng.below(200)).min(per_ring - done);
-                for _ in 0..burst {
-                    nop(&mut ring)?;
+/// One flavor's part of S17 (its random streams numbered after `part`).
+fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
+    const RINGS: u64 = 3;
+    let per_ring = 20_000 * ctx.scale();
+    let seed = ctx.rng(part).next_u64();
+    ctx.begin();
+    let rt = flavor.runtime()?;
+    let efd = async_fd(&rt, false)?;
+    let rings = (0..RINGS)
+        .map(|_| ring_for(&*efd))
+        .collect::<Step<Vec<_>>>()?;
+    let watch = Watch::one(efd.as_fd(), 0, "task");
+    let res = watched_tasks(ctx, &watch, |stop_tx| {
+        thread::scope(|s| {
+            let writers: Vec<_> = (0..)
+                .zip(rings)
+                .map(|(r, mut ring)| {
+                    let mut rng = Rng::stream(seed, r);
+                    s.spawn(move || {
+                        let mut done = 0;
+                        while done < per_ring && !ctx.stopped() {
+                            let burst = (1 + rng.below(200)).min(per_ring - done);
+                            for _ in 0..burst {
+                                nop(&mut ring)?;
+                            }
+                            done += burst;
+                            thread::sleep(Duration::from_micros(rng.below(300)));
+                        }
+                        Ok(done)
+                    })
+                })
+                .collect();
+            let res = rt.block_on(async {
+                let readers = Readers {
+                    n: readers,
+                    fd: 0,
+                    site: 10 + part,
+                    cancel_one_in: 0,
+                };
+                let reading = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
+                let mut tally = Tally::default();
+                for writer in writers {
+                    tally.add_each(join_thread(ctx, writer, "an io_uring thread").await?, 1);
                 }
-                done += burst;
-                thread::sleep(Duration::from_micros(rng.below(300)));
-            }
-            Ok(done)
-        }));
-    }
-    for writer in writers {
-        let completed = join("an io_uring thread", writer).await?;
-        summary.signalled(completed);
-    }
-    drained_by_readers(&efd, readers, t, summary).await?;
-    stop_readers(&efd, &stop, reading, summary).await
+                ctx.merge(&tally);
+                ensure!(tally.add_calls > 0, "S17: the kernel never signalled");
+                drained(ctx, efd.as_fd()).await?;
+                stop_readers(ctx, efd.get_ref(), stop_tx, reading).await
+            });
+            // Recorded before the scope joins the writers: they stop with
+            // the round.
+            ctx.record(res)
+        })
+    });
+    drop(efd);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    res
 }

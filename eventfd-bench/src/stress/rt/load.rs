@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    async_fd, counted, join_tasks, multi, read_either, spawn_readers, spawn_step, wait_live,
-    watched,
+    async_fd, counted, join_tasks, marked, multi, read_either, spawn_readers, spawn_step,
+    wait_live, watched_tasks, Readers,
 };
 use crate::stress::ctx::{ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, stream, writer_jobs};
@@ -27,15 +27,10 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
     let rt = multi(2)?;
     let efd = async_fd(&rt, true)?;
     let watch = Watch::one(efd.as_fd(), 0, "task");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let release = || {
-        ctx.finish();
-        stop_tx.send_replace(true);
-    };
     let before = ctx.totals();
-    let res = watched(ctx, &watch, &release, || {
+    let res = watched_tasks(ctx, &watch, |stop_tx| {
         rt.block_on(async {
-            let readers = spawn_readers(ctx, &efd, &stop_rx, &watch, m, 1);
+            let readers = spawn_readers(ctx, &efd, stop_tx, &watch, Readers::cancelling(m, 1));
             let mut tally = Tally::default();
             for round in 1..=rounds {
                 ctx.stamp_add();
@@ -92,20 +87,16 @@ fn cancellation(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64, part:
     let efd = async_fd(&rt, semaphore)?;
     let writers = writer_jobs(ctx, efd.get_ref(), THREAD_WRITERS, per, site + 1)?;
     let watch = Watch::one(efd.as_fd(), 0, "task");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let release = || {
-        ctx.finish();
-        stop_tx.send_replace(true);
-    };
     let expected = (TASK_WRITERS + THREAD_WRITERS) as u64 * per;
-    let res = watched(ctx, &watch, &release, || {
+    let res = watched_tasks(ctx, &watch, |stop_tx| {
         thread::scope(|s| {
             let threads: Vec<_> = writers
                 .into_iter()
                 .map(|job| s.spawn(move || ctx.settle(job())))
                 .collect();
             rt.block_on(async {
-                let readers = spawn_readers(ctx, &efd, &stop_rx, &watch, READERS, site + 2);
+                let readers = Readers::cancelling(READERS, site + 2);
+                let readers = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                 let adders: Vec<_> = (0..TASK_WRITERS)
                     .map(|i| {
                         let (ctx2, efd) = (Arc::clone(ctx), Arc::clone(&efd));
@@ -153,19 +144,13 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
         .map(|_| async_fd(&rt, false))
         .collect::<Step<Vec<_>>>()?;
     let fds = &all;
-    let watch = Watch::new(
+    let watch = Watch::per_fd(
         fds.iter()
             .enumerate()
             .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
             .collect(),
-        Vec::new(),
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let release = || {
-        ctx.finish();
-        stop_tx.send_replace(true);
-    };
-    let res = watched(ctx, &watch, &release, || {
+    let res = watched_tasks(ctx, &watch, |stop_tx| {
         thread::scope(|s| {
             let writers: Vec<_> = (0..nw)
                 .map(|j| {
@@ -192,7 +177,7 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
                     .enumerate()
                     .map(|(i, efd)| {
                         let task =
-                            share_reader(Arc::clone(efd), i, k, stop_rx.clone(), watch.probe());
+                            share_reader(Arc::clone(efd), i, k, stop_tx.subscribe(), watch.probe());
                         spawn_step(ctx, task)
                     })
                     .collect();
@@ -226,7 +211,7 @@ async fn share_reader(
         let r = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
-            r = counted(read.as_mut(), &mut tally) => r,
+            r = marked(counted(read.as_mut(), &mut tally), &probe, i) => r,
         };
         let v = r.context("S16: read")?;
         tally.read(v);

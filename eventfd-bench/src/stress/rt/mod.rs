@@ -1,14 +1,16 @@
 //! tokio scenarios, by topic: tasks under load ([`load`]: S3's tokio half,
 //! S11, S16), wakes that travel from another OS thread ([`ping`]: S12, S14)
 //! and runtime shutdown and drops ([`shutdown`]: S13). This module holds
-//! their shared helpers.
+//! what they share with each other and with the kernel scenarios (S17-S19):
+//! the runtimes, the reader tasks, the watched body.
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::os::fd::BorrowedFd;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ctx::{bail, Context, Ctx, Step, Tally};
-use super::threads::join;
+use super::threads::{join, readable};
 use super::watchdog::{Probe, Watch};
 use crate::rng::Rng;
 use async_eventfd::{AsyncEventFd, EventFd};
@@ -64,6 +66,61 @@ fn counted<'a, F: ?Sized>(fut: Pin<&'a mut F>, tally: &'a mut Tally) -> Counted<
     }
 }
 
+/// Marks waiter `i` of `probe` asleep while `fut` waits, and awake as soon
+/// as its waker is called: a task woken but not yet run (on a slow or busy
+/// machine) is not asleep.
+struct Marked<F> {
+    fut: F,
+    probe: Probe,
+    i: usize,
+}
+
+/// The waker of a [`Marked`] future.
+struct MarkWake {
+    inner: Waker,
+    probe: Probe,
+    i: usize,
+}
+
+impl Wake for MarkWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.probe.wake(self.i);
+        self.inner.wake_by_ref();
+    }
+}
+
+impl<F: Future + Unpin> Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        // Asleep before the poll: a wake during it marks the task awake.
+        this.probe.sleep(this.i);
+        let waker = Waker::from(Arc::new(MarkWake {
+            inner: cx.waker().clone(),
+            probe: this.probe.clone(),
+            i: this.i,
+        }));
+        let res = Pin::new(&mut this.fut).poll(&mut TaskContext::from_waker(&waker));
+        if res.is_ready() {
+            this.probe.wake(this.i);
+        }
+        res
+    }
+}
+
+fn marked<F: Future + Unpin>(fut: F, probe: &Probe, i: usize) -> Marked<F> {
+    Marked {
+        fut,
+        probe: probe.clone(),
+        i,
+    }
+}
+
 /// A boxed read future.
 type ReadFuture<'a> = Pin<Box<dyn Future<Output = io::Result<u64>> + Send + 'a>>;
 
@@ -74,6 +131,25 @@ fn read_either(efd: &AsyncEventFd, n: u64) -> ReadFuture<'_> {
         Box::pin(efd.read())
     } else {
         Box::pin(poll_fn(move |cx| efd.poll_read(cx)))
+    }
+}
+
+/// The two runtime flavors the kernel scenarios run each part on.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Flavor {
+    CurrentThread,
+    MultiThread,
+}
+
+impl Flavor {
+    pub(super) const BOTH: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
+
+    /// A runtime of this flavor (two workers for the multi-thread one).
+    pub(super) fn runtime(self) -> Step<Runtime> {
+        match self {
+            Flavor::CurrentThread => current(),
+            Flavor::MultiThread => multi(2),
+        }
     }
 }
 
@@ -93,7 +169,7 @@ fn current() -> Step<Runtime> {
 }
 
 /// Makes an `AsyncEventFd` registered with `rt`.
-fn async_fd(rt: &Runtime, semaphore: bool) -> Step<Arc<AsyncEventFd>> {
+pub(super) fn async_fd(rt: &Runtime, semaphore: bool) -> Step<Arc<AsyncEventFd>> {
     let _entered = rt.enter();
     let efd = EventFd::builder()
         .semaphore(semaphore)
@@ -117,7 +193,7 @@ fn ack_pair() -> Step<(EventFd, EventFd)> {
 /// Runs `body` (which drives a runtime) while a watchdog thread watches
 /// `watch`; `release` as in [`run_threads`](super::threads::run_threads).
 /// A failed body is recorded before the watchdog stops.
-fn watched<T>(
+pub(super) fn watched<T>(
     ctx: &Ctx,
     watch: &Watch<'_>,
     release: &(dyn Fn() + Sync),
@@ -132,11 +208,27 @@ fn watched<T>(
     })
 }
 
+/// [`watched`] for a body whose tasks stop on a channel: the release ends
+/// the round and sends `true` on it (`subscribe` gives a task its
+/// receiver).
+pub(super) fn watched_tasks<T>(
+    ctx: &Ctx,
+    watch: &Watch<'_>,
+    body: impl FnOnce(&watch::Sender<bool>) -> Step<T>,
+) -> Step<T> {
+    let (stop, _) = watch::channel(false);
+    let release = || {
+        ctx.finish();
+        stop.send_replace(true);
+    };
+    watched(ctx, watch, &release, || body(&stop))
+}
+
 /// Awaits `fut` for at most T. Fails on timeout, and also when it completes
 /// only at or near the deadline: that is a future completed by the timeout
 /// re-polling it, a lost wakeup.
-async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::Output> {
-    let limit = ctx.t();
+pub(super) async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::Output> {
+    let limit = ctx.liveness();
     let start = Instant::now();
     let res = tokio::time::timeout(limit, fut).await;
     let elapsed = start.elapsed();
@@ -164,6 +256,16 @@ async fn wait_live(ctx: &Ctx, target: u64) -> bool {
     }
 }
 
+/// Waits (in async code) until `fd` is no longer readable, or the round
+/// stops: after the last add, the readers empty it (how fast is the
+/// watchdog's to judge).
+pub(super) async fn drained(ctx: &Ctx, fd: BorrowedFd<'_>) -> Step {
+    while !ctx.stopped() && readable(fd)? {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
 /// Spawns `fut`; its failure is recorded as soon as it returns.
 fn spawn_step<F>(ctx: &Arc<Ctx>, fut: F) -> JoinHandle<Tally>
 where
@@ -174,7 +276,7 @@ where
 }
 
 /// Joins tokio tasks, turning panics and cancellations into failures.
-async fn join_tasks(ctx: &Ctx, handles: Vec<JoinHandle<Tally>>, what: &str) {
+pub(super) async fn join_tasks(ctx: &Ctx, handles: Vec<JoinHandle<Tally>>, what: &str) {
     for h in handles {
         match h.await {
             Ok(t) => ctx.merge(&t),
@@ -183,28 +285,54 @@ async fn join_tasks(ctx: &Ctx, handles: Vec<JoinHandle<Tally>>, what: &str) {
     }
 }
 
-/// The reader task of S3 and S11: reads until told to stop, each read
-/// cancelled at random (1 in `cancel_one_in`) by a short timer in `select!`.
-/// The timer branch is polled first (`biased`), so a read is never completed
-/// by the timer's own wakeup: a lost waker cannot be hidden that way.
+/// Which readers [`spawn_readers`] starts: `n` tasks reading watched fd
+/// `fd`, with the random streams of call site `site`, each read cancelled
+/// one in `cancel_one_in` (0: never) by a short timer.
+pub(super) struct Readers {
+    pub(super) n: usize,
+    pub(super) fd: usize,
+    pub(super) site: u64,
+    pub(super) cancel_one_in: u64,
+}
+
+impl Readers {
+    /// `n` readers of fd 0 that cancel one read in three: S3 and S11.
+    fn cancelling(n: usize, site: u64) -> Readers {
+        Readers {
+            n,
+            fd: 0,
+            site,
+            cancel_one_in: 3,
+        }
+    }
+}
+
+/// A reader task: reads until told to stop (reader 0 through `poll_read`,
+/// whose one waker slot allows one such reader per fd; the others through
+/// `read`), some reads cancelled by a short timer in `select!`. The timer
+/// branch is polled first (`biased`), so a read is never completed by the
+/// timer's own wakeup: a lost waker cannot be hidden that way.
 async fn reader_task(
     ctx: Arc<Ctx>,
     efd: Arc<AsyncEventFd>,
     mut stop: watch::Receiver<bool>,
     probe: Probe,
-    mut rng: Rng,
-    cancel_one_in: u64,
+    (index, mut rng): (usize, Rng),
+    readers: &Readers,
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     let semaphore = efd.get_ref().is_semaphore();
     loop {
-        let cancel_after = rng
-            .one_in(cancel_one_in)
+        let cancel_after = (readers.cancel_one_in > 0 && rng.one_in(readers.cancel_one_in))
             .then(|| Duration::from_micros(rng.below(200)));
-        let read = pin!(efd.read());
+        let mut read: ReadFuture<'_> = if index == 0 {
+            Box::pin(poll_fn(|cx| efd.poll_read(cx)))
+        } else {
+            Box::pin(efd.read())
+        };
         let mut read_tally = Tally::default();
         let res = {
-            let read = counted(read, &mut read_tally);
+            let read = counted(read.as_mut(), &mut read_tally);
             match cancel_after {
                 Some(d) => tokio::select! {
                     biased;
@@ -227,7 +355,7 @@ async fn reader_task(
         };
         tally.read(v);
         ctx.stamp_read(&mut tally);
-        probe.progress(0);
+        probe.progress(readers.fd);
         ctx.live.fetch_add(v, Ordering::SeqCst);
         if semaphore && v != 1 {
             bail!("{}: a semaphore read returned {v}", ctx.id());
@@ -235,27 +363,28 @@ async fn reader_task(
     }
 }
 
-/// Spawns `n` [`reader_task`]s on `efd` (random streams of `site`), each
-/// cancelling one read in three.
-fn spawn_readers(
+/// Spawns the [`Readers`] of `efd`.
+pub(super) fn spawn_readers(
     ctx: &Arc<Ctx>,
     efd: &Arc<AsyncEventFd>,
-    stop: &watch::Receiver<bool>,
+    stop: &watch::Sender<bool>,
     watch: &Watch<'_>,
-    n: usize,
-    site: u64,
+    readers: Readers,
 ) -> Vec<JoinHandle<Tally>> {
-    (0..n)
+    let readers = Arc::new(readers);
+    (0..readers.n)
         .map(|i| {
-            let task = reader_task(
+            let (ctx2, efd, stop, probe) = (
                 Arc::clone(ctx),
                 Arc::clone(efd),
-                stop.clone(),
+                stop.subscribe(),
                 watch.probe(),
-                ctx.rng(super::threads::stream(site, i)),
-                3,
             );
-            spawn_step(ctx, task)
+            let rng = ctx.rng(super::threads::stream(readers.site, i));
+            let readers = Arc::clone(&readers);
+            spawn_step(ctx, async move {
+                reader_task(ctx2, efd, stop, probe, (i, rng), &readers).await
+            })
         })
         .collect()
 }

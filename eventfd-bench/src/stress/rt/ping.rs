@@ -97,10 +97,6 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
 
 /// Registers `efd` with the current runtime, read interest only, as
 /// `AsyncEventFd` does, but keeping tokio's readiness guard in our hands.
-#[allow(
-    unsafe_code,
-    reason = "S14 needs tokio's raw readiness guard, and registering a raw fd with tokio is unsafe"
-)]
 fn register_raw(efd: EventFd) -> io::Result<AsyncFd<EventFd>> {
     // SAFETY: the `AsyncFd` owns `efd`, whose `OwnedFd` stays open and is
     // never replaced until the `AsyncFd` is dropped.
@@ -181,11 +177,12 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
                 })
             };
             let joined = writer.await;
-            let (t, target) = joined.map_err(|e| Failure(format!("S14: writer: {e}")))??;
+            let (t, target) =
+                joined.map_err(|e| Failure::Failed(format!("S14: writer: {e}")))??;
             tally.merge(&t);
             helper
                 .await
-                .map_err(|e| Failure(format!("S14: ping task: {e}")))?;
+                .map_err(|e| Failure::Failed(format!("S14: ping task: {e}")))?;
             ctx.proceed()?;
             clear_stale(ctx, &afd, stale, target, events, &mut tally).await
         })

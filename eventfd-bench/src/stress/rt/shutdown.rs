@@ -123,7 +123,7 @@ fn shutdown_under_pending(ctx: &Ctx, rt1: Runtime, round: u64) -> Step<Arc<Async
     if let Some(shutdown) = shutdown {
         shutdown
             .join()
-            .map_err(|_| Failure("S13: the runtime shutdown panicked".to_string()))?;
+            .map_err(|_| Failure::Failed("S13: the runtime shutdown panicked".to_string()))?;
     }
     res?;
     drop(rt1);

@@ -14,7 +14,7 @@ use nix::sys::epoll::EpollFlags;
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use super::epoll;
 use super::threads::{
-    drain, jitter, join, read_once, readable, run_threads, stream, timeout_ms, writer_jobs, Job,
+    jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
 };
 use super::watchdog::Watch;
 use async_eventfd::{EventFd, MAX_COUNT};
@@ -49,10 +49,7 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
                     }
                     let revents = fds[0].revents().unwrap_or(PollFlags::empty());
                     if revents.contains(PollFlags::POLLIN) {
-                        tally.wake();
-                        if !drain(ctx, w, 0, e, &mut tally)? {
-                            tally.spurious();
-                        }
+                        woke(ctx, w, 0, e, &mut tally)?;
                     }
                 }
                 Ok(tally)
@@ -90,7 +87,7 @@ fn pollout_at_max(ctx: &Ctx, efd: &EventFd, tally: &mut Tally, round: u64) -> St
     let (read, res) = thread::scope(|s| {
         let waiter = s.spawn(|| {
             let mut fds = [PollFd::new(efd.as_fd(), PollFlags::POLLOUT)];
-            nix::poll::poll(&mut fds, timeout_ms(ctx.t()))
+            nix::poll::poll(&mut fds, timeout_ms(ctx.liveness()))
         });
         thread::sleep(Duration::from_micros(500));
         let read = read_once(ctx, efd, tally);
@@ -101,7 +98,7 @@ fn pollout_at_max(ctx: &Ctx, efd: &EventFd, tally: &mut Tally, round: u64) -> St
         (read, res) => bail!(
             "S8: round {round}: read {read:?} (expected MAX_COUNT), POLLOUT waiter got {res:?} \
              (expected 1 fd ready within {:?})",
-            ctx.t()
+            ctx.liveness()
         ),
     }
     Ok(())
@@ -180,12 +177,12 @@ fn writers_at_max(ctx: &Ctx, efd: &EventFd, tally: &mut Tally, round: u64) -> St
             let mut t = Tally::default();
             let start = std::time::Instant::now();
             while done.load(Ordering::SeqCst) < WRITERS {
-                if start.elapsed() > ctx.t() * 2 && !ctx.failed() {
+                if start.elapsed() > ctx.liveness() * 2 && !ctx.failed() {
                     ctx.fail(format!(
                         "S9: round {round}: {} of {WRITERS} writers blocked at MAX_COUNT did \
                          not return within {:?}",
                         WRITERS - done.load(Ordering::SeqCst),
-                        ctx.t() * 2
+                        ctx.liveness() * 2
                     ));
                 }
                 if ctx.failed() {

@@ -1,8 +1,9 @@
 //! Criterion benchmarks, one group per layer, each with a baseline.
 //!
-//! Run with `cargo bench --bench eventfd` (add `-- ping-pong` to pick a
-//! group). For side-by-side ratios against `tokio-eventfd` and syscall
-//! counts, use the `eventfd-bench` binary (`cargo run --release -p eventfd-bench`).
+//! Run with `cargo bench -p eventfd-bench --bench eventfd` (add
+//! `-- ping-pong` to pick a group). For side-by-side ratios against
+//! `tokio-eventfd` and syscall counts, use the `eventfd-bench` binary
+//! (`cargo run --release -p eventfd-bench`).
 //!
 //! - `add+read`: one add and one read, no waiting: `EventFd`, `AsyncEventFd`
 //!   `try_add`/`try_read`, and a pipe (8-byte write + read) as baseline.
