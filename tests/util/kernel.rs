@@ -2,7 +2,10 @@
 //! (`IORING_REGISTER_EVENTFD`) and a tiny KVM guest ringing a doorbell port
 //! that has a `KVM_IOEVENTFD` on it. Each returns `None` after printing one
 //! line saying why, where the machine lacks the facility: the caller then
-//! returns without claiming a pass for what it did not run.
+//! returns without having checked anything. Since a test that returns early
+//! still counts as passed, a run that must check a facility says so:
+//! `EVENTFD_REQUIRE_IO_URING=1` and `EVENTFD_REQUIRE_KVM=1` turn its absence
+//! into a failure (CI sets them where the machine has the facility).
 
 use std::os::fd::AsRawFd;
 
@@ -14,7 +17,7 @@ pub fn ring_for(efd: &impl AsRawFd, entries: u32, test: &str) -> Option<IoUring>
     let ring = match IoUring::new(entries) {
         Ok(ring) => ring,
         Err(e) => {
-            println!("{test}: skipped: io_uring is not available here ({e})");
+            missing(test, "io_uring is not available here", &e, IO_URING);
             return None;
         }
     };
@@ -22,6 +25,26 @@ pub fn ring_for(efd: &impl AsRawFd, entries: u32, test: &str) -> Option<IoUring>
         .register_eventfd(efd.as_raw_fd())
         .expect("IORING_REGISTER_EVENTFD");
     Some(ring)
+}
+
+/// The variable that makes a missing io_uring a failure.
+pub const IO_URING: &str = "EVENTFD_REQUIRE_IO_URING";
+/// The variable that makes a missing or unusable `/dev/kvm` a failure.
+pub const KVM: &str = "EVENTFD_REQUIRE_KVM";
+
+/// Whether this run must check the facility that `var` names (`var=1`).
+pub fn required(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| v == "1")
+}
+
+/// Says in one line that `test` skipped because `what` (`e`), or fails it
+/// where `var` requires the facility.
+fn missing(test: &str, what: &str, e: &dyn std::fmt::Display, var: &str) {
+    assert!(
+        !required(var),
+        "{test}: {what} ({e}), and {var}=1 requires it"
+    );
+    println!("{test}: skipped: {what} ({e})");
 }
 
 /// Completes `n` NOPs, one `io_uring_enter` each, reaping every completion
@@ -164,11 +187,18 @@ pub mod kvm {
             let kvm = match Kvm::new() {
                 Ok(kvm) => kvm,
                 Err(e) => {
-                    println!("{test}: skipped: /dev/kvm is not usable here ({e})");
+                    super::missing(test, "/dev/kvm is not usable here", &e, super::KVM);
                     return None;
                 }
             };
-            let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+            // Under an emulator (qemu-user) /dev/kvm opens but makes no VM.
+            let vm = match kvm.create_vm() {
+                Ok(vm) => vm,
+                Err(e) => {
+                    super::missing(test, "/dev/kvm makes no VM here", &e, super::KVM);
+                    return None;
+                }
+            };
             vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
             let mut memory = Memory([0xf4; 0x2000]);
             let vector = 4 * IRQ as usize;
