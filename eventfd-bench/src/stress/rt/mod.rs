@@ -224,11 +224,16 @@ pub(super) fn watched_tasks<T>(
     watched(ctx, watch, &release, || body(&stop))
 }
 
-/// Awaits `fut` for at most T. Fails on timeout, and also when it completes
+/// Awaits `fut` for at most T, scaled to this machine. Fails on timeout, and also when it completes
 /// only at or near the deadline: that is a future completed by the timeout
 /// re-polling it, a lost wakeup.
 pub(super) async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::Output> {
-    let limit = ctx.liveness();
+    // A future that must finish is given T on a machine as fast as the
+    // reference, and proportionally more on a slower one (an emulator): a
+    // lost wakeup never finishes, so only the wait to call it grows.
+    let limit = ctx
+        .liveness()
+        .mul_f64(crate::stress::calibration().slowness);
     let start = Instant::now();
     let res = tokio::time::timeout(limit, fut).await;
     let elapsed = start.elapsed();
