@@ -178,8 +178,8 @@ impl Serialize for Verdict {
 /// ```
 /// use eventfd_bench::stress::{run, Config};
 ///
-/// let report = run("S13", &Config::default());
-/// assert_eq!(report.id, "S13");
+/// let report = run("S3", &Config::default());
+/// assert_eq!(report.id, "S3");
 /// assert!(report.passed(), "{report}");
 /// println!("replay with EVENTFD_STRESS_SEED={}", report.seed);
 /// ```
