@@ -135,7 +135,7 @@ pub struct Sample {
 /// use eventfd_bench::stress::{run, sample, Config};
 ///
 /// let before = sample();
-/// assert!(run("S13", &Config::default()).passed());
+/// assert!(run("S3", &Config::default()).passed());
 /// assert_eq!(sample().fds, before.fds, "no fd left behind");
 /// ```
 pub fn sample() -> Sample {

@@ -256,7 +256,7 @@ impl Report {
     /// # Examples
     ///
     /// ```
-    /// let report = eventfd_bench::stress::run("S13", &Default::default());
+    /// let report = eventfd_bench::stress::run("S3", &Default::default());
     /// assert!(!report.failed(), "{report}");
     /// ```
     pub fn failed(&self) -> bool {
@@ -272,8 +272,8 @@ impl Report {
     /// ```
     /// use eventfd_bench::stress::{run, Config};
     ///
-    /// let mut total = run("S13", &Config::default());
-    /// let second = run("S13", &Config::default());
+    /// let mut total = run("S3", &Config::default());
+    /// let second = run("S3", &Config::default());
     /// let adds = total.tally.adds + second.tally.adds;
     /// total.add_pass(second);
     /// assert_eq!((total.rounds, total.tally.adds), (2, adds));
