@@ -67,8 +67,7 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
     }
 }
 
-/// One scenario run: configuration, seed, totals, the first failure, the
-/// stop flag.
+/// One scenario run.
 pub(super) struct Ctx {
     pub(super) scenario: &'static Scenario,
     pub(super) cfg: Config,
@@ -79,14 +78,11 @@ pub(super) struct Ctx {
     round: AtomicU64,
     /// Set at the end of a round (normal or not): waiters exit when they see it.
     stop: AtomicBool,
+    /// The first failure, the reason for a SKIP, and for an INCONCLUSIVE.
     failure: Mutex<Option<String>>,
-    /// Why the scenario did not run (a facility is missing), if so.
     skipped: Mutex<Option<String>>,
-    /// Why the round could not decide (it ran out its deadline with every
-    /// waiter woken in time; the machine cannot tell a spin), if so.
     inconclusive: Mutex<Option<String>>,
-    /// Set when the round was released at its deadline: what fails after
-    /// that is the release's doing, not a fault.
+    /// The round was released at its deadline (see [`Ctx::fail`]).
     timed_out: AtomicBool,
     totals: Mutex<Tally>,
     /// Progress of the current round: units read (where values are small).
@@ -94,7 +90,6 @@ pub(super) struct Ctx {
     /// When the oldest unread add was made (ns since `epoch`, 0 = none):
     /// writers stamp before adding, readers take it after reading.
     stamp: AtomicU64,
-    max_pending_ns: AtomicU64,
     epoch: Instant,
     /// Every stream handed out (its number and first value), so that a test
     /// can compare two runs' random choices.
@@ -117,7 +112,6 @@ impl Ctx {
             totals: Mutex::new(Tally::default()),
             live: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
-            max_pending_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             #[cfg(test)]
             handed: Mutex::new(Vec::new()),
@@ -192,8 +186,8 @@ impl Ctx {
     }
 
     /// Records the first failure (later ones are dropped) and stops the
-    /// round; after a release at the deadline, failures are its doing and
-    /// are dropped.
+    /// round; after a release at the deadline, failures are the release's
+    /// doing, not a fault, and are dropped.
     pub(super) fn fail(&self, msg: impl Into<String>) {
         if self.timed_out.load(Ordering::SeqCst) {
             return;
@@ -216,22 +210,18 @@ impl Ctx {
         lock(&self.failure).clone()
     }
 
-    /// Records that the scenario cannot run here (io_uring disabled, no
-    /// `/dev/kvm`) and stops the round: the report's verdict is SKIP, with
-    /// `reason`, not PASS.
+    /// Records that the scenario cannot run here and stops the round.
     pub(super) fn skip(&self, reason: impl Into<String>) {
         lock(&self.skipped).get_or_insert_with(|| reason.into());
         self.finish();
     }
 
-    /// Records that the round cannot decide: the verdict is INCONCLUSIVE
-    /// unless a check fails.
+    /// Records that the round cannot decide: INCONCLUSIVE unless a check fails.
     pub(super) fn undecided(&self, reason: impl Into<String>) {
         lock(&self.inconclusive).get_or_insert_with(|| reason.into());
     }
 
-    /// The round ran out its deadline with no lost wakeup seen: INCONCLUSIVE,
-    /// and the round stops.
+    /// The round ran out its deadline with no lost wakeup seen.
     pub(super) fn time_out(&self, reason: impl Into<String>) {
         self.undecided(reason);
         self.timed_out.store(true, Ordering::SeqCst);
@@ -261,11 +251,6 @@ impl Ctx {
             }
             (None, None) => Ok(()),
         }
-    }
-
-    /// Whether the scenario failed, skipped or timed out: the round is over.
-    pub(super) fn halted(&self) -> bool {
-        self.failed() || self.skipped().is_some() || self.timed_out()
     }
 
     /// Records `failure`: a FAIL, or the SKIP of a missing facility.
@@ -340,15 +325,6 @@ impl Ctx {
         if since != 0 {
             tally.waited(Duration::from_nanos(self.now_ns().saturating_sub(since)));
         }
-    }
-
-    pub(super) fn note_pending(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.max_pending_ns.fetch_max(ns, Ordering::Relaxed);
-    }
-
-    pub(super) fn max_pending(&self) -> Duration {
-        Duration::from_nanos(self.max_pending_ns.load(Ordering::Relaxed))
     }
 
     /// Waits until `live` reaches `target`; false if the round stopped first.

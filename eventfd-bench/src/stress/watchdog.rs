@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Tally};
 
 /// The parts of a [`Watch`] that waiters update: shareable with tokio tasks.
 #[derive(Clone)]
@@ -22,6 +22,13 @@ pub(super) struct Probe {
 }
 
 impl Probe {
+    /// ns since `epoch`, at least 1.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     pub(super) fn progress(&self, fd: usize) {
         if let Some(p) = self.progress.get(fd) {
             p.fetch_add(1, Ordering::Relaxed);
@@ -30,8 +37,7 @@ impl Probe {
 
     pub(super) fn sleep(&self, waiter: usize) {
         if let Some(a) = self.asleep.get(waiter) {
-            let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            a.store(ns.max(1), Ordering::Relaxed);
+            a.store(self.now(), Ordering::Relaxed);
         }
     }
 
@@ -54,6 +60,15 @@ pub(super) struct Watch<'a> {
     /// own was not woken (a woken task yet to run is a busy machine).
     per_fd: bool,
     done: AtomicBool,
+}
+
+/// Waiters on threads mark progress and sleep on the `Watch` itself.
+impl std::ops::Deref for Watch<'_> {
+    type Target = Probe;
+
+    fn deref(&self) -> &Probe {
+        &self.probe
+    }
 }
 
 impl<'a> Watch<'a> {
@@ -98,18 +113,6 @@ impl<'a> Watch<'a> {
         self.probe.clone()
     }
 
-    pub(super) fn progress(&self, fd: usize) {
-        self.probe.progress(fd);
-    }
-
-    pub(super) fn sleep(&self, waiter: usize) {
-        self.probe.sleep(waiter);
-    }
-
-    pub(super) fn wake(&self, waiter: usize) {
-        self.probe.wake(waiter);
-    }
-
     pub(super) fn finish(&self) {
         self.done.store(true, Ordering::SeqCst);
     }
@@ -133,8 +136,9 @@ impl<'a> Watch<'a> {
         // Per-fd readers: when any of them last made progress (see `per_fd`).
         let (mut total, mut moved) = (0, Duration::ZERO);
         let mut released: Option<Instant> = None;
+        let mut longest = Tally::default();
         while !self.done.load(Ordering::SeqCst) {
-            if start.elapsed() > ctx.deadline() && !ctx.halted() {
+            if start.elapsed() > ctx.deadline() && !ctx.proceed().is_err() {
                 ctx.time_out(format!(
                     "{}: the round ran out its deadline of {:?} (scaled to this machine) with \
                      every waiter woken in time{}",
@@ -144,7 +148,7 @@ impl<'a> Watch<'a> {
                 ));
             }
             if ctx.stopped() {
-                if ctx.halted() {
+                if ctx.proceed().is_err() {
                     release();
                     let since = *released.get_or_insert_with(Instant::now);
                     escape_if_stuck(ctx, since.elapsed());
@@ -156,6 +160,7 @@ impl<'a> Watch<'a> {
                 }));
                 continue;
             }
+            // Timeout 0: the watchdog never joins a wait queue it watches.
             let mut pollfds: Vec<PollFd<'_>> = self
                 .fds
                 .iter()
@@ -189,7 +194,7 @@ impl<'a> Watch<'a> {
                             // they are done.
                             let from = if self.per_fd { t0.max(moved) } else { t0 };
                             let pending = now - from;
-                            ctx.note_pending(pending);
+                            longest.waited(pending);
                             let woken =
                                 self.per_fd && self.probe.asleep[i].load(Ordering::Relaxed) == 0;
                             if pending >= ctx.liveness() && !woken {
@@ -211,13 +216,14 @@ impl<'a> Watch<'a> {
             }
             thread::sleep(interval);
         }
+        ctx.merge(&longest);
     }
 
     fn sleepers(&self) -> String {
         if self.waiter_names.is_empty() {
             return String::new();
         }
-        let now = u64::try_from(self.probe.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.probe.now();
         let mut asleep: Vec<(u64, &str)> = self
             .probe
             .asleep
@@ -245,10 +251,6 @@ impl<'a> Watch<'a> {
     }
 }
 
-/// Ends the process when a round released `released` ago still has not
-/// ended: a thread that never returns (a task spinning inside `poll`, which
-/// no release reaches) would otherwise hang the run, or outlive its
-/// scenario and spoil the next one's checks.
 /// How much longer than its interval the watchdog may sleep before the gap
 /// counts as starvation rather than pending time (see [`Watch::run`]).
 const STARVED: Duration = Duration::from_millis(50);
@@ -282,6 +284,10 @@ impl AwakeClock {
     }
 }
 
+/// Ends the process when a round released `released` ago still has not
+/// ended: a thread that never returns (a task spinning inside `poll`, which
+/// no release reaches) would otherwise hang the run, or outlive its
+/// scenario and spoil the next one's checks.
 fn escape_if_stuck(ctx: &Ctx, released: Duration) {
     let grace = (ctx.liveness() * 4).max(Duration::from_secs(10));
     if released > grace.mul_f64(super::calibration().slowness) {
