@@ -2,7 +2,6 @@
 //! failure, the stop flag), and the `Step` result that scenario bodies
 //! return.
 
-use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -20,15 +19,6 @@ use crate::rng::Rng;
 pub(super) enum Failure {
     Failed(String),
     Missing(String),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Failed(msg) => f.write_str(msg),
-            Failure::Missing(reason) => write!(f, "skipped: {reason}"),
-        }
-    }
 }
 
 /// The result of a scenario step.
@@ -303,9 +293,7 @@ impl Ctx {
     }
 
     pub(super) fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
+        ns_since(self.epoch)
     }
 
     /// A writer calls this just before an add: stamps the start of a pending
@@ -330,20 +318,25 @@ impl Ctx {
     /// Waits until `live` reaches `target`; false if the round stopped first.
     pub(super) fn wait_live(&self, target: u64) -> bool {
         let mut spins = 0;
-        loop {
-            if self.live.load(Ordering::SeqCst) >= target {
-                return true;
-            }
+        while self.live.load(Ordering::SeqCst) < target {
             if self.stopped() {
                 return self.live.load(Ordering::SeqCst) >= target;
             }
             pause(&mut spins);
         }
+        true
     }
 
     pub(super) fn id(&self) -> &'static str {
         self.scenario.id
     }
+}
+
+/// ns since `epoch`, at least 1 (0 means "none" in the stamps that hold it).
+pub(super) fn ns_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Locks `m`; a panic elsewhere (which the round reports) leaves its value

@@ -242,6 +242,13 @@ fn run_round(ctx: &Arc<Ctx>) {
 mod tests {
     use super::*;
 
+    fn seeded(seed: u64) -> Config {
+        Config {
+            seed: Some(seed),
+            ..Config::default()
+        }
+    }
+
     fn draws(ctx: &Ctx, stream: u64) -> Vec<u64> {
         let mut rng = ctx.rng(stream);
         (0..32).map(|_| rng.next_u64()).collect()
@@ -250,14 +257,10 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_streams() {
         let sc = scenario("S4").expect("S4 exists");
-        let config = |seed| Config {
-            seed: Some(seed),
-            ..Config::default()
-        };
         let (a, b, c) = (
-            Ctx::new(sc, config(12345), 12345),
-            Ctx::new(sc, config(12345), 12345),
-            Ctx::new(sc, config(12346), 12346),
+            Ctx::new(sc, seeded(12345), 12345),
+            Ctx::new(sc, seeded(12345), 12345),
+            Ctx::new(sc, seeded(12346), 12346),
         );
         for round in [0, 1, 7] {
             for ctx in [&a, &b, &c] {
@@ -288,13 +291,9 @@ mod tests {
         // process check their fds.
         let _alone = account::exclusive();
         let handed = |seed| {
-            let config = Config {
-                seed: Some(seed),
-                ..Config::default()
-            };
             // S10 takes its churn (reregister, deregister, sleeps) and its
             // writers' jitter from the seed.
-            let ctx = Arc::new(Ctx::new(&SCENARIOS[9], config.clone(), seed));
+            let ctx = Arc::new(Ctx::new(&SCENARIOS[9], seeded(seed), seed));
             run_round(&ctx);
             assert_eq!(ctx.failure(), None);
             let mut handed = ctx.handed.lock().expect("not poisoned").clone();
@@ -309,11 +308,7 @@ mod tests {
 
     #[test]
     fn a_report_names_its_seed_and_how_to_replay_it() {
-        let config = Config {
-            seed: Some(987_654_321),
-            ..Config::default()
-        };
-        let report = run("S13", &config);
+        let report = run("S13", &seeded(987_654_321));
         assert_eq!(report.seed, 987_654_321);
         assert!(report.passed(), "{report}");
         assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::ctx::{Ctx, Tally};
+use super::ctx::{ns_since, Ctx, Tally};
 
 /// The parts of a [`Watch`] that waiters update: shareable with tokio tasks.
 #[derive(Clone)]
@@ -22,13 +22,6 @@ pub(super) struct Probe {
 }
 
 impl Probe {
-    /// ns since `epoch`, at least 1.
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
     pub(super) fn progress(&self, fd: usize) {
         if let Some(p) = self.progress.get(fd) {
             p.fetch_add(1, Ordering::Relaxed);
@@ -37,7 +30,7 @@ impl Probe {
 
     pub(super) fn sleep(&self, waiter: usize) {
         if let Some(a) = self.asleep.get(waiter) {
-            a.store(self.now(), Ordering::Relaxed);
+            a.store(ns_since(self.epoch), Ordering::Relaxed);
         }
     }
 
@@ -223,7 +216,7 @@ impl<'a> Watch<'a> {
         if self.waiter_names.is_empty() {
             return String::new();
         }
-        let now = self.probe.now();
+        let now = ns_since(self.probe.epoch);
         let mut asleep: Vec<(u64, &str)> = self
             .probe
             .asleep
