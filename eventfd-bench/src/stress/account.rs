@@ -33,24 +33,17 @@ impl Usage {
     /// How `after` differs from `self`: the fds opened ("fd -> target")
     /// and closed since, at most 8 of each.
     pub(super) fn diff(&self, after: &Usage) -> String {
-        fn list<'a>(fds: impl Iterator<Item = (&'a i32, &'a String)>) -> String {
+        /// The fds of `fds` that `other` lacks.
+        fn list(fds: &BTreeMap<i32, String>, other: &BTreeMap<i32, String>) -> String {
             let all: Vec<String> = fds
+                .iter()
+                .filter(|(fd, t)| other.get(fd) != Some(t))
                 .map(|(fd, target)| format!("{fd} -> {target}"))
                 .collect();
             let more = if all.len() > 8 { ", ..." } else { "" };
             format!("[{}{more}]", all[..all.len().min(8)].join(", "))
         }
-        let opened = list(
-            after
-                .fds
-                .iter()
-                .filter(|(fd, t)| self.fds.get(fd) != Some(t)),
-        );
-        let closed = list(
-            self.fds
-                .iter()
-                .filter(|(fd, t)| after.fds.get(fd) != Some(t)),
-        );
+        let (opened, closed) = (list(&after.fds, &self.fds), list(&self.fds, &after.fds));
         format!("opened {opened}, closed {closed}")
     }
 }

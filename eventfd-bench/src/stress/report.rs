@@ -160,14 +160,10 @@ impl Serialize for Verdict {
         use serde::ser::SerializeStruct;
         let mut out = s.serialize_struct("Verdict", 4)?;
         out.serialize_field("passed", &(*self == Verdict::Pass))?;
-        let keys = [
-            ("failure", "FAIL"),
-            ("skipped", "SKIP"),
-            ("inconclusive", "INCONCLUSIVE"),
-        ];
-        for (key, word) in keys {
-            out.serialize_field(key, &self.reason().filter(|_| self.word() == word))?;
-        }
+        let reason = |word: &str| self.reason().filter(|_| self.word() == word);
+        out.serialize_field("failure", &reason("FAIL"))?;
+        out.serialize_field("skipped", &reason("SKIP"))?;
+        out.serialize_field("inconclusive", &reason("INCONCLUSIVE"))?;
         out.end()
     }
 }
@@ -216,9 +212,9 @@ pub struct Report {
     /// The process's resident set size just before the scenario, in bytes
     /// (`VmRSS`; 0 where `/proc` is unavailable).
     pub rss_before: u64,
-    /// The same after the scenario. Reported, not
-    /// judged: the allocator keeps freed memory, so growth over one run is
-    /// not a leak; growth over many rounds of a long run is worth a look.
+    /// The same after the scenario. Reported, not judged: the allocator keeps
+    /// freed memory, so growth over one run is not a leak; growth over many
+    /// rounds of a long run is worth a look.
     pub rss_after: u64,
     /// What this machine measured before the first scenario, which the
     /// deadlines and S18's spin checks scale from.

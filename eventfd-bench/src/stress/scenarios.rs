@@ -1,6 +1,5 @@
 //! The scenario table: what each scenario is, and the function that runs it.
 
-use std::fmt;
 use std::sync::Arc;
 
 use super::ctx::{Ctx, Step};
@@ -15,7 +14,7 @@ use super::{epoll, kernel, mio_src, plain_syscalls, rt};
 /// assert_eq!(s3.id, "S3");
 /// println!("{}: {}", s3.name, s3.topology);
 /// ```
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Scenario {
     /// `"S1"` to `"S19"`.
     pub id: &'static str,
@@ -37,17 +36,6 @@ impl PartialEq for Scenario {
 }
 
 impl Eq for Scenario {}
-
-impl fmt::Debug for Scenario {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scenario")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("topology", &self.topology)
-            .field("checks", &self.checks)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Rows of id, the function that runs the scenario (its name is the
 /// scenario's), topology and checks.
@@ -155,9 +143,7 @@ fn semaphore_edge_triggered(ctx: &Arc<Ctx>) -> Step {
 /// ```
 pub fn scenario(id: &str) -> Option<&'static Scenario> {
     let id = id.trim();
-    let number = id
-        .strip_prefix('S')
-        .or_else(|| id.strip_prefix('s'))
-        .unwrap_or(id);
-    SCENARIOS.iter().find(|s| &s.id[1..] == number)
+    SCENARIOS
+        .iter()
+        .find(|s| s.id.eq_ignore_ascii_case(id) || s.id[1..] == *id)
 }

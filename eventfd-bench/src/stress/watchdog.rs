@@ -115,15 +115,7 @@ impl<'a> Watch<'a> {
     /// until the round ends).
     pub(super) fn run(&self, ctx: &Ctx, release: &dyn Fn()) {
         let start = Instant::now();
-        let interval = if self.fds.len() > 64 {
-            Duration::from_millis(20)
-        } else {
-            Duration::from_millis(2)
-        };
-        // Pending time is measured on a clock that stops while the watchdog
-        // itself was starved of the CPU (it overslept its interval by more
-        // than `STARVED`): a process that is not scheduled cannot wake, so
-        // that time says the machine is busy, not that a wakeup was lost.
+        let interval = Duration::from_millis(if self.fds.len() > 64 { 20 } else { 2 });
         let mut clock = AwakeClock::new(interval);
         let mut since: Vec<Option<(Duration, u64)>> = vec![None; self.fds.len()];
         // Per-fd readers: when any of them last made progress (see `per_fd`).
@@ -146,11 +138,8 @@ impl<'a> Watch<'a> {
                     let since = *released.get_or_insert_with(Instant::now);
                     escape_if_stuck(ctx, since.elapsed());
                 }
-                thread::sleep(Duration::from_millis(if released.is_some() {
-                    20
-                } else {
-                    1
-                }));
+                let pause = if released.is_some() { 20 } else { 1 };
+                thread::sleep(Duration::from_millis(pause));
                 continue;
             }
             // Timeout 0: the watchdog never joins a wait queue it watches.
@@ -245,10 +234,12 @@ impl<'a> Watch<'a> {
 }
 
 /// How much longer than its interval the watchdog may sleep before the gap
-/// counts as starvation rather than pending time (see [`Watch::run`]).
+/// counts as starvation rather than pending time.
 const STARVED: Duration = Duration::from_millis(50);
 
-/// Time since the watchdog started, less the gaps in which it was starved.
+/// The clock of pending time: time since the watchdog started, less the gaps
+/// in which it was starved of the CPU. A process that is not scheduled cannot
+/// wake, so that time says the machine is busy, not that a wakeup was lost.
 struct AwakeClock {
     last: Instant,
     awake: Duration,
@@ -301,12 +292,10 @@ fn escape_if_stuck(ctx: &Ctx, released: Duration) {
 pub(super) fn count_left(fd: BorrowedFd<'_>) -> String {
     use std::os::fd::AsRawFd;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
-    info.ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("eventfd-count:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
+    info.unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("eventfd-count:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
