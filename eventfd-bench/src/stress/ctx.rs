@@ -1,6 +1,5 @@
-//! The run context of a scenario (configuration, seed, totals, the first
-//! failure, the stop flag), and the `Step` result that scenario bodies
-//! return.
+//! The run context of a scenario ([`Ctx`]), and the `Step` result that
+//! scenario bodies return.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,9 +115,8 @@ impl Ctx {
         self.stamp.store(0, Ordering::SeqCst);
     }
 
-    /// The random stream `stream` of this round: each thread or task takes
-    /// its own (a distinct number per call site and thread), all derived
-    /// from the run seed.
+    /// The random stream `stream` (see [`stream`](super::threads::stream))
+    /// of this round, derived from the run seed.
     pub(super) fn rng(&self, stream: u64) -> Rng {
         let round = self.round.load(Ordering::SeqCst);
         let stream = (round << 32) ^ stream;
@@ -296,8 +294,7 @@ impl Ctx {
         ns_since(self.epoch)
     }
 
-    /// A writer calls this just before an add: stamps the start of a pending
-    /// period if none is open.
+    /// Called just before an add: opens a pending period if none is open.
     pub(super) fn stamp_add(&self) {
         if self.stamp.load(Ordering::Relaxed) == 0 {
             let _ =
@@ -306,8 +303,7 @@ impl Ctx {
         }
     }
 
-    /// A reader calls this just after a successful read: closes the pending
-    /// period and records its length.
+    /// Called just after a read: closes the pending period, noting its length.
     pub(super) fn stamp_read(&self, tally: &mut Tally) {
         let since = self.stamp.swap(0, Ordering::AcqRel);
         if since != 0 {

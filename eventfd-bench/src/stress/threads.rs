@@ -82,8 +82,8 @@ pub(super) fn stream(site: u64, i: usize) -> u64 {
     (site << 16) | (i as u64 & 0xffff)
 }
 
-/// `n` writer jobs, each running [`writer_loop`] on its own dup of `efd`,
-/// writer `w` with the random stream `stream(site, w)`.
+/// `n` writer jobs of [`writer_loop`], each on its own dup of `efd`, writer
+/// `w` with the random stream `stream(site, w)`.
 pub(super) fn writer_jobs<'env>(
     ctx: &'env Ctx,
     efd: &EventFd,
