@@ -123,7 +123,7 @@ impl<'a> Watch<'a> {
         let mut released: Option<Instant> = None;
         let mut longest = Tally::default();
         while !self.done.load(Ordering::SeqCst) {
-            if start.elapsed() > ctx.deadline() && !ctx.proceed().is_err() {
+            if start.elapsed() > ctx.deadline() && ctx.proceed().is_ok() {
                 ctx.time_out(format!(
                     "{}: the round ran out its deadline of {:?} (scaled to this machine) with \
                      every waiter woken in time{}",
