@@ -135,7 +135,7 @@ impl Ctx {
         self.cfg.threads.unwrap_or(default).max(1)
     }
 
-    /// T: the longest a count may stay pending with no waiter woken.
+    /// T (see [`Config::liveness`]).
     pub(super) fn liveness(&self) -> Duration {
         self.cfg.liveness
     }
