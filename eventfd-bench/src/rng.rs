@@ -32,14 +32,12 @@ impl Rng {
     }
 
     /// A generator for stream `stream` of the run seeded with `seed`: each
-    /// thread or task of a run takes its own stream, all replayable from the
-    /// one seed.
+    /// thread or task of a run takes its own.
     pub fn stream(seed: u64, stream: u64) -> Rng {
         Rng::new(seed ^ stream.wrapping_mul(0xd6e8_feb8_6659_fd93))
     }
 
-    /// A seed for a run nobody asked to replay: taken from the clock, and to
-    /// be reported so that the run can be replayed.
+    /// A seed from the clock, for a run nobody asked to replay (report it).
     pub fn fresh_seed() -> u64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -83,8 +81,9 @@ mod tests {
         // replays, so it must be deliberate.
         let mut r = Rng::new(0);
         let first = [r.next_u64(), r.next_u64()];
-        assert_eq!(first, [PINNED[0], PINNED[1]]);
+        assert_eq!(
+            first,
+            [8_916_199_331_640_804_048, 16_032_783_972_208_265_725]
+        );
     }
-
-    const PINNED: [u64; 2] = [8_916_199_331_640_804_048, 16_032_783_972_208_265_725];
 }

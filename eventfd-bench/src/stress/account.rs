@@ -1,20 +1,17 @@
 //! fd and memory accounting: the process's open fds and resident set size,
-//! before and after a scenario. Both are figures of the whole process, so
-//! [`exclusive`] runs the scenarios of a process one at a time.
+//! figures of the whole process, so [`exclusive`] runs one scenario at a time.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, Once};
 
-/// The process's open fds (number -> what it points to) and RSS.
+/// The process's open fds (number -> what it points to) and RSS in bytes.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Usage {
     pub(super) fds: BTreeMap<i32, String>,
-    /// Resident set size in bytes (0 if unreadable).
     pub(super) rss: u64,
 }
 
 impl Usage {
-    /// A snapshot, from `/proc/self/fd` and `/proc/self/status`.
     pub(super) fn now() -> Usage {
         // The directory being read is open too: not counted.
         let own = format!("/proc/{}/fd", std::process::id());
@@ -36,24 +33,17 @@ impl Usage {
     /// How `after` differs from `self`: the fds opened ("fd -> target")
     /// and closed since, at most 8 of each.
     pub(super) fn diff(&self, after: &Usage) -> String {
-        fn list<'a>(fds: impl Iterator<Item = (&'a i32, &'a String)>) -> String {
+        /// The fds of `fds` that `other` lacks.
+        fn list(fds: &BTreeMap<i32, String>, other: &BTreeMap<i32, String>) -> String {
             let all: Vec<String> = fds
+                .iter()
+                .filter(|(fd, t)| other.get(fd) != Some(t))
                 .map(|(fd, target)| format!("{fd} -> {target}"))
                 .collect();
             let more = if all.len() > 8 { ", ..." } else { "" };
             format!("[{}{more}]", all[..all.len().min(8)].join(", "))
         }
-        let opened = list(
-            after
-                .fds
-                .iter()
-                .filter(|(fd, t)| self.fds.get(fd) != Some(t)),
-        );
-        let closed = list(
-            self.fds
-                .iter()
-                .filter(|(fd, t)| after.fds.get(fd) != Some(t)),
-        );
+        let (opened, closed) = (list(&after.fds, &self.fds), list(&self.fds, &after.fds));
         format!("opened {opened}, closed {closed}")
     }
 }
@@ -67,7 +57,7 @@ fn counted(target: &str, own: &str) -> bool {
     target != own && (target.starts_with("anon_inode:") || target.starts_with("socket:"))
 }
 
-/// `VmRSS` of `/proc/self/status`, in bytes.
+/// `VmRSS` of `/proc/self/status`, in bytes (0 if unreadable).
 fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -81,9 +71,7 @@ fn rss() -> u64 {
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Waits until no other scenario runs in this process (`cargo test` runs
-/// the stress tests on parallel threads), and holds that until the guard
-/// drops.
-///
+/// the stress tests on parallel threads) and holds that until the guard drops.
 /// The first call also warms up what a process opens once and keeps for
 /// its lifetime (with tokio's `signal` feature, which `cargo test
 /// --workspace` turns on, the first runtime opens a socket pair that is
@@ -120,14 +108,12 @@ pub(super) fn exclusive() -> MutexGuard<'static, ()> {
 pub struct Sample {
     /// Open fds of the kinds scenarios make (see [`Report::fds_before`](crate::stress::Report::fds_before)).
     pub fds: usize,
-    /// Resident set size in bytes (`VmRSS`; 0 where `/proc` is unavailable).
+    /// Resident set size in bytes (see [`Report::rss_before`](crate::stress::Report::rss_before)).
     pub rss: u64,
 }
 
-/// Samples the process's open fds and RSS between scenarios: waits for a
-/// running scenario to finish (so that its fds are not counted), and warms
-/// up what a process opens once, as the scenarios' own figures do. A long
-/// run samples between passes: fds flat is the target, RSS is reported.
+/// Samples the process's open fds and RSS between scenarios, as the
+/// scenarios' own figures are taken (after any running scenario finishes).
 ///
 /// # Examples
 ///

@@ -1,10 +1,5 @@
-//! How fast this machine is, measured once per process before the first
-//! scenario, so that what a verdict allows scales with the machine instead
-//! of assuming a fast one: the round deadline grows with [`slowness`], and
-//! S18's spin checks (wakeups of a waiting add, CPU while adds wait) are
-//! judged against the cost of an honest wait measured here.
-//!
-//! [`slowness`]: Calibration::slowness
+//! How fast this machine is, measured once per process, so that what a
+//! verdict allows scales with the machine instead of assuming a fast one.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -22,8 +17,7 @@ use serde::Serialize;
 /// Slower machines (a loaded host, an emulator) scale from it.
 const REFERENCE_ROUND_TRIP: Duration = Duration::from_micros(20);
 
-/// The window over which [`Calibration::idle_wait_cpu`] is measured: S18's
-/// quiet window.
+/// S18's quiet window, over which [`Calibration::idle_wait_cpu`] is measured.
 pub(super) const QUIET: Duration = Duration::from_millis(200);
 
 /// What this machine measured; reported with every scenario (`calibration`
@@ -45,13 +39,12 @@ pub struct Calibration {
     /// least 1: the round deadline is multiplied by it.
     pub slowness: f64,
     /// The process's CPU time, in µs, over 200 ms of an honest wait on a
-    /// saturated counter (`poll` for `POLLOUT`, which reports `POLLERR` at
-    /// once, and a 1 ms sleep): what waiting costs here when nothing spins.
+    /// saturated counter: what waiting costs here when nothing spins, which
+    /// S18's spin checks are judged against.
     pub idle_wait_cpu_us: u64,
 }
 
 impl Calibration {
-    /// The CPU the process's honest waits cost over `QUIET`.
     pub(super) fn idle_wait_cpu(&self) -> Duration {
         Duration::from_micros(self.idle_wait_cpu_us)
     }

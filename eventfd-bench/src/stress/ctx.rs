@@ -1,8 +1,6 @@
-//! The run context of a scenario (configuration, seed, totals, the first
-//! failure, the stop flag), and the `Step` result that scenario bodies
-//! return.
+//! The run context of a scenario ([`Ctx`]), and the `Step` result that
+//! scenario bodies return.
 
-use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -20,15 +18,6 @@ use crate::rng::Rng;
 pub(super) enum Failure {
     Failed(String),
     Missing(String),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Failed(msg) => f.write_str(msg),
-            Failure::Missing(reason) => write!(f, "skipped: {reason}"),
-        }
-    }
 }
 
 /// The result of a scenario step.
@@ -67,8 +56,7 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
     }
 }
 
-/// One scenario run: configuration, seed, totals, the first failure, the
-/// stop flag.
+/// One scenario run.
 pub(super) struct Ctx {
     pub(super) scenario: &'static Scenario,
     pub(super) cfg: Config,
@@ -79,14 +67,11 @@ pub(super) struct Ctx {
     round: AtomicU64,
     /// Set at the end of a round (normal or not): waiters exit when they see it.
     stop: AtomicBool,
+    /// The first failure, the reason for a SKIP, and for an INCONCLUSIVE.
     failure: Mutex<Option<String>>,
-    /// Why the scenario did not run (a facility is missing), if so.
     skipped: Mutex<Option<String>>,
-    /// Why the round could not decide (it ran out its deadline with every
-    /// waiter woken in time; the machine cannot tell a spin), if so.
     inconclusive: Mutex<Option<String>>,
-    /// Set when the round was released at its deadline: what fails after
-    /// that is the release's doing, not a fault.
+    /// The round was released at its deadline (see [`Ctx::fail`]).
     timed_out: AtomicBool,
     totals: Mutex<Tally>,
     /// Progress of the current round: units read (where values are small).
@@ -94,7 +79,6 @@ pub(super) struct Ctx {
     /// When the oldest unread add was made (ns since `epoch`, 0 = none):
     /// writers stamp before adding, readers take it after reading.
     stamp: AtomicU64,
-    max_pending_ns: AtomicU64,
     epoch: Instant,
     /// Every stream handed out (its number and first value), so that a test
     /// can compare two runs' random choices.
@@ -117,7 +101,6 @@ impl Ctx {
             totals: Mutex::new(Tally::default()),
             live: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
-            max_pending_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             #[cfg(test)]
             handed: Mutex::new(Vec::new()),
@@ -132,9 +115,8 @@ impl Ctx {
         self.stamp.store(0, Ordering::SeqCst);
     }
 
-    /// The random stream `stream` of this round: each thread or task takes
-    /// its own (a distinct number per call site and thread), all derived
-    /// from the run seed.
+    /// The random stream `stream` (see [`stream`](super::threads::stream))
+    /// of this round, derived from the run seed.
     pub(super) fn rng(&self, stream: u64) -> Rng {
         let round = self.round.load(Ordering::SeqCst);
         let stream = (round << 32) ^ stream;
@@ -153,7 +135,7 @@ impl Ctx {
         self.cfg.threads.unwrap_or(default).max(1)
     }
 
-    /// T: the longest a count may stay pending with no waiter woken.
+    /// T (see [`Config::liveness`]).
     pub(super) fn liveness(&self) -> Duration {
         self.cfg.liveness
     }
@@ -192,8 +174,8 @@ impl Ctx {
     }
 
     /// Records the first failure (later ones are dropped) and stops the
-    /// round; after a release at the deadline, failures are its doing and
-    /// are dropped.
+    /// round; after a release at the deadline, failures are the release's
+    /// doing, not a fault, and are dropped.
     pub(super) fn fail(&self, msg: impl Into<String>) {
         if self.timed_out.load(Ordering::SeqCst) {
             return;
@@ -216,22 +198,18 @@ impl Ctx {
         lock(&self.failure).clone()
     }
 
-    /// Records that the scenario cannot run here (io_uring disabled, no
-    /// `/dev/kvm`) and stops the round: the report's verdict is SKIP, with
-    /// `reason`, not PASS.
+    /// Records that the scenario cannot run here and stops the round.
     pub(super) fn skip(&self, reason: impl Into<String>) {
         lock(&self.skipped).get_or_insert_with(|| reason.into());
         self.finish();
     }
 
-    /// Records that the round cannot decide: the verdict is INCONCLUSIVE
-    /// unless a check fails.
+    /// Records that the round cannot decide: INCONCLUSIVE unless a check fails.
     pub(super) fn undecided(&self, reason: impl Into<String>) {
         lock(&self.inconclusive).get_or_insert_with(|| reason.into());
     }
 
-    /// The round ran out its deadline with no lost wakeup seen: INCONCLUSIVE,
-    /// and the round stops.
+    /// The round ran out its deadline with no lost wakeup seen.
     pub(super) fn time_out(&self, reason: impl Into<String>) {
         self.undecided(reason);
         self.timed_out.store(true, Ordering::SeqCst);
@@ -261,11 +239,6 @@ impl Ctx {
             }
             (None, None) => Ok(()),
         }
-    }
-
-    /// Whether the scenario failed, skipped or timed out: the round is over.
-    pub(super) fn halted(&self) -> bool {
-        self.failed() || self.skipped().is_some() || self.timed_out()
     }
 
     /// Records `failure`: a FAIL, or the SKIP of a missing facility.
@@ -318,13 +291,10 @@ impl Ctx {
     }
 
     pub(super) fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
+        ns_since(self.epoch)
     }
 
-    /// A writer calls this just before an add: stamps the start of a pending
-    /// period if none is open.
+    /// Called just before an add: opens a pending period if none is open.
     pub(super) fn stamp_add(&self) {
         if self.stamp.load(Ordering::Relaxed) == 0 {
             let _ =
@@ -333,8 +303,7 @@ impl Ctx {
         }
     }
 
-    /// A reader calls this just after a successful read: closes the pending
-    /// period and records its length.
+    /// Called just after a read: closes the pending period, noting its length.
     pub(super) fn stamp_read(&self, tally: &mut Tally) {
         let since = self.stamp.swap(0, Ordering::AcqRel);
         if since != 0 {
@@ -342,32 +311,28 @@ impl Ctx {
         }
     }
 
-    pub(super) fn note_pending(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.max_pending_ns.fetch_max(ns, Ordering::Relaxed);
-    }
-
-    pub(super) fn max_pending(&self) -> Duration {
-        Duration::from_nanos(self.max_pending_ns.load(Ordering::Relaxed))
-    }
-
     /// Waits until `live` reaches `target`; false if the round stopped first.
     pub(super) fn wait_live(&self, target: u64) -> bool {
         let mut spins = 0;
-        loop {
-            if self.live.load(Ordering::SeqCst) >= target {
-                return true;
-            }
+        while self.live.load(Ordering::SeqCst) < target {
             if self.stopped() {
                 return self.live.load(Ordering::SeqCst) >= target;
             }
             pause(&mut spins);
         }
+        true
     }
 
     pub(super) fn id(&self) -> &'static str {
         self.scenario.id
     }
+}
+
+/// ns since `epoch`, at least 1 (0 means "none" in the stamps that hold it).
+pub(super) fn ns_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Locks `m`; a panic elsewhere (which the round reports) leaves its value

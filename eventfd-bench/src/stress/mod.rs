@@ -2,49 +2,28 @@
 //! (kernel epoll, `poll(2)`, blocking syscalls, mio, tokio, this crate's own
 //! readiness handling) loses a wakeup or a count.
 //!
-//! Nineteen scenarios, `S1` to `S19` (see [`SCENARIOS`]), each drive one
-//! topology of writers and waiters over eventfds and check (S17 to S19 with
-//! the kernel as the writer: io_uring completions, overflow storms, KVM
-//! ioeventfds; where io_uring or `/dev/kvm` is missing they SKIP, with the
-//! reason, see [`Verdict::Skip`]):
+//! Each scenario of [`SCENARIOS`] drives one topology of writers and waiters
+//! over eventfds and checks:
 //!
 //! - **conservation**: the sum of every value read equals the sum of every
-//!   value added, exactly;
+//!   value added, exactly, and every round adds something;
 //! - **liveness**: while a counter is non-zero, some waiter wakes within
-//!   [`Config::liveness`] (2 s by default). A watchdog thread samples every
-//!   watched fd with `poll(2)` (timeout 0, so it never joins a wait queue); an
-//!   fd that stays readable for that long while no read makes progress is a
-//!   lost wakeup, reported with the scenario, the count left and the waiters
-//!   asleep at that moment. Waiters never wake on a short timeout (except in
-//!   S7, whose subject is the timeout), so a lost wakeup cannot be hidden by
-//!   a re-poll; async reads cancelled by a timer never let the timer's own
-//!   wakeup complete them (`select!` is `biased` with the timer first);
-//! - **work**: every round makes at least one add, so no check passes on
-//!   an empty run;
-//! - **no fd left behind**: the process has the same fds open after the
-//!   scenario as before (see [`Report::fds_after`]);
-//! - scenario-specific properties (each write produces its own edge, a re-arm
-//!   with a count reports at once, a stale readiness guard does not clear live
-//!   readiness, ...).
+//!   [`Config::liveness`], or a watchdog thread fails the scenario. Waiters
+//!   never wake on a short timeout (except in S7, whose subject is the
+//!   timeout), so a re-poll cannot hide a lost wakeup;
+//! - **no fd left behind** (see [`Report::fds_after`]);
+//! - what [`Scenario::checks`] says.
 //!
-//! Wakeups and spurious wakeups (a waiter woke, or a read future was polled
-//! again, and found nothing) are counted; so is the longest wait while a
-//! count was pending. Every scenario has a hard deadline as well, so nothing
-//! hangs: threads blocked in syscalls are released (by writing to or reading
-//! from the fds they wait on), and a round that ran out its deadline with no
-//! lost wakeup seen is [`Verdict::Inconclusive`].
+//! A hard deadline per scenario makes sure nothing hangs (see
+//! [`Verdict::Inconclusive`]). Every random choice comes from one seed
+//! ([`Config::seed`]): a replay makes the same choices, though the kernel may
+//! schedule the threads differently.
 //!
-//! Every random choice of a run (jitter, cancellations, churn, timeouts)
-//! comes from one seed ([`Config::seed`], reported in [`Report::seed`]):
-//! rerunning with `EVENTFD_STRESS_SEED=<seed>` makes the same choices. The
-//! threads' interleaving is the kernel's, so a replay reproduces the choices,
-//! not necessarily the schedule.
-//!
-//! The same engine backs the `stress` test target and `eventfd-bench stress`.
-//! Its parts: the scenario table (`scenarios`), the run context and tallies
-//! (`ctx`), the report (`report`), the watchdog (`watchdog`), the thread
-//! helpers (`threads`), fd and RSS accounting (`account`), and the scenario
-//! bodies by layer (`epoll`, `plain_syscalls`, `mio_src`, `rt`, `kernel`).
+//! The parts: the scenario table (`scenarios`), the run context (`ctx`), the
+//! report (`report`), the watchdog (`watchdog`), thread helpers (`threads`),
+//! fd and RSS accounting (`account`), the machine's calibration
+//! (`calibrate`), and the scenario bodies by layer (`epoll`,
+//! `plain_syscalls`, `mio_src`, `rt`, `kernel`).
 //!
 //! # Examples
 //!
@@ -56,9 +35,6 @@
 //! assert_eq!(report.tally.adds, report.tally.reads);
 //! assert_eq!(report.fds_after, report.fds_before);
 //! ```
-//!
-//! Nothing here returns an error: a failed check, an I/O error or a hang is a
-//! [`Report`] whose [`verdict`](Report::verdict) says what went wrong.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -107,9 +83,8 @@ pub struct Config {
     /// Multiplies the work of one round (1 = the default, seconds long for
     /// the whole suite). 0 is treated as 1.
     pub scale: u32,
-    /// Overrides the number of writer and reader threads (and tokio worker
-    /// threads) where a scenario has a choice; `None` keeps each scenario's
-    /// own numbers. More threads than cores oversubscribes the machine.
+    /// Overrides the number of writer, reader and tokio worker threads where
+    /// a scenario has a choice; `None` keeps each scenario's own numbers.
     pub threads: Option<usize>,
     /// T: the longest a count may stay pending with no waiter woken.
     pub liveness: Duration,
@@ -130,14 +105,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The default configuration with `scale` taken from the
-    /// `EVENTFD_STRESS_SCALE` environment variable (default 1), `threads`
-    /// from `EVENTFD_STRESS_THREADS` (default: each scenario's own numbers),
-    /// e.g. 8 to oversubscribe a 2-core machine, and `seed` from
-    /// `EVENTFD_STRESS_SEED` (default: a fresh seed per run).
-    ///
-    /// A missing, empty or unparsable variable (or a zero scale or thread
-    /// count) keeps the default.
+    /// The default configuration with `scale`, `threads` and `seed` taken
+    /// from `EVENTFD_STRESS_SCALE`, `EVENTFD_STRESS_THREADS` and
+    /// `EVENTFD_STRESS_SEED`. A missing, empty or unparsable variable (or a
+    /// zero scale or thread count) keeps the default.
     ///
     /// # Examples
     ///
@@ -164,11 +135,11 @@ impl Config {
 
 /// Runs one round of a scenario by id (as [`scenario`] parses it).
 ///
-/// Scenarios of one process run one at a time: a call waits for any other
-/// running scenario to finish (see [`Report::fds_after`]).
-///
-/// An unknown id, a failed check, an I/O error, a panic, a hang or an fd
-/// left open all give a report whose `failure` says so.
+/// Scenarios of one process run one at a time, so that the fd and RSS
+/// figures of a report are its scenario's alone: a call waits for any other.
+/// Nothing here returns an error: an unknown id, a failed check, an I/O
+/// error, a panic, a hang or an fd left open is a report whose
+/// [`verdict`](Report::verdict) says so.
 ///
 /// # Examples
 ///
@@ -216,7 +187,6 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
             before.diff(&after)
         ));
     }
-    let totals = ctx.totals();
     let verdict = match (ctx.failure(), ctx.inconclusive(), ctx.skipped()) {
         (Some(msg), _, _) => Verdict::Fail(format!("{msg} {}", replay(seed))),
         (None, Some(reason), _) => Verdict::Inconclusive(format!("{reason} {}", replay(seed))),
@@ -225,10 +195,7 @@ fn run_scenario(sc: &'static Scenario, config: &Config, seed: u64) -> Report {
     };
     Report {
         rounds: 1,
-        tally: Tally {
-            max_pending_wait: totals.max_pending_wait.max(ctx.max_pending()),
-            ..totals
-        },
+        tally: ctx.totals(),
         elapsed,
         verdict,
         fds_before: before.fds.len(),
@@ -275,6 +242,13 @@ fn run_round(ctx: &Arc<Ctx>) {
 mod tests {
     use super::*;
 
+    fn seeded(seed: u64) -> Config {
+        Config {
+            seed: Some(seed),
+            ..Config::default()
+        }
+    }
+
     fn draws(ctx: &Ctx, stream: u64) -> Vec<u64> {
         let mut rng = ctx.rng(stream);
         (0..32).map(|_| rng.next_u64()).collect()
@@ -283,14 +257,10 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_streams() {
         let sc = scenario("S4").expect("S4 exists");
-        let config = |seed| Config {
-            seed: Some(seed),
-            ..Config::default()
-        };
         let (a, b, c) = (
-            Ctx::new(sc, config(12345), 12345),
-            Ctx::new(sc, config(12345), 12345),
-            Ctx::new(sc, config(12346), 12346),
+            Ctx::new(sc, seeded(12345), 12345),
+            Ctx::new(sc, seeded(12345), 12345),
+            Ctx::new(sc, seeded(12346), 12346),
         );
         for round in [0, 1, 7] {
             for ctx in [&a, &b, &c] {
@@ -321,13 +291,9 @@ mod tests {
         // process check their fds.
         let _alone = account::exclusive();
         let handed = |seed| {
-            let config = Config {
-                seed: Some(seed),
-                ..Config::default()
-            };
             // S10 takes its churn (reregister, deregister, sleeps) and its
             // writers' jitter from the seed.
-            let ctx = Arc::new(Ctx::new(&SCENARIOS[9], config.clone(), seed));
+            let ctx = Arc::new(Ctx::new(&SCENARIOS[9], seeded(seed), seed));
             run_round(&ctx);
             assert_eq!(ctx.failure(), None);
             let mut handed = ctx.handed.lock().expect("not poisoned").clone();
@@ -342,11 +308,7 @@ mod tests {
 
     #[test]
     fn a_report_names_its_seed_and_how_to_replay_it() {
-        let config = Config {
-            seed: Some(987_654_321),
-            ..Config::default()
-        };
-        let report = run("S13", &config);
+        let report = run("S13", &seeded(987_654_321));
         assert_eq!(report.seed, 987_654_321);
         assert!(report.passed(), "{report}");
         assert!(

@@ -158,13 +158,12 @@ impl fmt::Display for Verdict {
 impl Serialize for Verdict {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let reason = |v: fn(&Verdict) -> bool| self.reason().filter(|_| v(self));
         let mut out = s.serialize_struct("Verdict", 4)?;
         out.serialize_field("passed", &(*self == Verdict::Pass))?;
-        out.serialize_field("failure", &reason(|v| matches!(v, Verdict::Fail(_))))?;
-        out.serialize_field("skipped", &reason(|v| matches!(v, Verdict::Skip(_))))?;
-        let undecided = |v: &Verdict| matches!(v, Verdict::Inconclusive(_));
-        out.serialize_field("inconclusive", &reason(undecided))?;
+        let reason = |word: &str| self.reason().filter(|_| self.word() == word);
+        out.serialize_field("failure", &reason("FAIL"))?;
+        out.serialize_field("skipped", &reason("SKIP"))?;
+        out.serialize_field("inconclusive", &reason("INCONCLUSIVE"))?;
         out.end()
     }
 }
@@ -200,25 +199,22 @@ pub struct Report {
     /// PASS, FAIL, SKIP or INCONCLUSIVE, with the message or the reason.
     #[serde(flatten)]
     pub verdict: Verdict,
-    /// The seed of the run's random choices: [`Config::seed`](super::Config::seed), or the fresh
-    /// seed taken when that was `None`.
+    /// The seed of the run's random choices: [`Config::seed`](super::Config::seed)
+    /// or a fresh one.
     pub seed: u64,
     /// The process's open fds of the kinds scenarios make (eventfds, epoll,
-    /// io_uring, KVM, sockets: entries of `/proc/self/fd`) just before the
-    /// scenario.
+    /// io_uring, KVM, sockets) just before the scenario.
     pub fds_before: usize,
-    /// The process's open fds after the scenario, its threads joined and its
-    /// runtimes dropped. A scenario that passed has `fds_after ==
-    /// fds_before`: one that leaves an fd open (or closes one it did not
-    /// open) fails. Scenarios of one process run one at a time so that these
-    /// figures are theirs alone.
+    /// The same after the scenario, its threads joined and its runtimes
+    /// dropped: a scenario that leaves an fd open (or closes one it did not
+    /// open) fails.
     pub fds_after: usize,
     /// The process's resident set size just before the scenario, in bytes
     /// (`VmRSS`; 0 where `/proc` is unavailable).
     pub rss_before: u64,
-    /// The resident set size after the scenario, in bytes. Reported, not
-    /// judged: the allocator keeps freed memory, so growth over one run is
-    /// not a leak; growth over many rounds of a long run is worth a look.
+    /// The same after the scenario. Reported, not judged: the allocator keeps
+    /// freed memory, so growth over one run is not a leak; growth over many
+    /// rounds of a long run is worth a look.
     pub rss_after: u64,
     /// What this machine measured before the first scenario, which the
     /// deadlines and S18's spin checks scale from.
@@ -226,7 +222,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// An empty report of scenario `id` with `seed`: no round ran yet.
+    /// A report of scenario `id` with `seed` before any round.
     pub(super) fn new(id: &str, name: &str, seed: u64) -> Report {
         Report {
             id: id.to_string(),
@@ -236,9 +232,8 @@ impl Report {
         }
     }
 
-    /// Returns whether the scenario ran and every check passed: the PASS
-    /// verdict. A skipped scenario checked nothing, so it has not passed;
-    /// [`Report::failed`] tells a SKIP from a FAIL.
+    /// Returns whether the verdict is PASS (a SKIP has not passed; see
+    /// [`Report::failed`]).
     ///
     /// # Examples
     ///

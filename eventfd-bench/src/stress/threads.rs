@@ -82,8 +82,8 @@ pub(super) fn stream(site: u64, i: usize) -> u64 {
     (site << 16) | (i as u64 & 0xffff)
 }
 
-/// `n` writer jobs, each running [`writer_loop`] on its own dup of `efd`,
-/// writer `w` with the random stream `stream(site, w)`.
+/// `n` writer jobs of [`writer_loop`], each on its own dup of `efd`, writer
+/// `w` with the random stream `stream(site, w)`.
 pub(super) fn writer_jobs<'env>(
     ctx: &'env Ctx,
     efd: &EventFd,
@@ -156,8 +156,9 @@ pub(super) fn run_threads<'env>(
             ctx.merge(&join(ctx, w, "a writer"));
         }
         for &fd in &watch.fds {
-            if let Err(f) = wait_drained(ctx, fd) {
-                ctx.halt(f);
+            let mut spins = 0;
+            while !ctx.stopped() && ctx.record(readable(fd)).unwrap_or(false) {
+                pause(&mut spins);
             }
         }
         ctx.finish();
@@ -172,14 +173,4 @@ pub(super) fn run_threads<'env>(
         join(ctx, wd, "the watchdog");
     });
     ctx.proceed()
-}
-
-/// After the last add: waits until `efd` is no longer readable (every count
-/// read), or the round stopped.
-fn wait_drained(ctx: &Ctx, efd: BorrowedFd<'_>) -> Step {
-    let mut spins = 0;
-    while !ctx.stopped() && readable(efd)? {
-        pause(&mut spins);
-    }
-    Ok(())
 }

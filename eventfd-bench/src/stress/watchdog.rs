@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::ctx::Ctx;
+use super::ctx::{ns_since, Ctx, Tally};
 
 /// The parts of a [`Watch`] that waiters update: shareable with tokio tasks.
 #[derive(Clone)]
@@ -30,8 +30,7 @@ impl Probe {
 
     pub(super) fn sleep(&self, waiter: usize) {
         if let Some(a) = self.asleep.get(waiter) {
-            let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            a.store(ns.max(1), Ordering::Relaxed);
+            a.store(ns_since(self.epoch), Ordering::Relaxed);
         }
     }
 
@@ -54,6 +53,15 @@ pub(super) struct Watch<'a> {
     /// own was not woken (a woken task yet to run is a busy machine).
     per_fd: bool,
     done: AtomicBool,
+}
+
+/// Waiters on threads mark progress and sleep on the `Watch` itself.
+impl std::ops::Deref for Watch<'_> {
+    type Target = Probe;
+
+    fn deref(&self) -> &Probe {
+        &self.probe
+    }
 }
 
 impl<'a> Watch<'a> {
@@ -98,18 +106,6 @@ impl<'a> Watch<'a> {
         self.probe.clone()
     }
 
-    pub(super) fn progress(&self, fd: usize) {
-        self.probe.progress(fd);
-    }
-
-    pub(super) fn sleep(&self, waiter: usize) {
-        self.probe.sleep(waiter);
-    }
-
-    pub(super) fn wake(&self, waiter: usize) {
-        self.probe.wake(waiter);
-    }
-
     pub(super) fn finish(&self) {
         self.done.store(true, Ordering::SeqCst);
     }
@@ -119,22 +115,15 @@ impl<'a> Watch<'a> {
     /// until the round ends).
     pub(super) fn run(&self, ctx: &Ctx, release: &dyn Fn()) {
         let start = Instant::now();
-        let interval = if self.fds.len() > 64 {
-            Duration::from_millis(20)
-        } else {
-            Duration::from_millis(2)
-        };
-        // Pending time is measured on a clock that stops while the watchdog
-        // itself was starved of the CPU (it overslept its interval by more
-        // than `STARVED`): a process that is not scheduled cannot wake, so
-        // that time says the machine is busy, not that a wakeup was lost.
+        let interval = Duration::from_millis(if self.fds.len() > 64 { 20 } else { 2 });
         let mut clock = AwakeClock::new(interval);
         let mut since: Vec<Option<(Duration, u64)>> = vec![None; self.fds.len()];
         // Per-fd readers: when any of them last made progress (see `per_fd`).
         let (mut total, mut moved) = (0, Duration::ZERO);
         let mut released: Option<Instant> = None;
+        let mut longest = Tally::default();
         while !self.done.load(Ordering::SeqCst) {
-            if start.elapsed() > ctx.deadline() && !ctx.halted() {
+            if start.elapsed() > ctx.deadline() && ctx.proceed().is_ok() {
                 ctx.time_out(format!(
                     "{}: the round ran out its deadline of {:?} (scaled to this machine) with \
                      every waiter woken in time{}",
@@ -144,18 +133,16 @@ impl<'a> Watch<'a> {
                 ));
             }
             if ctx.stopped() {
-                if ctx.halted() {
+                if ctx.proceed().is_err() {
                     release();
                     let since = *released.get_or_insert_with(Instant::now);
                     escape_if_stuck(ctx, since.elapsed());
                 }
-                thread::sleep(Duration::from_millis(if released.is_some() {
-                    20
-                } else {
-                    1
-                }));
+                let pause = if released.is_some() { 20 } else { 1 };
+                thread::sleep(Duration::from_millis(pause));
                 continue;
             }
+            // Timeout 0: the watchdog never joins a wait queue it watches.
             let mut pollfds: Vec<PollFd<'_>> = self
                 .fds
                 .iter()
@@ -189,7 +176,7 @@ impl<'a> Watch<'a> {
                             // they are done.
                             let from = if self.per_fd { t0.max(moved) } else { t0 };
                             let pending = now - from;
-                            ctx.note_pending(pending);
+                            longest.waited(pending);
                             let woken =
                                 self.per_fd && self.probe.asleep[i].load(Ordering::Relaxed) == 0;
                             if pending >= ctx.liveness() && !woken {
@@ -211,13 +198,14 @@ impl<'a> Watch<'a> {
             }
             thread::sleep(interval);
         }
+        ctx.merge(&longest);
     }
 
     fn sleepers(&self) -> String {
         if self.waiter_names.is_empty() {
             return String::new();
         }
-        let now = u64::try_from(self.probe.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = ns_since(self.probe.epoch);
         let mut asleep: Vec<(u64, &str)> = self
             .probe
             .asleep
@@ -245,15 +233,13 @@ impl<'a> Watch<'a> {
     }
 }
 
-/// Ends the process when a round released `released` ago still has not
-/// ended: a thread that never returns (a task spinning inside `poll`, which
-/// no release reaches) would otherwise hang the run, or outlive its
-/// scenario and spoil the next one's checks.
 /// How much longer than its interval the watchdog may sleep before the gap
-/// counts as starvation rather than pending time (see [`Watch::run`]).
+/// counts as starvation rather than pending time.
 const STARVED: Duration = Duration::from_millis(50);
 
-/// Time since the watchdog started, less the gaps in which it was starved.
+/// The clock of pending time: time since the watchdog started, less the gaps
+/// in which it was starved of the CPU. A process that is not scheduled cannot
+/// wake, so that time says the machine is busy, not that a wakeup was lost.
 struct AwakeClock {
     last: Instant,
     awake: Duration,
@@ -282,6 +268,10 @@ impl AwakeClock {
     }
 }
 
+/// Ends the process when a round released `released` ago still has not
+/// ended: a thread that never returns (a task spinning inside `poll`, which
+/// no release reaches) would otherwise hang the run, or outlive its
+/// scenario and spoil the next one's checks.
 fn escape_if_stuck(ctx: &Ctx, released: Duration) {
     let grace = (ctx.liveness() * 4).max(Duration::from_secs(10));
     if released > grace.mul_f64(super::calibration().slowness) {
@@ -302,12 +292,10 @@ fn escape_if_stuck(ctx: &Ctx, released: Duration) {
 pub(super) fn count_left(fd: BorrowedFd<'_>) -> String {
     use std::os::fd::AsRawFd;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
-    info.ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("eventfd-count:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
+    info.unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("eventfd-count:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
