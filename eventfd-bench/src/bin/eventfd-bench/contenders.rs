@@ -204,28 +204,52 @@ pub(crate) use dispatch;
 
 // ---- the contenders' ends ---------------------------------------------------
 
-/// The crate; its thread-side writers differ only in the plain-thread sender.
-impl End for Arc<AsyncEventFd> {
-    fn chan(c: Contender) -> io::Result<Chan<Self>> {
-        let mut chan = shared_fd(AsyncEventFd::new()?);
-        match c {
-            Contender::Notifier => chan.sync = SyncTx::Notifier(chan.rx.notifier()?),
-            // What a writer needed before `Notifier`.
-            Contender::TryClone => {
-                chan.sync = SyncTx::EventFd(Arc::new(chan.rx.get_ref().try_clone()?));
+/// [`End`] for a type whose `read().await` receives and whose `add(1)` (with
+/// `.await` if `await` is given) sends; `$chan` makes a channel.
+macro_rules! end {
+    ($ty:ty, $chan:expr $(, $await:tt)?) => {
+        impl End for $ty {
+            fn chan(c: Contender) -> io::Result<Chan<Self>> {
+                $chan(c)
             }
-            _ => {}
+
+            async fn recv(&mut self) -> io::Result<u64> {
+                self.read().await
+            }
+
+            async fn send(&mut self) -> io::Result<()> {
+                self.add(1)$(.$await)?
+            }
         }
-        Ok(chan)
-    }
+    };
+}
 
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
+end!(Arc<AsyncEventFd>, crate_chan, await);
+end!(Arc<AsyncFdRw>, |_| Ok(shared_fd(AsyncFdRw::new()?)), await);
+end!(Arc<AsyncFdR>, |_| Ok(shared_fd(AsyncFdR::new()?)));
+end!(TokioEventfd, tokio_eventfd_chan, await);
 
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
+/// The crate; its thread-side writers differ only in the plain-thread sender.
+fn crate_chan(c: Contender) -> io::Result<Chan<Arc<AsyncEventFd>>> {
+    let mut chan = shared_fd(AsyncEventFd::new()?);
+    match c {
+        Contender::Notifier => chan.sync = SyncTx::Notifier(chan.rx.notifier()?),
+        // What a writer needed before `Notifier`.
+        Contender::TryClone => {
+            chan.sync = SyncTx::EventFd(Arc::new(chan.rx.get_ref().try_clone()?));
+        }
+        _ => {}
     }
+    Ok(chan)
+}
+
+fn tokio_eventfd_chan(_: Contender) -> io::Result<Chan<TokioEventfd>> {
+    let rx = TokioEventfd::new()?;
+    // The crate's handles are `&mut` for I/O: the sender gets a dup of the
+    // fd with its own registration, as a user of the crate would do.
+    let tx = rx.try_clone()?;
+    let sync = SyncTx::Fd(rx.as_raw_fd());
+    Ok(Chan { rx, tx, sync })
 }
 
 impl End for Arc<NotifyCounter> {
@@ -245,52 +269,5 @@ impl End for Arc<NotifyCounter> {
     async fn send(&mut self) -> io::Result<()> {
         self.add(1);
         Ok(())
-    }
-}
-
-impl End for Arc<AsyncFdRw> {
-    fn chan(_: Contender) -> io::Result<Chan<Self>> {
-        Ok(shared_fd(AsyncFdRw::new()?))
-    }
-
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
-    }
-}
-
-impl End for Arc<AsyncFdR> {
-    fn chan(_: Contender) -> io::Result<Chan<Self>> {
-        Ok(shared_fd(AsyncFdR::new()?))
-    }
-
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1)
-    }
-}
-
-impl End for TokioEventfd {
-    fn chan(_: Contender) -> io::Result<Chan<Self>> {
-        let rx = TokioEventfd::new()?;
-        // The crate's handles are `&mut` for I/O: the sender gets a dup of the
-        // fd with its own registration, as a user of the crate would do.
-        let tx = rx.try_clone()?;
-        let sync = SyncTx::Fd(rx.as_raw_fd());
-        Ok(Chan { rx, tx, sync })
-    }
-
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
     }
 }
