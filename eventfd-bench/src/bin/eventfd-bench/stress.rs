@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventfd_bench::rng::Rng;
-use eventfd_bench::stress::{self, Calibration, Config, Report, Sample, Scenario};
+use eventfd_bench::stress::{self, Calibration, Config, Report, Sample};
 #[cfg(test)]
 use eventfd_bench::stress::{Tally, Verdict};
 use serde::Serialize;
@@ -138,7 +138,17 @@ fn run_selected(args: &StressArgs) -> Run {
         config.seed = Some(seed.wrapping_add(passes));
         for (i, sc) in scenarios.iter().enumerate() {
             if progress {
-                show_progress(passes, i, scenarios.len(), sc, start, &reports);
+                let failed = reports.iter().filter(|r| r.failed()).count();
+                eprint!(
+                    "\r\x1b[K[pass {}, {}/{}] {} {} ... ({:.0?} elapsed, {failed} failed)",
+                    passes + 1,
+                    i + 1,
+                    scenarios.len(),
+                    sc.id,
+                    sc.name,
+                    start.elapsed()
+                );
+                let _ = std::io::stderr().flush();
             }
             let report = stress::run(sc.id, &config);
             match reports.get_mut(i) {
@@ -183,26 +193,6 @@ fn run_selected(args: &StressArgs) -> Run {
         seed,
         failure,
     }
-}
-
-fn show_progress(
-    pass: u64,
-    i: usize,
-    total: usize,
-    sc: &Scenario,
-    start: Instant,
-    reports: &[Report],
-) {
-    let failed = reports.iter().filter(|r| r.failed()).count();
-    eprint!(
-        "\r\x1b[K[pass {}, {}/{total}] {} {} ... ({:.0?} elapsed, {failed} failed)",
-        pass + 1,
-        i + 1,
-        sc.id,
-        sc.name,
-        start.elapsed()
-    );
-    let _ = std::io::stderr().flush();
 }
 
 fn fmt_wait(d: Duration) -> String {
@@ -426,27 +416,10 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        for key in [
-            "id",
-            "name",
-            "rounds",
-            "adds",
-            "reads",
-            "add_calls",
-            "read_calls",
-            "wakeups",
-            "spurious",
-            "max_pending_wait_us",
-            "elapsed_ms",
-            "passed",
-            "failure",
-            "skipped",
-            "seed",
-            "fds_before",
-            "fds_after",
-            "rss_before",
-            "rss_after",
-        ] {
+        let expected = "id name rounds adds reads add_calls read_calls wakeups spurious \
+                        max_pending_wait_us elapsed_ms passed failure skipped seed fds_before \
+                        fds_after rss_before rss_after";
+        for key in expected.split_whitespace() {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
         // The exact decimal, not a float: 3 * (2^64 - 1).
