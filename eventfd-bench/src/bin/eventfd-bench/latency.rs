@@ -9,7 +9,7 @@ use async_eventfd::EventFd;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::contenders::{dispatch, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::LatencyArgs;
 use crate::pinning::{allowed_cpus, Pin};
@@ -24,20 +24,17 @@ use crate::timing::time_each;
 /// A ping-pong table: what `latency` and `thread-task` differ in.
 #[derive(Debug)]
 pub(crate) struct PingPong {
-    /// The subcommand, for `--json`.
     pub(crate) command: &'static str,
     pub(crate) title: &'static str,
     /// What a contender's row name and `--one` key start with.
     pub(crate) name_prefix: &'static str,
     pub(crate) key_prefix: &'static str,
-    /// `rts` round trips (after `warmup` more) of a contender's row: the
-    /// nanoseconds of each.
+    /// `rts` round trips (after `warmup` more) of a contender's row, in ns.
     pub(crate) task: fn(Contender, Flavor, Pin, usize, usize) -> io::Result<Vec<u64>>,
     /// The rows without a task, after the contenders.
     pub(crate) floors: &'static [Floor],
 }
 
-/// Two tasks.
 pub(crate) static LATENCY: PingPong = PingPong {
     command: "latency",
     title: "task <-> task ping-pong (ns per round trip = two wakeups)",
@@ -98,7 +95,6 @@ pub(crate) fn parse_key(key: &str) -> Option<(&'static PingPong, Row)> {
     })
 }
 
-/// `eventfd-bench latency`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     table(args, &LATENCY)
 }
@@ -115,7 +111,6 @@ fn one(args: &LatencyArgs, shape: &PingPong, row: Row) -> io::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--json` document.
 #[derive(Serialize)]
 struct Doc {
     command: &'static str,
@@ -126,7 +121,6 @@ struct Doc {
     results: Vec<DocRow>,
 }
 
-/// A row of the `--json` document.
 #[derive(Serialize)]
 struct DocRow {
     #[serde(rename = "impl")]
@@ -143,7 +137,7 @@ struct DocRow {
     syscalls_per_rt: Option<SyscallsJson>,
 }
 
-/// `syscalls_per_rt`: the counts, or why there are none.
+/// The syscall counts, or why there are none.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum SyscallsJson {
@@ -156,7 +150,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     if let Some((shape, row)) = args.one {
         return one(args, shape, row);
     }
-    let pin = args.common.pin;
+    let (pin, rts, warmup) = (args.common.pin, args.rts, args.warmup);
     let mut rows: Vec<Row> = grid(&args.common, &[()])
         .into_iter()
         .map(|(row, ())| row)
@@ -172,11 +166,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
                 row.flavor().map_or("", Flavor::name)
             )
         },
-        |row| {
-            shape
-                .measure(row, pin, args.rts, args.warmup)
-                .map(Stats::of)
-        },
+        |row| shape.measure(row, pin, rts, warmup).map(Stats::of),
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
     let mut progress = args.syscalls.then(|| Progress::new(rows.len()));
@@ -214,7 +204,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
             command: shape.command,
             pin: pin.name(),
             rounds: args.rounds,
-            rts_per_round: args.rts,
+            rts_per_round: rts,
             cpus: allowed_cpus(),
             results,
         })?;
@@ -250,7 +240,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
         "pin={}, {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds); CPUs {:?}",
         pin.name(),
         args.rounds,
-        args.rts,
+        rts,
         allowed_cpus()
     );
     if args.syscalls {
@@ -280,16 +270,8 @@ fn task_task<E: End>(
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
-        let Chan {
-            rx: mut a_rx,
-            tx: mut a_tx,
-            ..
-        } = E::chan(c)?;
-        let Chan {
-            rx: mut b_rx,
-            tx: mut b_tx,
-            ..
-        } = E::chan(c)?;
+        let (a, b) = (E::chan(c)?, E::chan(c)?);
+        let (mut a_rx, mut a_tx, mut b_rx, mut b_tx) = (a.rx, a.tx, b.rx, b.tx);
         let total = rts + warmup;
         let b = tokio::spawn(async move {
             for _ in 0..total {

@@ -26,7 +26,6 @@ use crate::timing::nanos;
 /// The seed of the random choice of receivers.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The `--json` document.
 #[derive(Serialize)]
 struct Doc {
     command: &'static str,
@@ -37,7 +36,6 @@ struct Doc {
     results: Vec<DocRow>,
 }
 
-/// A row of the `--json` document.
 #[derive(Serialize)]
 struct DocRow {
     #[serde(rename = "impl")]
@@ -71,7 +69,6 @@ fn fitting(fds: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// `eventfd-bench scale`.
 pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let (pin, pick, rounds, rts) = (args.common.pin, args.pick, args.rounds, args.rts);
     let fds = fitting(&args.fds);
@@ -179,11 +176,8 @@ fn scale_with<E: End>(
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
     let (samples, _reply_rx) = on_runtime(flavor, pin, move || async move {
-        let Chan {
-            rx: mut reply_rx,
-            sync: reply,
-            ..
-        } = E::chan(c)?;
+        let chan = E::chan(c)?;
+        let (mut reply_rx, reply) = (chan.rx, chan.sync);
         let mut wake = Vec::with_capacity(fds);
         // A waiter that fails leaves its error here and replies anyway, so
         // the driver stops instead of waiting forever for its reply.

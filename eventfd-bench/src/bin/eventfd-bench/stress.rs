@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventfd_bench::rng::Rng;
-use eventfd_bench::stress::{self, Calibration, Config, Report, Sample};
+use eventfd_bench::stress::{self, Config, Report, Sample};
 #[cfg(test)]
 use eventfd_bench::stress::{Tally, Verdict};
 use serde::Serialize;
@@ -296,26 +296,6 @@ fn table(run: &Run) -> String {
     out
 }
 
-/// The last element of `--json`: the run as a whole.
-#[derive(Serialize)]
-struct Summary<'a> {
-    scenarios: usize,
-    passed: usize,
-    failed: usize,
-    skipped: usize,
-    inconclusive: usize,
-    passes: u64,
-    elapsed_ms: u128,
-    /// The seed of the first pass; pass k ran with `seed + k - 1`.
-    seed: u64,
-    /// Why the run failed beyond its scenarios (open fds that grew).
-    failure: Option<&'a str>,
-    /// Open fds and RSS (bytes) at `t_ms` since the start.
-    samples: &'a [Point],
-    /// What the machine measured, which deadlines and budgets scale from.
-    calibration: Calibration,
-}
-
 /// A JSON array with one report a line, so that a line-oriented tool can
 /// pick a scenario out, and a last line `{"summary": ...}`.
 fn json(run: &Run) -> String {
@@ -330,25 +310,26 @@ fn json(run: &Run) -> String {
             })
         })
         .collect();
-    let summary = Summary {
-        scenarios: run.reports.len(),
-        passed: run.count("PASS"),
-        failed: run.count("FAIL"),
-        skipped: run.count("SKIP"),
-        inconclusive: run.count("INCONCLUSIVE"),
-        passes: run.passes,
-        elapsed_ms: run.elapsed.as_millis(),
-        seed: run.seed,
-        failure: run.failure.as_deref(),
-        samples: &run.samples,
-        calibration: stress::calibration(),
-    };
-    lines.push(
-        serde_json::to_string(&serde_json::json!({ "summary": summary }))
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string()),
-    );
-    let lines: Vec<String> = lines.into_iter().map(|l| format!("  {l}")).collect();
-    format!("[\n{}\n]\n", lines.join(",\n"))
+    // The run as a whole; serde_json's map sorts the keys.
+    let summary = serde_json::json!({ "summary": {
+        "scenarios": run.reports.len(),
+        "passed": run.count("PASS"),
+        "failed": run.count("FAIL"),
+        "skipped": run.count("SKIP"),
+        "inconclusive": run.count("INCONCLUSIVE"),
+        "passes": run.passes,
+        "elapsed_ms": run.elapsed.as_millis(),
+        // The first pass's; pass k ran with `seed + k - 1`.
+        "seed": run.seed,
+        // Why the run failed beyond its scenarios (open fds that grew).
+        "failure": run.failure,
+        // Open fds and RSS (bytes) at `t_ms` since the start.
+        "samples": run.samples,
+        // What the machine measured, which deadlines and budgets scale from.
+        "calibration": stress::calibration(),
+    }});
+    lines.push(summary.to_string());
+    format!("[\n  {}\n]\n", lines.join(",\n  "))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use async_eventfd::EventFd;
 
-use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::contenders::{dispatch, Contender, End};
 use crate::latency::{table, PingPong};
 use crate::options::LatencyArgs;
 use crate::pinning::Pin;
@@ -27,7 +27,6 @@ pub(crate) static THREAD_TASK: PingPong = PingPong {
     floors: &[Floor::Threads],
 };
 
-/// `eventfd-bench thread-task`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     let mut args = args.clone();
     args.common = args.common.or_contenders(&Contender::THREAD_TASK);
@@ -42,11 +41,8 @@ fn thread_task<E: End>(
     warmup: usize,
 ) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
-        let Chan {
-            rx: mut task_rx,
-            sync: to_task,
-            ..
-        } = E::chan(c)?;
+        let chan = E::chan(c)?;
+        let (mut task_rx, to_task) = (chan.rx, chan.sync);
         let thread_efd = EventFd::builder().nonblocking(false).build()?;
         let to_thread = thread_efd.try_clone()?;
         let total = rts + warmup;

@@ -11,22 +11,13 @@ pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// CPU time (user + system) of `who` so far; zero if `getrusage` fails.
-fn cpu(who: UsageWho) -> Duration {
+/// CPU time (user + system) of `who` (the calling thread or the whole
+/// process) so far; zero if `getrusage` fails.
+pub(crate) fn cpu(who: UsageWho) -> Duration {
     getrusage(who).map_or(Duration::ZERO, |u| {
         let us = (u.user_time() + u.system_time()).num_microseconds();
         Duration::from_micros(us.unsigned_abs())
     })
-}
-
-/// CPU time (user + system) of the calling thread so far.
-pub(crate) fn thread_cpu() -> Duration {
-    cpu(UsageWho::RUSAGE_THREAD)
-}
-
-/// CPU time (user + system) of the whole process so far.
-pub(crate) fn process_cpu() -> Duration {
-    cpu(UsageWho::RUSAGE_SELF)
 }
 
 /// The loop of every latency measurement: runs `$round_trip` (a block,
