@@ -342,13 +342,12 @@ impl StressArgs {
         if self.scenarios.is_empty() {
             return SCENARIOS.iter().collect();
         }
-        let mut list: Vec<&'static Scenario> = Vec::new();
-        for &s in &self.scenarios {
-            if !list.contains(&s) {
-                list.push(s);
-            }
-        }
-        list
+        let mut seen = std::collections::HashSet::new();
+        self.scenarios
+            .iter()
+            .copied()
+            .filter(|s| seen.insert(s.id))
+            .collect()
     }
 }
 
@@ -421,16 +420,14 @@ fn rings(s: &str) -> Result<u32, String> {
 /// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or a plain number of seconds.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.'));
+    let (num, unit) = s.split_at(end.unwrap_or(s.len()));
     let value: f64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?} (expected e.g. 10s, 500ms, 5m)"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
-        "s" | "sec" => value,
+        "" | "s" | "sec" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         _ => {

@@ -438,21 +438,14 @@ mod tests {
             vec![report(7, None), report(7, Some("lost 1")), skipped()],
             None,
         ));
-        assert!(text.contains("\nS9 FAIL: lost 1"), "{text}");
-        assert!(
-            text.contains("\nS9 SKIP: io_uring is not available here"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\nfds 5 -> 6, RSS 4.0 -> 4.0 MiB over 3 samples"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP, 0 INCONCLUSIVE; 2 passes in 90.0s; seeds 40 to 41"
-            ),
-            "{text}"
-        );
+        for line in [
+            "\nS9 FAIL: lost 1",
+            "\nS9 SKIP: io_uring is not available here",
+            "\nfds 5 -> 6, RSS 4.0 -> 4.0 MiB over 3 samples",
+            "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP, 0 INCONCLUSIVE; 2 passes in 90.0s; seeds 40 to 41",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
         let verdicts: Vec<&str> = text
             .lines()
             .skip(1)

@@ -38,13 +38,20 @@ impl Nop {
 /// The io_uring table: every reader and the floor, NOP inline then on io-wq.
 pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc> {
     let rows = with_floor(readers, Floor::Thread);
+    let (pin, rts, warmup) = (args.common.pin, args.rts, args.warmup);
     let mut results = Vec::new();
     for nop in [Nop::Inline, Nop::Worker] {
         let rounds = interleaved(
             &rows,
             args.rounds,
             |r| format!("io_uring {} {}", nop.name(), r.label()),
-            |r| uring_rts(r, nop, args.common.pin, args.rts, args.warmup).map(Stats::of),
+            |r| {
+                match r {
+                    Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, rts, warmup)),
+                    Row::Floor(_) => uring_floor(pin, nop, rts, warmup),
+                }
+                .map(Stats::of)
+            },
         )?;
         let stats: Vec<Stats> = rounds.iter().map(|s| Stats::median_of(s)).collect();
         for (at, (&r, s)) in rows.iter().zip(&stats).enumerate() {
@@ -62,17 +69,9 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc
         }
     }
     Ok(UringDoc {
-        rts_per_round: args.rts,
+        rts_per_round: rts,
         results,
     })
-}
-
-/// `rts` io_uring round trips (after `warmup` more) of `reader`: ns each.
-fn uring_rts(r: Row, nop: Nop, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
-    match r {
-        Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, rts, warmup)),
-        Row::Floor(_) => uring_floor(pin, nop, rts, warmup),
-    }
 }
 
 /// One round trip's checks: one NOP, so the read is 1 and one completion
