@@ -1,8 +1,6 @@
-//! The contenders: the implementations under test (this crate and the
-//! [`eventfd_bench::baselines`]) in their common shape (a [`Chan`]: a
-//! receiving end owned by one task, a sending end for another task, and a
-//! plain-thread sender), and [`dispatch!`], which runs a generic
-//! measurement on a contender's [`End`] type.
+//! The implementations under test (this crate and the
+//! [`eventfd_bench::baselines`]) in one shape, a [`Chan`], and [`dispatch!`],
+//! which runs a generic measurement on a contender's [`End`] type.
 
 use std::future::Future;
 use std::io;
@@ -105,8 +103,7 @@ impl Contender {
 
 /// The type of both ends of a contender's channel.
 pub(crate) trait End: Send + Sized + 'static {
-    /// A new channel of `c`, one of the contenders of this type (inside a
-    /// runtime).
+    /// A new channel of `c`, a contender of this type (inside a runtime).
     fn chan(c: Contender) -> io::Result<Chan<Self>>;
     /// Receives: waits for a count and takes it.
     fn recv(&mut self) -> impl Future<Output = io::Result<u64>> + Send;
@@ -153,8 +150,7 @@ impl SyncTx {
     }
 }
 
-/// Adds 1 to the eventfd `fd` with one `write(2)`; `fd` is a receiver's,
-/// open for the whole call (see [`SyncTx::Fd`]).
+/// Adds 1 to the eventfd `fd` with one `write(2)`.
 fn add_raw(fd: RawFd) -> io::Result<()> {
     // SAFETY: the receiver that owns `fd` outlives every send to it (see
     // `SyncTx::Fd`); the borrow ends with this call. No safe wrapper can
@@ -166,7 +162,8 @@ fn add_raw(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// One channel of a contender.
+/// One channel of a contender: a receiving end owned by one task, a sending
+/// end for another task, and a plain-thread sender.
 pub(crate) struct Chan<E> {
     pub(crate) rx: E,
     pub(crate) tx: E,

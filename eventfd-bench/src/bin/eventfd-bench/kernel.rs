@@ -1,8 +1,6 @@
 //! `eventfd-bench kernel`: what a wakeup costs when the writer is the
-//! kernel (io_uring completions, KVM doorbells), for each reader in the same
-//! run, rounds interleaved; what each part measures is its `--help`
-//! ([`Command::Kernel`](crate::options::Command::Kernel)). Each part is
-//! skipped, with a one-line reason, where its facility is missing.
+//! kernel; each part is described in its `--help`
+//! ([`Command::Kernel`](crate::options::Command::Kernel)).
 
 use std::io;
 use std::os::fd::RawFd;

@@ -231,11 +231,10 @@ fn scale_with<E: End>(
     Ok(samples)
 }
 
-/// The kernel's part of a `scale` round trip, with no runtime and no task:
-/// one thread, `fds` eventfds plus a reply eventfd in one level-triggered
-/// epoll set. A round trip writes the chosen eventfd, takes its event from
-/// `epoll_wait` and reads it, then does the same with the reply eventfd:
-/// the six syscalls of a task's round trip, on the same kernel objects.
+/// The floor: `fds` eventfds and a reply eventfd in one level-triggered epoll
+/// set. A round trip writes the chosen eventfd, takes its event from
+/// `epoll_wait` and reads it, then the same with the reply: a task's six
+/// syscalls, on the same kernel objects.
 fn scale_floor(
     pin: Pin,
     fds: usize,

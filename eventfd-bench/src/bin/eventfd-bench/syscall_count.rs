@@ -14,9 +14,7 @@ use crate::pinning::Pin;
 use crate::rows::Row;
 use crate::runtime::Flavor;
 
-/// Round trips of the short run.
 pub(crate) const SHORT: usize = 2_000;
-/// Round trips of the long run.
 pub(crate) const LONG: usize = 22_000;
 const WARMUP: usize = 500;
 

@@ -69,15 +69,12 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
             Row::Floor(_) => Err(io::Error::other("throughput has no floor")),
         },
     )?;
+    let per_add = |t: &Throughput| t.reader_cpu.as_nanos() as f64 / t.adds.max(1) as f64;
     let cpu_per_add: Vec<f64> = results
         .iter()
-        .map(|r| {
-            median(
-                r.iter()
-                    .map(|t| t.reader_cpu.as_nanos() as f64 / t.adds.max(1) as f64),
-            )
-        })
+        .map(|r| median(r.iter().map(per_add)))
         .collect();
+    let cpu = |j: usize| cpu_per_add[j];
     let results: Vec<DocRow> = keys
         .iter()
         .zip(&results)
@@ -90,9 +87,7 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
             reads_per_s: median(r.iter().map(|t| t.reads as f64 / t.elapsed.as_secs_f64())),
             adds_per_read: median(r.iter().map(|t| t.adds as f64 / t.reads.max(1) as f64)),
             reader_cpu_ns_per_add: cpu_per_add[at],
-            cpu_vs_crate: finite(ratio_to(&keys, &(row.baseline(), w), at, |j| {
-                cpu_per_add[j]
-            })),
+            cpu_vs_crate: finite(ratio_to(&keys, &(row.baseline(), w), at, cpu)),
             conserved: r.iter().all(|t| t.conserved),
         })
         .collect();
