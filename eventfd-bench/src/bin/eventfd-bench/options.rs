@@ -109,12 +109,8 @@ pub(crate) struct Common {
     flavor: Flavors,
     /// Only these implementations, comma-separated (async-eventfd is always
     /// included) [default: all].
-    #[arg(
-        long = "impl",
-        value_enum,
-        value_name = "IMPL,...",
-        value_delimiter = ','
-    )]
+    #[arg(long = "impl", value_name = "IMPL,...")]
+    #[arg(value_enum, value_delimiter = ',')]
     contenders: Vec<Contender>,
 }
 
@@ -216,7 +212,6 @@ pub(crate) struct LatencyArgs {
     pub(crate) one: Option<(&'static PingPong, Row)>,
 }
 
-/// The options of `throughput`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct ThroughputArgs {
     #[command(flatten)]
@@ -225,20 +220,14 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
     pub(crate) rounds: usize,
     /// Writer-thread counts, comma-separated.
-    #[arg(
-        long,
-        value_name = "N,...",
-        value_delimiter = ',',
-        value_parser = positive,
-        default_values_t = [1, 2, 4]
-    )]
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    #[arg(value_parser = positive, default_values_t = [1, 2, 4])]
     pub(crate) writers: Vec<usize>,
     /// Time per measurement (e.g. 200ms, 2s).
     #[arg(long, value_name = "D", default_value = "200ms", value_parser = duration)]
     pub(crate) duration: Duration,
 }
 
-/// The options of `scale`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct ScaleArgs {
     #[command(flatten)]
@@ -255,20 +244,14 @@ pub(crate) struct ScaleArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count, hide = true)]
     pub(crate) warmup: usize,
     /// Receiver counts, comma-separated.
-    #[arg(
-        long,
-        value_name = "N,...",
-        value_delimiter = ',',
-        value_parser = positive,
-        default_values_t = [1, 100, 1_000, 10_000]
-    )]
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    #[arg(value_parser = positive, default_values_t = [1, 100, 1_000, 10_000])]
     pub(crate) fds: Vec<usize>,
     /// Which receiver the driver wakes each time.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = Pick::Random)]
     pub(crate) pick: Pick,
 }
 
-/// The options of `kernel`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct KernelArgs {
     #[command(flatten)]
@@ -286,17 +269,11 @@ pub(crate) struct KernelArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = rings)]
     pub(crate) rings: u32,
     /// Which kernel writers, comma-separated.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "RIG,...",
-        value_delimiter = ',',
-        default_values_t = [Rig::Uring, Rig::Kvm]
-    )]
+    #[arg(long, value_enum, value_name = "RIG,...", value_delimiter = ',')]
+    #[arg(default_values_t = [Rig::Uring, Rig::Kvm])]
     pub(crate) rig: Vec<Rig>,
 }
 
-/// The options of `stress`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct StressArgs {
     /// Run for about D in all (e.g. 10s, 500ms, 5m, 1h): passes of the
