@@ -19,7 +19,7 @@ use crate::stats::Stats;
 use crate::syscall_count::{self, Counts};
 use crate::table::{finite, flavor, ns, print_json, print_table, ratio, Column, Progress};
 use crate::thread_task::THREAD_TASK;
-use crate::timing::time_each;
+use crate::timing::{time_each, Rts};
 
 /// A ping-pong table: what `latency` and `thread-task` differ in.
 #[derive(Debug)]
@@ -29,8 +29,8 @@ pub(crate) struct PingPong {
     /// What a contender's row name and `--one` key start with.
     pub(crate) name_prefix: &'static str,
     pub(crate) key_prefix: &'static str,
-    /// `rts` round trips (after `warmup` more) of a contender's row, in ns.
-    pub(crate) task: fn(Contender, Flavor, Pin, usize, usize) -> io::Result<Vec<u64>>,
+    /// The round trips of a contender's row, in ns.
+    pub(crate) task: fn(Contender, Flavor, Pin, Rts) -> io::Result<Vec<u64>>,
     /// The rows without a task, after the contenders.
     pub(crate) floors: &'static [Floor],
 }
@@ -40,7 +40,7 @@ pub(crate) static LATENCY: PingPong = PingPong {
     title: "task <-> task ping-pong (ns per round trip = two wakeups)",
     name_prefix: "",
     key_prefix: "",
-    task: |c, flavor, pin, rts, warmup| dispatch!(c, task_task(flavor, pin, rts, warmup)),
+    task: |c, flavor, pin, n| dispatch!(c, task_task(flavor, pin, n)),
     floors: &[Floor::WriteRead, Floor::Threads],
 };
 
@@ -68,11 +68,11 @@ impl PingPong {
         }
     }
 
-    fn measure(&self, row: Row, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    fn measure(&self, row: Row, pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
         match row {
-            Row::Task(c, flavor) => (self.task)(c, flavor, pin, rts, warmup),
-            Row::Floor(Floor::WriteRead) => raw_floor(pin, rts, warmup),
-            Row::Floor(Floor::Threads) => thread_floor(pin, rts, warmup),
+            Row::Task(c, flavor) => (self.task)(c, flavor, pin, n),
+            Row::Floor(Floor::WriteRead) => raw_floor(pin, n),
+            Row::Floor(Floor::Threads) => thread_floor(pin, n),
             Row::Floor(_) => Err(io::Error::other(format!(
                 "{} is not a ping-pong",
                 row.name()
@@ -106,7 +106,7 @@ fn one(args: &LatencyArgs, shape: &PingPong, row: Row) -> io::Result<ExitCode> {
             Row::Task(c, _) => Row::Task(c, flavor),
             floor => floor,
         };
-        shape.measure(row, args.common.pin, args.rts, args.warmup)?;
+        shape.measure(row, args.common.pin, Rts::new(args.rts, args.warmup))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -150,7 +150,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     if let Some((shape, row)) = args.one {
         return one(args, shape, row);
     }
-    let (pin, rts, warmup) = (args.common.pin, args.rts, args.warmup);
+    let (pin, rts, n) = (args.common.pin, args.rts, Rts::new(args.rts, args.warmup));
     let mut rows: Vec<Row> = grid(&args.common, &[()])
         .into_iter()
         .map(|(row, ())| row)
@@ -166,7 +166,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
                 row.flavor().map_or("", Flavor::name)
             )
         },
-        |row| shape.measure(row, pin, rts, warmup).map(Stats::of),
+        |row| shape.measure(row, pin, n).map(Stats::of),
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
     let mut progress = args.syscalls.then(|| Progress::new(rows.len()));
@@ -262,26 +262,19 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn task_task<E: End>(
-    c: Contender,
-    flavor: Flavor,
-    pin: Pin,
-    rts: usize,
-    warmup: usize,
-) -> io::Result<Vec<u64>> {
+fn task_task<E: End>(c: Contender, flavor: Flavor, pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
         let (a, b) = (E::chan(c)?, E::chan(c)?);
         let (mut a_rx, mut a_tx, mut b_rx, mut b_tx) = (a.rx, a.tx, b.rx, b.tx);
-        let total = rts + warmup;
         let b = tokio::spawn(async move {
-            for _ in 0..total {
+            for _ in 0..n.rts + n.warmup {
                 b_rx.recv().await?;
                 a_tx.send().await?;
             }
             Ok::<_, io::Error>(())
         });
         let a = tokio::spawn(async move {
-            Ok::<_, io::Error>(time_each!(rts, warmup, {
+            Ok::<_, io::Error>(time_each!(n, {
                 b_tx.send().await?;
                 a_rx.recv().await?;
             }))
@@ -292,31 +285,30 @@ fn task_task<E: End>(
     })
 }
 
-fn raw_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn raw_floor(pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let efd = EventFd::new()?;
-        Ok(time_each!(rts, warmup, {
+        Ok(time_each!(n, {
             efd.add(std::hint::black_box(1))?;
             std::hint::black_box(efd.read()?);
         }))
     })
 }
 
-fn thread_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn thread_floor(pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let a = EventFd::builder().nonblocking(false).build()?;
         let b = EventFd::builder().nonblocking(false).build()?;
         let (a_w, b_r) = (a.try_clone()?, b.try_clone()?);
-        let total = rts + warmup;
         let peer = std::thread::spawn(move || {
             pin.apply(1);
-            for _ in 0..total {
+            for _ in 0..n.rts + n.warmup {
                 b_r.read()?;
                 a_w.add(1)?;
             }
             Ok::<_, io::Error>(())
         });
-        let samples = time_each!(rts, warmup, {
+        let samples = time_each!(n, {
             b.add(1)?;
             a.read()?;
         });

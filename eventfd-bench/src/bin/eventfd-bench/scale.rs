@@ -21,7 +21,7 @@ use crate::rows::{grid, ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
 use crate::table::{finite, flavor, ns, print_json, print_table, ratio};
-use crate::timing::nanos;
+use crate::timing::{nanos, Rts};
 
 /// The seed of the random choice of receivers.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -74,17 +74,15 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let fds = fitting(&args.fds);
     let mut keys: Vec<(Row, usize)> = grid(&args.common, &fds);
     keys.extend(fds.iter().map(|&n| (Row::Floor(Floor::Epoll), n)));
-    let warmup = args.warmup.min(rts);
+    let n = Rts::new(rts, args.warmup.min(rts));
     let results = interleaved(
         &keys,
         rounds,
         |(row, n)| format!("{} fds={n}", row.label()),
-        |(row, n)| {
+        |(row, fds)| {
             match row {
-                Row::Task(c, flavor) => {
-                    dispatch!(c, scale_with(flavor, pin, n, pick, rts, warmup))
-                }
-                Row::Floor(_) => scale_floor(pin, n, pick, rts, warmup),
+                Row::Task(c, flavor) => dispatch!(c, scale_with(flavor, pin, fds, pick, n)),
+                Row::Floor(_) => scale_floor(pin, fds, pick, n),
             }
             .map(Stats::of)
         },
@@ -172,8 +170,7 @@ fn scale_with<E: End>(
     pin: Pin,
     fds: usize,
     pick: Pick,
-    rts: usize,
-    warmup: usize,
+    n: Rts,
 ) -> io::Result<Vec<u64>> {
     let (samples, _reply_rx) = on_runtime(flavor, pin, move || async move {
         let chan = E::chan(c)?;
@@ -203,8 +200,8 @@ fn scale_with<E: End>(
         }
         let driver = tokio::spawn(async move {
             let mut next = picker(pick, fds);
-            let mut samples = Vec::with_capacity(rts);
-            for i in 0..rts + warmup {
+            let mut samples = Vec::with_capacity(n.rts);
+            for i in 0..n.rts + n.warmup {
                 let pick = next();
                 let start = Instant::now();
                 wake[pick].fire()?;
@@ -217,7 +214,7 @@ fn scale_with<E: End>(
                 {
                     return Err(e);
                 }
-                if i >= warmup {
+                if i >= n.warmup {
                     samples.push(nanos(elapsed));
                 }
             }
@@ -235,13 +232,7 @@ fn scale_with<E: End>(
 /// set. A round trip writes the chosen eventfd, takes its event from
 /// `epoll_wait` and reads it, then the same with the reply: a task's six
 /// syscalls, on the same kernel objects.
-fn scale_floor(
-    pin: Pin,
-    fds: usize,
-    pick: Pick,
-    rts: usize,
-    warmup: usize,
-) -> io::Result<Vec<u64>> {
+fn scale_floor(pin: Pin, fds: usize, pick: Pick, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let efds = (0..fds)
@@ -265,8 +256,8 @@ fn scale_floor(
             efd.read().map(drop)
         };
         let mut next = picker(pick, fds);
-        let mut samples = Vec::with_capacity(rts);
-        for i in 0..rts + warmup {
+        let mut samples = Vec::with_capacity(n.rts);
+        for i in 0..n.rts + n.warmup {
             let pick = next();
             let efd = efds
                 .get(pick)
@@ -276,7 +267,7 @@ fn scale_floor(
             take(efd, pick)?;
             reply.add(1)?;
             take(&reply, fds)?;
-            if i >= warmup {
+            if i >= n.warmup {
                 samples.push(nanos(start.elapsed()));
             }
         }

@@ -20,14 +20,27 @@ pub(crate) fn cpu(who: UsageWho) -> Duration {
     })
 }
 
+/// How long a latency measurement runs: `rts` timed round trips after
+/// `warmup` untimed ones.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rts {
+    pub(crate) rts: usize,
+    pub(crate) warmup: usize,
+}
+
+impl Rts {
+    pub(crate) fn new(rts: usize, warmup: usize) -> Rts {
+        Rts { rts, warmup }
+    }
+}
+
 /// The loop of every latency measurement: runs `$round_trip` (a block,
-/// which may `.await` and `?`) `$warmup` times, then `$rts` times more,
-/// timed; evaluates to the nanoseconds of each timed one. A macro, so the
-/// round trip stays inline in the caller's loop (async or not), exactly as
-/// if written there.
+/// which may `.await` and `?`) as [`Rts`] `$n` says; evaluates to the
+/// nanoseconds of each timed one. A macro, so the round trip stays inline
+/// in the caller's loop (async or not), exactly as if written there.
 macro_rules! time_each {
-    ($rts:expr, $warmup:expr, $round_trip:block) => {{
-        let (rts, warmup) = ($rts, $warmup);
+    ($n:expr, $round_trip:block) => {{
+        let $crate::timing::Rts { rts, warmup } = $n;
         let mut samples = Vec::with_capacity(rts);
         for i in 0..rts + warmup {
             let start = std::time::Instant::now();

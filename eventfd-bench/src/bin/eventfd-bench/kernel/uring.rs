@@ -15,7 +15,7 @@ use crate::rows::{ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
 use crate::table::finite;
-use crate::timing::time_each;
+use crate::timing::{time_each, Rts};
 
 /// Where an io_uring NOP completes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl Nop {
 /// The io_uring table: every reader and the floor, NOP inline then on io-wq.
 pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc> {
     let rows = with_floor(readers, Floor::Thread);
-    let (pin, rts, warmup) = (args.common.pin, args.rts, args.warmup);
+    let (pin, n) = (args.common.pin, Rts::new(args.rts, args.warmup));
     let mut results = Vec::new();
     for nop in [Nop::Inline, Nop::Worker] {
         let rounds = interleaved(
@@ -47,8 +47,8 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc
             |r| format!("io_uring {} {}", nop.name(), r.label()),
             |r| {
                 match r {
-                    Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, rts, warmup)),
-                    Row::Floor(_) => uring_floor(pin, nop, rts, warmup),
+                    Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, n)),
+                    Row::Floor(_) => uring_floor(pin, nop, n),
                 }
                 .map(Stats::of)
             },
@@ -69,7 +69,7 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc
         }
     }
     Ok(UringDoc {
-        rts_per_round: rts,
+        rts_per_round: args.rts,
         results,
     })
 }
@@ -91,14 +91,13 @@ fn uring_task<E: End>(
     flavor: Flavor,
     pin: Pin,
     nop: Nop,
-    rts: usize,
-    warmup: usize,
+    n: Rts,
 ) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
         let Chan { mut rx, sync, .. } = E::chan(c)?;
         let mut ring = kernel_rigs::uring(&receiver_fd(&sync)?, 8)?;
         let task = tokio::spawn(async move {
-            let samples = time_each!(rts, warmup, {
+            let samples = time_each!(n, {
                 kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
                 ring.submit()?;
                 let read = tokio::time::timeout(LIMIT, rx.recv())
@@ -115,11 +114,11 @@ fn uring_task<E: End>(
     })
 }
 
-fn uring_floor(pin: Pin, nop: Nop, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn uring_floor(pin: Pin, nop: Nop, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let efd = EventFd::builder().nonblocking(false).build()?;
         let mut ring = kernel_rigs::uring(&efd, 8)?;
-        Ok(time_each!(rts, warmup, {
+        Ok(time_each!(n, {
             kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
             ring.submit()?;
             let read = efd.read()?;
