@@ -151,21 +151,13 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
         return one(args, shape, row);
     }
     let (pin, rts, n) = (args.common.pin, args.rts, Rts::new(args.rts, args.warmup));
-    let mut rows: Vec<Row> = grid(&args.common, &[()])
-        .into_iter()
-        .map(|(row, ())| row)
-        .collect();
-    rows.extend(shape.floors.iter().map(|&floor| Row::Floor(floor)));
+    let tasks = grid(&args.common, &[()]).into_iter().map(|(row, ())| row);
+    let floors = shape.floors.iter().map(|&floor| Row::Floor(floor));
+    let rows: Vec<Row> = tasks.chain(floors).collect();
     let rounds = interleaved(
         &rows,
         args.rounds,
-        |row| {
-            format!(
-                "{} {}",
-                shape.name(row),
-                row.flavor().map_or("", Flavor::name)
-            )
-        },
+        |row| shape.name(row) + " " + row.flavor().map_or("", Flavor::name),
         |row| shape.measure(row, pin, n).map(Stats::of),
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
@@ -210,13 +202,15 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let syscalls: Vec<_> = (0..syscall_count::columns().count())
-        .map(|i| {
-            move |r: &DocRow| match &r.syscalls_per_rt {
-                Some(SyscallsJson::Counts(c)) => c.cells()[i].clone(),
-                _ => "?".to_string(),
-            }
-        })
+    let cell = |i: usize| {
+        move |r: &DocRow| match &r.syscalls_per_rt {
+            Some(SyscallsJson::Counts(c)) => c.cells()[i].clone(),
+            _ => "?".to_string(),
+        }
+    };
+    let syscalls: Vec<_> = syscall_count::columns()
+        .enumerate()
+        .map(|(i, h)| (h, cell(i)))
         .collect();
     let mut columns: Vec<Column<'_, DocRow>> = vec![
         ("implementation", &|r| r.name.clone()),
@@ -229,11 +223,7 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
         ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
     ];
     if args.syscalls {
-        columns.extend(
-            syscall_count::columns()
-                .zip(&syscalls)
-                .map(|(h, cell)| (h, cell as _)),
-        );
+        columns.extend(syscalls.iter().map(|(h, cell)| (*h, cell as _)));
     }
     print_table(shape.title, &results, &columns);
     println!(
