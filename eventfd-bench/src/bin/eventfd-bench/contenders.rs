@@ -199,8 +199,6 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-// ---- the contenders' ends ---------------------------------------------------
-
 /// [`End`] for a type whose `read().await` receives and whose `add(1)` (with
 /// `.await` if `await` is given) sends; `$chan` makes a channel.
 macro_rules! end {

@@ -171,8 +171,6 @@ fn lost(what: &str) -> io::Error {
     )
 }
 
-// ---- the tables -------------------------------------------------------------
-
 fn print_doc(args: &KernelArgs, doc: &Doc) {
     match &doc.uring {
         Some(Part::Skipped { skipped }) => println!("io_uring: skipped: {skipped}"),

@@ -176,8 +176,6 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
             p99_ns: s.p99,
             p999_ns: s.p999,
             max_ns: s.max,
-            // Every row, floors included, against the crate's row of its
-            // flavor (the floors, which have none, the current-thread one).
             p50_vs_crate: finite(ratio_to(&rows, &row.baseline(), at, |j| stats[j].p50)),
             syscalls_per_rt: progress.as_mut().map(|p| {
                 p.step(&format!("perf stat: {}", shape.name(row)));
@@ -331,10 +329,8 @@ mod tests {
     fn every_key_parses_back_to_its_table_and_row() {
         for shape in [&LATENCY, &THREAD_TASK] {
             let tasks = Contender::THREAD_TASK.map(|c| Row::Task(c, Flavor::Ct));
-            for row in tasks
-                .into_iter()
-                .chain(shape.floors.iter().map(|&f| Row::Floor(f)))
-            {
+            let floors = shape.floors.iter().map(|&f| Row::Floor(f));
+            for row in tasks.into_iter().chain(floors) {
                 let key = shape.key(row);
                 assert!(!key.contains(' '), "{key:?}");
                 let (parsed, back) = parse_key(&key).expect("a key parses");

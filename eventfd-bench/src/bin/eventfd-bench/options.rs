@@ -124,8 +124,7 @@ impl Common {
         }
     }
 
-    /// These contenders when `--impl` names none (instead of
-    /// [`Contender::ALL`]).
+    /// These contenders when `--impl` names none (instead of [`Contender::ALL`]).
     pub(crate) fn or_contenders(mut self, default: &[Contender]) -> Common {
         if self.contenders.is_empty() {
             self.contenders = default.to_vec();

@@ -90,8 +90,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let stats: Vec<Stats> = results.iter().map(|r| Stats::median_of(r)).collect();
     let first = fds.first().copied().unwrap_or(1);
     let p50 = |j: usize| stats[j].p50;
-    // Each row against its own fewest-fds row, and against the crate's row
-    // of its flavor (the floor, which has none, against current-thread).
+    // Each row against its own fewest-fds row, and against its baseline.
     let results: Vec<DocRow> = keys
         .iter()
         .zip(&stats)
@@ -207,11 +206,8 @@ fn scale_with<E: End>(
                 wake[pick].fire()?;
                 reply_rx.recv().await?;
                 let elapsed = start.elapsed();
-                if let Some(e) = failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-                {
+                let mut failed = failure.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(e) = failed.take() {
                     return Err(e);
                 }
                 if i >= n.warmup {

@@ -10,8 +10,7 @@ pub(crate) fn ns(v: f64) -> String {
     if !v.is_finite() {
         return "-".to_string();
     }
-    let n = v.round().max(0.0) as u64;
-    let s = n.to_string();
+    let s = (v.round().max(0.0) as u64).to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i > 0 && (s.len() - i) % 3 == 0 {

@@ -1,8 +1,6 @@
 //! `eventfd-bench thread-task`: the latency table with a plain OS thread
 //! (blocking eventfd) on one side, which wakes the task by writing to the
-//! task's eventfd. The crate's row is there three times, one per way a
-//! thread writes: a raw `write(2)` on the fd, a `Notifier`, and
-//! `EventFd::add(1)` on a `try_clone`.
+//! task's eventfd, in each of the ways [`Contender::THREAD_TASK`] lists.
 
 use std::io;
 use std::process::ExitCode;
