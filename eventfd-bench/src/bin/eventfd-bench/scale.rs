@@ -124,6 +124,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
         }
         Pick::First => "scale: wake the first of N registered receivers, wait for its reply (ns)",
     };
+    let vs_first = format!("p50 vs {first} fd");
     print_table(
         title,
         &results,
@@ -134,9 +135,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
             ("ns/wake", &|r| ns(r.mean_ns)),
             ("p50", &|r| ns(r.p50_ns)),
             ("p99", &|r| ns(r.p99_ns)),
-            (&format!("p50 vs {first} fd"), &|r| {
-                ratio(r.p50_vs_fewest_fds)
-            }),
+            (&vs_first, &|r| ratio(r.p50_vs_fewest_fds)),
             ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
         ],
     );

@@ -253,8 +253,7 @@ fn table(run: &Run) -> String {
     if let Some(msg) = &run.failure {
         out.push_str(&format!("\nFAIL: {msg}"));
     }
-    let (first, last) = (run.samples.first(), run.samples.last());
-    if let (Some(first), Some(last)) = (first, last) {
+    if let (Some(first), Some(last)) = (run.samples.first(), run.samples.last()) {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         out.push_str(&format!(
             "\nfds {} -> {}, RSS {:.1} -> {:.1} MiB over {} samples",
@@ -391,12 +390,8 @@ mod tests {
         let rows = value.as_array().expect("an array");
         assert_eq!(rows.len(), 4);
         assert_eq!(text.lines().count(), 6, "one report a line:\n{text}");
-        let keys: Vec<&str> = rows[0]
-            .as_object()
-            .expect("an object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let object = rows[0].as_object().expect("an object");
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
         let expected = "id name rounds adds reads add_calls read_calls wakeups spurious \
                         max_pending_wait_us elapsed_ms passed failure skipped seed fds_before \
                         fds_after rss_before rss_after";

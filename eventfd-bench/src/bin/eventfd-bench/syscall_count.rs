@@ -120,13 +120,12 @@ fn run_perf(args: &[String]) -> Result<[f64; EVENTS.len()], String> {
             seen += 1;
         }
     }
-    if seen == values.len() {
-        Ok(values)
-    } else {
-        Err(format!(
+    if seen < values.len() {
+        return Err(format!(
             "unexpected perf output:\n{stderr}\n  command: {shown}"
-        ))
+        ));
     }
+    Ok(values)
 }
 
 fn shell_quote(s: &str) -> String {

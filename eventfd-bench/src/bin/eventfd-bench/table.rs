@@ -39,10 +39,8 @@ pub(crate) fn flavor(v: Option<&str>) -> String {
 
 /// Prints `doc` as one pretty JSON document (`--json`).
 pub(crate) fn print_json(doc: &impl Serialize) -> io::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).map_err(io::Error::other)?
-    );
+    let text = serde_json::to_string_pretty(doc).map_err(io::Error::other)?;
+    println!("{text}");
     Ok(())
 }
 
