@@ -119,9 +119,8 @@ pub(crate) enum SyncTx {
     /// benchmark guarantees (receivers outlive the last send to them).
     Fd(RawFd),
     Notify(Arc<NotifyCounter>),
-    /// The crate's `Notifier` (`notify()`).
     Notifier(Notifier),
-    /// A `try_clone` of the crate's `EventFd` (`add(1)`).
+    /// A `try_clone` of the crate's `EventFd`.
     EventFd(Arc<EventFd>),
 }
 

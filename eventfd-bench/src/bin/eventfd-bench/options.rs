@@ -365,9 +365,7 @@ pub(crate) fn parse() -> Cli {
 pub(crate) fn preset(args: &[&str]) -> Command {
     let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
     match try_parse_from(argv) {
-        Ok(Cli {
-            command: Some(command),
-        }) => command,
+        Ok(Cli { command: Some(c) }) => c,
         other => panic!("bad preset {args:?}: {other:?}"),
     }
 }

@@ -14,27 +14,22 @@ use serde::Serialize;
 
 use crate::options::StressArgs;
 
-/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP or an
-/// INCONCLUSIVE, which the summary counts apart, is not a
-/// failure) and the open fds did not grow, else 1.
+/// `eventfd-bench stress`: runs the selected scenarios and prints the table
+/// (or `--json`); status 0 if no scenario failed (a SKIP or an INCONCLUSIVE,
+/// which the summary counts apart, is not a failure) and the open fds did
+/// not grow, else 1.
 pub(crate) fn run(args: &StressArgs) -> ExitCode {
-    if run_and_print(args) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Runs the selected scenarios, prints the table (or `--json`), and returns
-/// whether the run succeeded: no scenario failed, no fd left open.
-pub(crate) fn run_and_print(args: &StressArgs) -> bool {
     let run = run_selected(args);
     if args.json {
         print!("{}", json(&run));
     } else {
         print!("{}", table(&run));
     }
-    run.ok()
+    if run.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// One sample of the process: when, and its open fds and RSS.

@@ -56,7 +56,6 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<KvmDoc> 
             what: r.describe(),
             flavor: r.flavor().map(Flavor::name),
             rings_per_sec: rates[at],
-            // The floor reads once, at the end.
             reads_per_ring: r
                 .flavor()
                 .map(|_| median(ds.iter().map(|d| d.reads as f64 / f64::from(rings)))),

@@ -17,12 +17,10 @@ use crate::stats::Stats;
 use crate::table::finite;
 use crate::timing::{time_each, Rts};
 
-/// Where an io_uring NOP completes.
+/// Where an io_uring NOP completes (the table's footnote says).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Nop {
-    /// Inside the `io_uring_enter` that submits it.
     Inline,
-    /// On an io-wq kernel thread (`IOSQE_ASYNC`), after the submit returns.
     Worker,
 }
 
