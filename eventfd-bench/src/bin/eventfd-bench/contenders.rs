@@ -1,8 +1,6 @@
-//! The contenders: the implementations under test (this crate and the
-//! [`eventfd_bench::baselines`]) in their common shape (a [`Chan`]: a
-//! receiving end owned by one task, a sending end for another task, and a
-//! plain-thread sender), and [`dispatch!`], which runs a generic
-//! measurement on a contender's [`End`] type.
+//! The implementations under test (this crate and the
+//! [`eventfd_bench::baselines`]) in one shape, a [`Chan`], and [`dispatch!`],
+//! which runs a generic measurement on a contender's [`End`] type.
 
 use std::future::Future;
 use std::io;
@@ -105,8 +103,7 @@ impl Contender {
 
 /// The type of both ends of a contender's channel.
 pub(crate) trait End: Send + Sized + 'static {
-    /// A new channel of `c`, one of the contenders of this type (inside a
-    /// runtime).
+    /// A new channel of `c`, a contender of this type (inside a runtime).
     fn chan(c: Contender) -> io::Result<Chan<Self>>;
     /// Receives: waits for a count and takes it.
     fn recv(&mut self) -> impl Future<Output = io::Result<u64>> + Send;
@@ -122,9 +119,8 @@ pub(crate) enum SyncTx {
     /// benchmark guarantees (receivers outlive the last send to them).
     Fd(RawFd),
     Notify(Arc<NotifyCounter>),
-    /// The crate's `Notifier` (`notify()`).
     Notifier(Notifier),
-    /// A `try_clone` of the crate's `EventFd` (`add(1)`).
+    /// A `try_clone` of the crate's `EventFd`.
     EventFd(Arc<EventFd>),
 }
 
@@ -153,8 +149,7 @@ impl SyncTx {
     }
 }
 
-/// Adds 1 to the eventfd `fd` with one `write(2)`; `fd` is a receiver's,
-/// open for the whole call (see [`SyncTx::Fd`]).
+/// Adds 1 to the eventfd `fd` with one `write(2)`.
 fn add_raw(fd: RawFd) -> io::Result<()> {
     // SAFETY: the receiver that owns `fd` outlives every send to it (see
     // `SyncTx::Fd`); the borrow ends with this call. No safe wrapper can
@@ -166,7 +161,8 @@ fn add_raw(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// One channel of a contender.
+/// One channel of a contender: a receiving end owned by one task, a sending
+/// end for another task, and a plain-thread sender.
 pub(crate) struct Chan<E> {
     pub(crate) rx: E,
     pub(crate) tx: E,
@@ -202,30 +198,52 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-// ---- the contenders' ends ---------------------------------------------------
+/// [`End`] for a type whose `read().await` receives and whose `add(1)` (with
+/// `.await` if `await` is given) sends; `$chan` makes a channel.
+macro_rules! end {
+    ($ty:ty, $chan:expr $(, $await:tt)?) => {
+        impl End for $ty {
+            fn chan(c: Contender) -> io::Result<Chan<Self>> {
+                $chan(c)
+            }
+
+            async fn recv(&mut self) -> io::Result<u64> {
+                self.read().await
+            }
+
+            async fn send(&mut self) -> io::Result<()> {
+                self.add(1)$(.$await)?
+            }
+        }
+    };
+}
+
+end!(Arc<AsyncEventFd>, crate_chan, await);
+end!(Arc<AsyncFdRw>, |_| Ok(shared_fd(AsyncFdRw::new()?)), await);
+end!(Arc<AsyncFdR>, |_| Ok(shared_fd(AsyncFdR::new()?)));
+end!(TokioEventfd, tokio_eventfd_chan, await);
 
 /// The crate; its thread-side writers differ only in the plain-thread sender.
-impl End for Arc<AsyncEventFd> {
-    fn chan(c: Contender) -> io::Result<Chan<Self>> {
-        let mut chan = shared_fd(AsyncEventFd::new()?);
-        match c {
-            Contender::Notifier => chan.sync = SyncTx::Notifier(chan.rx.notifier()?),
-            // What a writer needed before `Notifier`.
-            Contender::TryClone => {
-                chan.sync = SyncTx::EventFd(Arc::new(chan.rx.get_ref().try_clone()?));
-            }
-            _ => {}
+fn crate_chan(c: Contender) -> io::Result<Chan<Arc<AsyncEventFd>>> {
+    let mut chan = shared_fd(AsyncEventFd::new()?);
+    match c {
+        Contender::Notifier => chan.sync = SyncTx::Notifier(chan.rx.notifier()?),
+        // What a writer needed before `Notifier`.
+        Contender::TryClone => {
+            chan.sync = SyncTx::EventFd(Arc::new(chan.rx.get_ref().try_clone()?));
         }
-        Ok(chan)
+        _ => {}
     }
+    Ok(chan)
+}
 
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
-    }
+fn tokio_eventfd_chan(_: Contender) -> io::Result<Chan<TokioEventfd>> {
+    let rx = TokioEventfd::new()?;
+    // The crate's handles are `&mut` for I/O: the sender gets a dup of the
+    // fd with its own registration, as a user of the crate would do.
+    let tx = rx.try_clone()?;
+    let sync = SyncTx::Fd(rx.as_raw_fd());
+    Ok(Chan { rx, tx, sync })
 }
 
 impl End for Arc<NotifyCounter> {
@@ -245,52 +263,5 @@ impl End for Arc<NotifyCounter> {
     async fn send(&mut self) -> io::Result<()> {
         self.add(1);
         Ok(())
-    }
-}
-
-impl End for Arc<AsyncFdRw> {
-    fn chan(_: Contender) -> io::Result<Chan<Self>> {
-        Ok(shared_fd(AsyncFdRw::new()?))
-    }
-
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
-    }
-}
-
-impl End for Arc<AsyncFdR> {
-    fn chan(_: Contender) -> io::Result<Chan<Self>> {
-        Ok(shared_fd(AsyncFdR::new()?))
-    }
-
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1)
-    }
-}
-
-impl End for TokioEventfd {
-    fn chan(_: Contender) -> io::Result<Chan<Self>> {
-        let rx = TokioEventfd::new()?;
-        // The crate's handles are `&mut` for I/O: the sender gets a dup of the
-        // fd with its own registration, as a user of the crate would do.
-        let tx = rx.try_clone()?;
-        let sync = SyncTx::Fd(rx.as_raw_fd());
-        Ok(Chan { rx, tx, sync })
-    }
-
-    async fn recv(&mut self) -> io::Result<u64> {
-        self.read().await
-    }
-
-    async fn send(&mut self) -> io::Result<()> {
-        self.add(1).await
     }
 }

@@ -1,8 +1,6 @@
 //! `eventfd-bench kernel`: what a wakeup costs when the writer is the
-//! kernel (io_uring completions, KVM doorbells), for each reader in the same
-//! run, rounds interleaved; what each part measures is its `--help`
-//! ([`Command::Kernel`](crate::options::Command::Kernel)). Each part is
-//! skipped, with a one-line reason, where its facility is missing.
+//! kernel; each part is described in its `--help`
+//! ([`Command::Kernel`](crate::options::Command::Kernel)).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -28,14 +26,11 @@ mod uring;
 /// wakeup was lost and the measurement fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// `eventfd-bench kernel`.
 pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
     // The task rows; each part adds its floor.
     let mut readers = Vec::new();
-    for (row, ()) in grid(
-        &args.common.clone().or_contenders(&Contender::KERNEL),
-        &[()],
-    ) {
+    let common = args.common.clone().or_contenders(&Contender::KERNEL);
+    for (row, ()) in grid(&common, &[()]) {
         match row {
             Row::Task(c, _) if Contender::KERNEL.contains(&c) => readers.push(row),
             Row::Task(c, Flavor::Ct) if !args.common.json => println!(
@@ -67,8 +62,7 @@ pub(crate) fn run(args: &KernelArgs) -> io::Result<ExitCode> {
 }
 
 /// What `measure` gives, or why the part was skipped: only a missing
-/// facility is a skip; a failure of one that is here stays an error (the
-/// measurement fails with it).
+/// facility is a skip; a failure of one that is here is an error.
 fn part<T>(
     probe: Result<(), RigError>,
     measure: impl FnOnce() -> io::Result<T>,
@@ -98,7 +92,6 @@ fn kvm_part(_: &KernelArgs, _: &[Row]) -> io::Result<Part<KvmDoc>> {
     })
 }
 
-/// The `--json` document.
 #[derive(Serialize)]
 struct Doc {
     command: &'static str,
@@ -177,8 +170,6 @@ fn lost(what: &str) -> io::Error {
         format!("lost wakeup: waited {LIMIT:?} for {what}"),
     )
 }
-
-// ---- the tables -------------------------------------------------------------
 
 fn print_doc(args: &KernelArgs, doc: &Doc) {
     match &doc.uring {

@@ -9,7 +9,7 @@ use async_eventfd::EventFd;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::contenders::{dispatch, Contender, End};
 use crate::interleave::interleaved;
 use crate::options::LatencyArgs;
 use crate::pinning::{allowed_cpus, Pin};
@@ -19,31 +19,28 @@ use crate::stats::Stats;
 use crate::syscall_count::{self, Counts};
 use crate::table::{finite, flavor, ns, print_json, print_table, ratio, Column, Progress};
 use crate::thread_task::THREAD_TASK;
-use crate::timing::time_each;
+use crate::timing::{time_each, Rts};
 
 /// A ping-pong table: what `latency` and `thread-task` differ in.
 #[derive(Debug)]
 pub(crate) struct PingPong {
-    /// The subcommand, for `--json`.
     pub(crate) command: &'static str,
     pub(crate) title: &'static str,
     /// What a contender's row name and `--one` key start with.
     pub(crate) name_prefix: &'static str,
     pub(crate) key_prefix: &'static str,
-    /// `rts` round trips (after `warmup` more) of a contender's row: the
-    /// nanoseconds of each.
-    pub(crate) task: fn(Contender, Flavor, Pin, usize, usize) -> io::Result<Vec<u64>>,
+    /// The round trips of a contender's row, in ns.
+    pub(crate) task: fn(Contender, Flavor, Pin, Rts) -> io::Result<Vec<u64>>,
     /// The rows without a task, after the contenders.
     pub(crate) floors: &'static [Floor],
 }
 
-/// Two tasks.
 pub(crate) static LATENCY: PingPong = PingPong {
     command: "latency",
     title: "task <-> task ping-pong (ns per round trip = two wakeups)",
     name_prefix: "",
     key_prefix: "",
-    task: |c, flavor, pin, rts, warmup| dispatch!(c, task_task(flavor, pin, rts, warmup)),
+    task: |c, flavor, pin, n| dispatch!(c, task_task(flavor, pin, n)),
     floors: &[Floor::WriteRead, Floor::Threads],
 };
 
@@ -71,11 +68,11 @@ impl PingPong {
         }
     }
 
-    fn measure(&self, row: Row, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+    fn measure(&self, row: Row, pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
         match row {
-            Row::Task(c, flavor) => (self.task)(c, flavor, pin, rts, warmup),
-            Row::Floor(Floor::WriteRead) => raw_floor(pin, rts, warmup),
-            Row::Floor(Floor::Threads) => thread_floor(pin, rts, warmup),
+            Row::Task(c, flavor) => (self.task)(c, flavor, pin, n),
+            Row::Floor(Floor::WriteRead) => raw_floor(pin, n),
+            Row::Floor(Floor::Threads) => thread_floor(pin, n),
             Row::Floor(_) => Err(io::Error::other(format!(
                 "{} is not a ping-pong",
                 row.name()
@@ -98,7 +95,6 @@ pub(crate) fn parse_key(key: &str) -> Option<(&'static PingPong, Row)> {
     })
 }
 
-/// `eventfd-bench latency`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     table(args, &LATENCY)
 }
@@ -110,12 +106,11 @@ fn one(args: &LatencyArgs, shape: &PingPong, row: Row) -> io::Result<ExitCode> {
             Row::Task(c, _) => Row::Task(c, flavor),
             floor => floor,
         };
-        shape.measure(row, args.common.pin, args.rts, args.warmup)?;
+        shape.measure(row, args.common.pin, Rts::new(args.rts, args.warmup))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--json` document.
 #[derive(Serialize)]
 struct Doc {
     command: &'static str,
@@ -126,7 +121,6 @@ struct Doc {
     results: Vec<DocRow>,
 }
 
-/// A row of the `--json` document.
 #[derive(Serialize)]
 struct DocRow {
     #[serde(rename = "impl")]
@@ -143,7 +137,7 @@ struct DocRow {
     syscalls_per_rt: Option<SyscallsJson>,
 }
 
-/// `syscalls_per_rt`: the counts, or why there are none.
+/// The syscall counts, or why there are none.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum SyscallsJson {
@@ -156,27 +150,15 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     if let Some((shape, row)) = args.one {
         return one(args, shape, row);
     }
-    let pin = args.common.pin;
-    let mut rows: Vec<Row> = grid(&args.common, &[()])
-        .into_iter()
-        .map(|(row, ())| row)
-        .collect();
-    rows.extend(shape.floors.iter().map(|&floor| Row::Floor(floor)));
+    let (pin, rts, n) = (args.common.pin, args.rts, Rts::new(args.rts, args.warmup));
+    let tasks = grid(&args.common, &[()]).into_iter().map(|(row, ())| row);
+    let floors = shape.floors.iter().map(|&floor| Row::Floor(floor));
+    let rows: Vec<Row> = tasks.chain(floors).collect();
     let rounds = interleaved(
         &rows,
         args.rounds,
-        |row| {
-            format!(
-                "{} {}",
-                shape.name(row),
-                row.flavor().map_or("", Flavor::name)
-            )
-        },
-        |row| {
-            shape
-                .measure(row, pin, args.rts, args.warmup)
-                .map(Stats::of)
-        },
+        |row| shape.name(row) + " " + row.flavor().map_or("", Flavor::name),
+        |row| shape.measure(row, pin, n).map(Stats::of),
     )?;
     let stats: Vec<Stats> = rounds.iter().map(|r| Stats::median_of(r)).collect();
     let mut progress = args.syscalls.then(|| Progress::new(rows.len()));
@@ -194,8 +176,6 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
             p99_ns: s.p99,
             p999_ns: s.p999,
             max_ns: s.max,
-            // Every row, floors included, against the crate's row of its
-            // flavor (the floors, which have none, the current-thread one).
             p50_vs_crate: finite(ratio_to(&rows, &row.baseline(), at, |j| stats[j].p50)),
             syscalls_per_rt: progress.as_mut().map(|p| {
                 p.step(&format!("perf stat: {}", shape.name(row)));
@@ -214,19 +194,21 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
             command: shape.command,
             pin: pin.name(),
             rounds: args.rounds,
-            rts_per_round: args.rts,
+            rts_per_round: rts,
             cpus: allowed_cpus(),
             results,
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let syscalls: Vec<_> = (0..syscall_count::columns().count())
-        .map(|i| {
-            move |r: &DocRow| match &r.syscalls_per_rt {
-                Some(SyscallsJson::Counts(c)) => c.cells()[i].clone(),
-                _ => "?".to_string(),
-            }
-        })
+    let cell = |i: usize| {
+        move |r: &DocRow| match &r.syscalls_per_rt {
+            Some(SyscallsJson::Counts(c)) => c.cells()[i].clone(),
+            _ => "?".to_string(),
+        }
+    };
+    let syscalls: Vec<_> = syscall_count::columns()
+        .enumerate()
+        .map(|(i, h)| (h, cell(i)))
         .collect();
     let mut columns: Vec<Column<'_, DocRow>> = vec![
         ("implementation", &|r| r.name.clone()),
@@ -239,18 +221,14 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
         ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
     ];
     if args.syscalls {
-        columns.extend(
-            syscall_count::columns()
-                .zip(&syscalls)
-                .map(|(h, cell)| (h, cell as _)),
-        );
+        columns.extend(syscalls.iter().map(|(h, cell)| (*h, cell as _)));
     }
     print_table(shape.title, &results, &columns);
     println!(
         "pin={}, {} rounds x {} RTs, interleaved; medians of rounds (max: of all rounds); CPUs {:?}",
         pin.name(),
         args.rounds,
-        args.rts,
+        rts,
         allowed_cpus()
     );
     if args.syscalls {
@@ -272,34 +250,19 @@ pub(crate) fn table(args: &LatencyArgs, shape: &PingPong) -> io::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn task_task<E: End>(
-    c: Contender,
-    flavor: Flavor,
-    pin: Pin,
-    rts: usize,
-    warmup: usize,
-) -> io::Result<Vec<u64>> {
+fn task_task<E: End>(c: Contender, flavor: Flavor, pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
-        let Chan {
-            rx: mut a_rx,
-            tx: mut a_tx,
-            ..
-        } = E::chan(c)?;
-        let Chan {
-            rx: mut b_rx,
-            tx: mut b_tx,
-            ..
-        } = E::chan(c)?;
-        let total = rts + warmup;
+        let (a, b) = (E::chan(c)?, E::chan(c)?);
+        let (mut a_rx, mut a_tx, mut b_rx, mut b_tx) = (a.rx, a.tx, b.rx, b.tx);
         let b = tokio::spawn(async move {
-            for _ in 0..total {
+            for _ in 0..n.rts + n.warmup {
                 b_rx.recv().await?;
                 a_tx.send().await?;
             }
             Ok::<_, io::Error>(())
         });
         let a = tokio::spawn(async move {
-            Ok::<_, io::Error>(time_each!(rts, warmup, {
+            Ok::<_, io::Error>(time_each!(n, {
                 b_tx.send().await?;
                 a_rx.recv().await?;
             }))
@@ -310,31 +273,30 @@ fn task_task<E: End>(
     })
 }
 
-fn raw_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn raw_floor(pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let efd = EventFd::new()?;
-        Ok(time_each!(rts, warmup, {
+        Ok(time_each!(n, {
             efd.add(std::hint::black_box(1))?;
             std::hint::black_box(efd.read()?);
         }))
     })
 }
 
-fn thread_floor(pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn thread_floor(pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let a = EventFd::builder().nonblocking(false).build()?;
         let b = EventFd::builder().nonblocking(false).build()?;
         let (a_w, b_r) = (a.try_clone()?, b.try_clone()?);
-        let total = rts + warmup;
         let peer = std::thread::spawn(move || {
             pin.apply(1);
-            for _ in 0..total {
+            for _ in 0..n.rts + n.warmup {
                 b_r.read()?;
                 a_w.add(1)?;
             }
             Ok::<_, io::Error>(())
         });
-        let samples = time_each!(rts, warmup, {
+        let samples = time_each!(n, {
             b.add(1)?;
             a.read()?;
         });
@@ -367,10 +329,8 @@ mod tests {
     fn every_key_parses_back_to_its_table_and_row() {
         for shape in [&LATENCY, &THREAD_TASK] {
             let tasks = Contender::THREAD_TASK.map(|c| Row::Task(c, Flavor::Ct));
-            for row in tasks
-                .into_iter()
-                .chain(shape.floors.iter().map(|&f| Row::Floor(f)))
-            {
+            let floors = shape.floors.iter().map(|&f| Row::Floor(f));
+            for row in tasks.into_iter().chain(floors) {
                 let key = shape.key(row);
                 assert!(!key.contains(' '), "{key:?}");
                 let (parsed, back) = parse_key(&key).expect("a key parses");

@@ -1,14 +1,11 @@
 //! `eventfd-bench`: what a wakeup through `async-eventfd` costs, next to the
 //! ways one would otherwise do it, measured in one run so the ratios mean
-//! something even on a noisy machine. Also runs the stress scenarios.
+//! something even on a noisy machine; and the stress scenarios (`--help`).
 //!
-//! Run `eventfd-bench --help` for the subcommands. Install with
-//! `cargo install --path eventfd-bench` to check a kernel, sandbox or VM.
-//!
-//! One file per subcommand, each with its measurements. What they share:
-//! [`contenders`] (the implementations under test), [`rows`] (a table's
-//! row), [`runtime`], [`pinning`], [`timing`], [`interleave`], [`stats`],
-//! [`table`], [`syscall_count`] and [`options`].
+//! One file per subcommand. What they share: [`contenders`] (the
+//! implementations under test), [`rows`] (a table's row), [`runtime`],
+//! [`pinning`], [`timing`], [`interleave`], [`stats`], [`table`],
+//! [`syscall_count`] and [`options`].
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(rust_2018_idioms)]
 

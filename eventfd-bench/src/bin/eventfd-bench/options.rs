@@ -109,12 +109,8 @@ pub(crate) struct Common {
     flavor: Flavors,
     /// Only these implementations, comma-separated (async-eventfd is always
     /// included) [default: all].
-    #[arg(
-        long = "impl",
-        value_enum,
-        value_name = "IMPL,...",
-        value_delimiter = ','
-    )]
+    #[arg(long = "impl", value_name = "IMPL,...")]
+    #[arg(value_enum, value_delimiter = ',')]
     contenders: Vec<Contender>,
 }
 
@@ -128,8 +124,7 @@ impl Common {
         }
     }
 
-    /// These contenders when `--impl` names none (instead of
-    /// [`Contender::ALL`]).
+    /// These contenders when `--impl` names none (instead of [`Contender::ALL`]).
     pub(crate) fn or_contenders(mut self, default: &[Contender]) -> Common {
         if self.contenders.is_empty() {
             self.contenders = default.to_vec();
@@ -216,7 +211,6 @@ pub(crate) struct LatencyArgs {
     pub(crate) one: Option<(&'static PingPong, Row)>,
 }
 
-/// The options of `throughput`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct ThroughputArgs {
     #[command(flatten)]
@@ -225,20 +219,14 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
     pub(crate) rounds: usize,
     /// Writer-thread counts, comma-separated.
-    #[arg(
-        long,
-        value_name = "N,...",
-        value_delimiter = ',',
-        value_parser = positive,
-        default_values_t = [1, 2, 4]
-    )]
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    #[arg(value_parser = positive, default_values_t = [1, 2, 4])]
     pub(crate) writers: Vec<usize>,
     /// Time per measurement (e.g. 200ms, 2s).
     #[arg(long, value_name = "D", default_value = "200ms", value_parser = duration)]
     pub(crate) duration: Duration,
 }
 
-/// The options of `scale`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct ScaleArgs {
     #[command(flatten)]
@@ -255,20 +243,14 @@ pub(crate) struct ScaleArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count, hide = true)]
     pub(crate) warmup: usize,
     /// Receiver counts, comma-separated.
-    #[arg(
-        long,
-        value_name = "N,...",
-        value_delimiter = ',',
-        value_parser = positive,
-        default_values_t = [1, 100, 1_000, 10_000]
-    )]
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    #[arg(value_parser = positive, default_values_t = [1, 100, 1_000, 10_000])]
     pub(crate) fds: Vec<usize>,
     /// Which receiver the driver wakes each time.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = Pick::Random)]
     pub(crate) pick: Pick,
 }
 
-/// The options of `kernel`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct KernelArgs {
     #[command(flatten)]
@@ -286,17 +268,11 @@ pub(crate) struct KernelArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = rings)]
     pub(crate) rings: u32,
     /// Which kernel writers, comma-separated.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "RIG,...",
-        value_delimiter = ',',
-        default_values_t = [Rig::Uring, Rig::Kvm]
-    )]
+    #[arg(long, value_enum, value_name = "RIG,...", value_delimiter = ',')]
+    #[arg(default_values_t = [Rig::Uring, Rig::Kvm])]
     pub(crate) rig: Vec<Rig>,
 }
 
-/// The options of `stress`.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct StressArgs {
     /// Run for about D in all (e.g. 10s, 500ms, 5m, 1h): passes of the
@@ -342,13 +318,12 @@ impl StressArgs {
         if self.scenarios.is_empty() {
             return SCENARIOS.iter().collect();
         }
-        let mut list: Vec<&'static Scenario> = Vec::new();
-        for &s in &self.scenarios {
-            if !list.contains(&s) {
-                list.push(s);
-            }
-        }
-        list
+        let mut seen = std::collections::HashSet::new();
+        self.scenarios
+            .iter()
+            .copied()
+            .filter(|s| seen.insert(s.id))
+            .collect()
     }
 }
 
@@ -390,9 +365,7 @@ pub(crate) fn parse() -> Cli {
 pub(crate) fn preset(args: &[&str]) -> Command {
     let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
     match try_parse_from(argv) {
-        Ok(Cli {
-            command: Some(command),
-        }) => command,
+        Ok(Cli { command: Some(c) }) => c,
         other => panic!("bad preset {args:?}: {other:?}"),
     }
 }
@@ -421,16 +394,14 @@ fn rings(s: &str) -> Result<u32, String> {
 /// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or a plain number of seconds.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.'));
+    let (num, unit) = s.split_at(end.unwrap_or(s.len()));
     let value: f64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?} (expected e.g. 10s, 500ms, 5m)"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
-        "s" | "sec" => value,
+        "" | "s" | "sec" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         _ => {

@@ -36,15 +36,14 @@ impl Pin {
 
     /// Pins the calling thread to the CPU of `side`; a no-op for `none`.
     pub(crate) fn apply(self, side: usize) {
-        if let Some(cpu) = self.cpu(side) {
-            let mut set = CpuSet::new();
-            // Pid 0 is the calling thread.
-            if let Err(e) = set
-                .set(cpu)
-                .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set))
-            {
-                eprintln!("eventfd-bench: cannot pin to CPU {cpu}: {e}");
-            }
+        let Some(cpu) = self.cpu(side) else { return };
+        let mut set = CpuSet::new();
+        // Pid 0 is the calling thread.
+        let pinned = set
+            .set(cpu)
+            .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
+        if let Err(e) = pinned {
+            eprintln!("eventfd-bench: cannot pin to CPU {cpu}: {e}");
         }
     }
 }

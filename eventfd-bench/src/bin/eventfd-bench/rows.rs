@@ -6,28 +6,21 @@ use crate::contenders::Contender;
 use crate::options::Common;
 use crate::runtime::Flavor;
 
-/// A row of a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Row {
-    /// A contender, its tasks on a runtime of this flavor.
     Task(Contender, Flavor),
-    /// The same work with no runtime and no task: flavor `-` (`null` in
-    /// `--json`), what the threads and the kernel alone cost.
+    /// Flavor `-` (`null` in `--json`): what the threads and the kernel
+    /// alone cost.
     Floor(Floor),
 }
 
-/// The floors, one per kind of work.
+/// The floors, one per kind of work ([`Row::describe`] says which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Floor {
-    /// `latency`: `write` + `read` of one eventfd in one thread.
     WriteRead,
-    /// `latency`, `thread-task`: two OS threads ping-pong.
     Threads,
-    /// `scale`: the same syscalls on as many eventfds in one epoll set.
     Epoll,
-    /// `kernel`'s io_uring part: a plain thread's blocking read.
     Thread,
-    /// `kernel`'s KVM part: the guest alone.
     Guest,
 }
 
@@ -96,9 +89,8 @@ pub(crate) fn grid<N: Copy>(common: &Common, counts: &[N]) -> Vec<(Row, N)> {
     rows
 }
 
-/// `value(at) / value(j)` where `keys[j] == base`: the row at `at` against
-/// the row it is compared with; NaN (`-`, `null`) when `base` was not
-/// measured.
+/// `value(at) / value(j)` where `keys[j] == base`; NaN (`-`, `null`) when
+/// `base` was not measured.
 pub(crate) fn ratio_to<K: PartialEq>(
     keys: &[K],
     base: &K,

@@ -21,12 +21,11 @@ use crate::rows::{grid, ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
 use crate::table::{finite, flavor, ns, print_json, print_table, ratio};
-use crate::timing::nanos;
+use crate::timing::{nanos, Rts};
 
 /// The seed of the random choice of receivers.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The `--json` document.
 #[derive(Serialize)]
 struct Doc {
     command: &'static str,
@@ -37,7 +36,6 @@ struct Doc {
     results: Vec<DocRow>,
 }
 
-/// A row of the `--json` document.
 #[derive(Serialize)]
 struct DocRow {
     #[serde(rename = "impl")]
@@ -71,23 +69,20 @@ fn fitting(fds: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// `eventfd-bench scale`.
 pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let (pin, pick, rounds, rts) = (args.common.pin, args.pick, args.rounds, args.rts);
     let fds = fitting(&args.fds);
     let mut keys: Vec<(Row, usize)> = grid(&args.common, &fds);
     keys.extend(fds.iter().map(|&n| (Row::Floor(Floor::Epoll), n)));
-    let warmup = args.warmup.min(rts);
+    let n = Rts::new(rts, args.warmup.min(rts));
     let results = interleaved(
         &keys,
         rounds,
         |(row, n)| format!("{} fds={n}", row.label()),
-        |(row, n)| {
+        |(row, fds)| {
             match row {
-                Row::Task(c, flavor) => {
-                    dispatch!(c, scale_with(flavor, pin, n, pick, rts, warmup))
-                }
-                Row::Floor(_) => scale_floor(pin, n, pick, rts, warmup),
+                Row::Task(c, flavor) => dispatch!(c, scale_with(flavor, pin, fds, pick, n)),
+                Row::Floor(_) => scale_floor(pin, fds, pick, n),
             }
             .map(Stats::of)
         },
@@ -95,8 +90,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
     let stats: Vec<Stats> = results.iter().map(|r| Stats::median_of(r)).collect();
     let first = fds.first().copied().unwrap_or(1);
     let p50 = |j: usize| stats[j].p50;
-    // Each row against its own fewest-fds row, and against the crate's row
-    // of its flavor (the floor, which has none, against current-thread).
+    // Each row against its own fewest-fds row, and against its baseline.
     let results: Vec<DocRow> = keys
         .iter()
         .zip(&stats)
@@ -130,6 +124,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
         }
         Pick::First => "scale: wake the first of N registered receivers, wait for its reply (ns)",
     };
+    let vs_first = format!("p50 vs {first} fd");
     print_table(
         title,
         &results,
@@ -140,9 +135,7 @@ pub(crate) fn run(args: &ScaleArgs) -> io::Result<ExitCode> {
             ("ns/wake", &|r| ns(r.mean_ns)),
             ("p50", &|r| ns(r.p50_ns)),
             ("p99", &|r| ns(r.p99_ns)),
-            (&format!("p50 vs {first} fd"), &|r| {
-                ratio(r.p50_vs_fewest_fds)
-            }),
+            (&vs_first, &|r| ratio(r.p50_vs_fewest_fds)),
             ("p50 vs crate", &|r| ratio(r.p50_vs_crate)),
         ],
     );
@@ -175,15 +168,11 @@ fn scale_with<E: End>(
     pin: Pin,
     fds: usize,
     pick: Pick,
-    rts: usize,
-    warmup: usize,
+    n: Rts,
 ) -> io::Result<Vec<u64>> {
     let (samples, _reply_rx) = on_runtime(flavor, pin, move || async move {
-        let Chan {
-            rx: mut reply_rx,
-            sync: reply,
-            ..
-        } = E::chan(c)?;
+        let chan = E::chan(c)?;
+        let (mut reply_rx, reply) = (chan.rx, chan.sync);
         let mut wake = Vec::with_capacity(fds);
         // A waiter that fails leaves its error here and replies anyway, so
         // the driver stops instead of waiting forever for its reply.
@@ -209,21 +198,18 @@ fn scale_with<E: End>(
         }
         let driver = tokio::spawn(async move {
             let mut next = picker(pick, fds);
-            let mut samples = Vec::with_capacity(rts);
-            for i in 0..rts + warmup {
+            let mut samples = Vec::with_capacity(n.rts);
+            for i in 0..n.rts + n.warmup {
                 let pick = next();
                 let start = Instant::now();
                 wake[pick].fire()?;
                 reply_rx.recv().await?;
                 let elapsed = start.elapsed();
-                if let Some(e) = failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-                {
+                let mut failed = failure.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(e) = failed.take() {
                     return Err(e);
                 }
-                if i >= warmup {
+                if i >= n.warmup {
                     samples.push(nanos(elapsed));
                 }
             }
@@ -237,18 +223,11 @@ fn scale_with<E: End>(
     Ok(samples)
 }
 
-/// The kernel's part of a `scale` round trip, with no runtime and no task:
-/// one thread, `fds` eventfds plus a reply eventfd in one level-triggered
-/// epoll set. A round trip writes the chosen eventfd, takes its event from
-/// `epoll_wait` and reads it, then does the same with the reply eventfd:
-/// the six syscalls of a task's round trip, on the same kernel objects.
-fn scale_floor(
-    pin: Pin,
-    fds: usize,
-    pick: Pick,
-    rts: usize,
-    warmup: usize,
-) -> io::Result<Vec<u64>> {
+/// The floor: `fds` eventfds and a reply eventfd in one level-triggered epoll
+/// set. A round trip writes the chosen eventfd, takes its event from
+/// `epoll_wait` and reads it, then the same with the reply: a task's six
+/// syscalls, on the same kernel objects.
+fn scale_floor(pin: Pin, fds: usize, pick: Pick, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let efds = (0..fds)
@@ -272,8 +251,8 @@ fn scale_floor(
             efd.read().map(drop)
         };
         let mut next = picker(pick, fds);
-        let mut samples = Vec::with_capacity(rts);
-        for i in 0..rts + warmup {
+        let mut samples = Vec::with_capacity(n.rts);
+        for i in 0..n.rts + n.warmup {
             let pick = next();
             let efd = efds
                 .get(pick)
@@ -283,7 +262,7 @@ fn scale_floor(
             take(efd, pick)?;
             reply.add(1)?;
             take(&reply, fds)?;
-            if i >= warmup {
+            if i >= n.warmup {
                 samples.push(nanos(start.elapsed()));
             }
         }

@@ -7,34 +7,29 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventfd_bench::rng::Rng;
-use eventfd_bench::stress::{self, Calibration, Config, Report, Sample, Scenario};
+use eventfd_bench::stress::{self, Config, Report, Sample};
 #[cfg(test)]
 use eventfd_bench::stress::{Tally, Verdict};
 use serde::Serialize;
 
 use crate::options::StressArgs;
 
-/// `eventfd-bench stress`: status 0 if no scenario failed (a SKIP or an
-/// INCONCLUSIVE, which the summary counts apart, is not a
-/// failure) and the open fds did not grow, else 1.
+/// `eventfd-bench stress`: runs the selected scenarios and prints the table
+/// (or `--json`); status 0 if no scenario failed (a SKIP or an INCONCLUSIVE,
+/// which the summary counts apart, is not a failure) and the open fds did
+/// not grow, else 1.
 pub(crate) fn run(args: &StressArgs) -> ExitCode {
-    if run_and_print(args) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Runs the selected scenarios, prints the table (or `--json`), and returns
-/// whether the run succeeded: no scenario failed, no fd left open.
-pub(crate) fn run_and_print(args: &StressArgs) -> bool {
     let run = run_selected(args);
     if args.json {
         print!("{}", json(&run));
     } else {
         print!("{}", table(&run));
     }
-    run.ok()
+    if run.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// One sample of the process: when, and its open fds and RSS.
@@ -138,7 +133,17 @@ fn run_selected(args: &StressArgs) -> Run {
         config.seed = Some(seed.wrapping_add(passes));
         for (i, sc) in scenarios.iter().enumerate() {
             if progress {
-                show_progress(passes, i, scenarios.len(), sc, start, &reports);
+                let failed = reports.iter().filter(|r| r.failed()).count();
+                eprint!(
+                    "\r\x1b[K[pass {}, {}/{}] {} {} ... ({:.0?} elapsed, {failed} failed)",
+                    passes + 1,
+                    i + 1,
+                    scenarios.len(),
+                    sc.id,
+                    sc.name,
+                    start.elapsed()
+                );
+                let _ = std::io::stderr().flush();
             }
             let report = stress::run(sc.id, &config);
             match reports.get_mut(i) {
@@ -183,26 +188,6 @@ fn run_selected(args: &StressArgs) -> Run {
         seed,
         failure,
     }
-}
-
-fn show_progress(
-    pass: u64,
-    i: usize,
-    total: usize,
-    sc: &Scenario,
-    start: Instant,
-    reports: &[Report],
-) {
-    let failed = reports.iter().filter(|r| r.failed()).count();
-    eprint!(
-        "\r\x1b[K[pass {}, {}/{total}] {} {} ... ({:.0?} elapsed, {failed} failed)",
-        pass + 1,
-        i + 1,
-        sc.id,
-        sc.name,
-        start.elapsed()
-    );
-    let _ = std::io::stderr().flush();
 }
 
 fn fmt_wait(d: Duration) -> String {
@@ -263,8 +248,7 @@ fn table(run: &Run) -> String {
     if let Some(msg) = &run.failure {
         out.push_str(&format!("\nFAIL: {msg}"));
     }
-    let (first, last) = (run.samples.first(), run.samples.last());
-    if let (Some(first), Some(last)) = (first, last) {
+    if let (Some(first), Some(last)) = (run.samples.first(), run.samples.last()) {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         out.push_str(&format!(
             "\nfds {} -> {}, RSS {:.1} -> {:.1} MiB over {} samples",
@@ -306,26 +290,6 @@ fn table(run: &Run) -> String {
     out
 }
 
-/// The last element of `--json`: the run as a whole.
-#[derive(Serialize)]
-struct Summary<'a> {
-    scenarios: usize,
-    passed: usize,
-    failed: usize,
-    skipped: usize,
-    inconclusive: usize,
-    passes: u64,
-    elapsed_ms: u128,
-    /// The seed of the first pass; pass k ran with `seed + k - 1`.
-    seed: u64,
-    /// Why the run failed beyond its scenarios (open fds that grew).
-    failure: Option<&'a str>,
-    /// Open fds and RSS (bytes) at `t_ms` since the start.
-    samples: &'a [Point],
-    /// What the machine measured, which deadlines and budgets scale from.
-    calibration: Calibration,
-}
-
 /// A JSON array with one report a line, so that a line-oriented tool can
 /// pick a scenario out, and a last line `{"summary": ...}`.
 fn json(run: &Run) -> String {
@@ -340,25 +304,26 @@ fn json(run: &Run) -> String {
             })
         })
         .collect();
-    let summary = Summary {
-        scenarios: run.reports.len(),
-        passed: run.count("PASS"),
-        failed: run.count("FAIL"),
-        skipped: run.count("SKIP"),
-        inconclusive: run.count("INCONCLUSIVE"),
-        passes: run.passes,
-        elapsed_ms: run.elapsed.as_millis(),
-        seed: run.seed,
-        failure: run.failure.as_deref(),
-        samples: &run.samples,
-        calibration: stress::calibration(),
-    };
-    lines.push(
-        serde_json::to_string(&serde_json::json!({ "summary": summary }))
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string()),
-    );
-    let lines: Vec<String> = lines.into_iter().map(|l| format!("  {l}")).collect();
-    format!("[\n{}\n]\n", lines.join(",\n"))
+    // The run as a whole; serde_json's map sorts the keys.
+    let summary = serde_json::json!({ "summary": {
+        "scenarios": run.reports.len(),
+        "passed": run.count("PASS"),
+        "failed": run.count("FAIL"),
+        "skipped": run.count("SKIP"),
+        "inconclusive": run.count("INCONCLUSIVE"),
+        "passes": run.passes,
+        "elapsed_ms": run.elapsed.as_millis(),
+        // The first pass's; pass k ran with `seed + k - 1`.
+        "seed": run.seed,
+        // Why the run failed beyond its scenarios (open fds that grew).
+        "failure": run.failure,
+        // Open fds and RSS (bytes) at `t_ms` since the start.
+        "samples": run.samples,
+        // What the machine measured, which deadlines and budgets scale from.
+        "calibration": stress::calibration(),
+    }});
+    lines.push(summary.to_string());
+    format!("[\n  {}\n]\n", lines.join(",\n  "))
 }
 
 #[cfg(test)]
@@ -420,33 +385,12 @@ mod tests {
         let rows = value.as_array().expect("an array");
         assert_eq!(rows.len(), 4);
         assert_eq!(text.lines().count(), 6, "one report a line:\n{text}");
-        let keys: Vec<&str> = rows[0]
-            .as_object()
-            .expect("an object")
-            .keys()
-            .map(String::as_str)
-            .collect();
-        for key in [
-            "id",
-            "name",
-            "rounds",
-            "adds",
-            "reads",
-            "add_calls",
-            "read_calls",
-            "wakeups",
-            "spurious",
-            "max_pending_wait_us",
-            "elapsed_ms",
-            "passed",
-            "failure",
-            "skipped",
-            "seed",
-            "fds_before",
-            "fds_after",
-            "rss_before",
-            "rss_after",
-        ] {
+        let object = rows[0].as_object().expect("an object");
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let expected = "id name rounds adds reads add_calls read_calls wakeups spurious \
+                        max_pending_wait_us elapsed_ms passed failure skipped seed fds_before \
+                        fds_after rss_before rss_after";
+        for key in expected.split_whitespace() {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
         // The exact decimal, not a float: 3 * (2^64 - 1).
@@ -484,21 +428,14 @@ mod tests {
             vec![report(7, None), report(7, Some("lost 1")), skipped()],
             None,
         ));
-        assert!(text.contains("\nS9 FAIL: lost 1"), "{text}");
-        assert!(
-            text.contains("\nS9 SKIP: io_uring is not available here"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\nfds 5 -> 6, RSS 4.0 -> 4.0 MiB over 3 samples"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP, 0 INCONCLUSIVE; 2 passes in 90.0s; seeds 40 to 41"
-            ),
-            "{text}"
-        );
+        for line in [
+            "\nS9 FAIL: lost 1",
+            "\nS9 SKIP: io_uring is not available here",
+            "\nfds 5 -> 6, RSS 4.0 -> 4.0 MiB over 3 samples",
+            "\n3 scenarios: 1 PASS, 1 FAIL, 1 SKIP, 0 INCONCLUSIVE; 2 passes in 90.0s; seeds 40 to 41",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
         let verdicts: Vec<&str> = text
             .lines()
             .skip(1)

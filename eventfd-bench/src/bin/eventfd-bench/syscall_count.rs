@@ -14,9 +14,7 @@ use crate::pinning::Pin;
 use crate::rows::Row;
 use crate::runtime::Flavor;
 
-/// Round trips of the short run.
 pub(crate) const SHORT: usize = 2_000;
-/// Round trips of the long run.
 pub(crate) const LONG: usize = 22_000;
 const WARMUP: usize = 500;
 
@@ -78,44 +76,23 @@ fn command_line(exe: &str, shape: &PingPong, row: Row, pin: Pin, rts: usize) -> 
             args.push(f.into());
         }
     }
-    args.extend(
-        [
-            "--",
-            exe,
-            "latency",
-            "--one",
-            &shape.key(row),
-            "--flavor",
-            row.flavor().unwrap_or(Flavor::Ct).name(),
-            "--pin",
-            pin.name(),
-            "--rts",
-            &rts.to_string(),
-            "--warmup",
-            &WARMUP.to_string(),
-        ]
-        .map(String::from),
+    // No key has a space (a test checks); the path may.
+    let (key, flavor) = (shape.key(row), row.flavor().unwrap_or(Flavor::Ct));
+    let one = format!(
+        "latency --one {key} --flavor {} --pin {} --rts {rts} --warmup {WARMUP}",
+        flavor.name(),
+        pin.name()
     );
+    args.extend(["--".to_string(), exe.to_string()]);
+    args.extend(one.split(' ').map(String::from));
     args
 }
 
-fn run_perf(
-    exe: &str,
-    shape: &PingPong,
-    row: Row,
-    pin: Pin,
-    rts: usize,
-) -> Result<[f64; EVENTS.len()], String> {
-    let args = command_line(exe, shape, row, pin, rts);
-    let shown = format!(
-        "perf {}",
-        args.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+fn run_perf(args: &[String]) -> Result<[f64; EVENTS.len()], String> {
+    let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    let shown = format!("perf {}", quoted.join(" "));
     let out = Command::new("perf")
-        .args(&args)
+        .args(args)
         .output()
         .map_err(|e| format!("cannot run perf ({e}); count by hand with:\n  {shown}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -143,22 +120,19 @@ fn run_perf(
             seen += 1;
         }
     }
-    if seen == values.len() {
-        Ok(values)
-    } else {
-        Err(format!(
+    if seen < values.len() {
+        return Err(format!(
             "unexpected perf output:\n{stderr}\n  command: {shown}"
-        ))
+        ));
     }
+    Ok(values)
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./:,=".contains(c))
-    {
-        s.to_string()
-    } else {
+    if s.contains(|c: char| !(c.is_ascii_alphanumeric() || "-_./:,=".contains(c))) {
         format!("'{s}'")
+    } else {
+        s.to_string()
     }
 }
 
@@ -166,8 +140,8 @@ fn shell_quote(s: &str) -> String {
 pub(crate) fn count(shape: &PingPong, row: Row, pin: Pin) -> Result<Counts, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let exe = exe.to_string_lossy().into_owned();
-    let short = run_perf(&exe, shape, row, pin, SHORT)?;
-    let long = run_perf(&exe, shape, row, pin, LONG)?;
+    let short = run_perf(&command_line(&exe, shape, row, pin, SHORT))?;
+    let long = run_perf(&command_line(&exe, shape, row, pin, LONG))?;
     let rts = (LONG - SHORT) as f64;
     Ok(Counts(std::array::from_fn(|i| (long[i] - short[i]) / rts)))
 }

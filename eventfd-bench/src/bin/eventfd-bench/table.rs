@@ -10,8 +10,7 @@ pub(crate) fn ns(v: f64) -> String {
     if !v.is_finite() {
         return "-".to_string();
     }
-    let n = v.round().max(0.0) as u64;
-    let s = n.to_string();
+    let s = (v.round().max(0.0) as u64).to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i > 0 && (s.len() - i) % 3 == 0 {
@@ -40,10 +39,8 @@ pub(crate) fn flavor(v: Option<&str>) -> String {
 
 /// Prints `doc` as one pretty JSON document (`--json`).
 pub(crate) fn print_json(doc: &impl Serialize) -> io::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).map_err(io::Error::other)?
-    );
+    let text = serde_json::to_string_pretty(doc).map_err(io::Error::other)?;
+    println!("{text}");
     Ok(())
 }
 

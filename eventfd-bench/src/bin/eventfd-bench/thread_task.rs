@@ -1,21 +1,19 @@
 //! `eventfd-bench thread-task`: the latency table with a plain OS thread
 //! (blocking eventfd) on one side, which wakes the task by writing to the
-//! task's eventfd. The crate's row is there three times, one per way a
-//! thread writes: a raw `write(2)` on the fd, a `Notifier`, and
-//! `EventFd::add(1)` on a `try_clone`.
+//! task's eventfd, in each of the ways [`Contender::THREAD_TASK`] lists.
 
 use std::io;
 use std::process::ExitCode;
 
 use async_eventfd::EventFd;
 
-use crate::contenders::{dispatch, Chan, Contender, End};
+use crate::contenders::{dispatch, Contender, End};
 use crate::latency::{table, PingPong};
 use crate::options::LatencyArgs;
 use crate::pinning::Pin;
 use crate::rows::Floor;
 use crate::runtime::{join, on_runtime, Flavor};
-use crate::timing::time_each;
+use crate::timing::{time_each, Rts};
 
 /// A thread and a task.
 pub(crate) static THREAD_TASK: PingPong = PingPong {
@@ -23,43 +21,32 @@ pub(crate) static THREAD_TASK: PingPong = PingPong {
     title: "thread <-> task ping-pong (a plain OS thread wakes a task; ns per round trip)",
     name_prefix: "thread<->",
     key_prefix: "thread-",
-    task: |c, flavor, pin, rts, warmup| dispatch!(c, thread_task(flavor, pin, rts, warmup)),
+    task: |c, flavor, pin, n| dispatch!(c, thread_task(flavor, pin, n)),
     floors: &[Floor::Threads],
 };
 
-/// `eventfd-bench thread-task`.
 pub(crate) fn run(args: &LatencyArgs) -> io::Result<ExitCode> {
     let mut args = args.clone();
     args.common = args.common.or_contenders(&Contender::THREAD_TASK);
     table(&args, &THREAD_TASK)
 }
 
-fn thread_task<E: End>(
-    c: Contender,
-    flavor: Flavor,
-    pin: Pin,
-    rts: usize,
-    warmup: usize,
-) -> io::Result<Vec<u64>> {
+fn thread_task<E: End>(c: Contender, flavor: Flavor, pin: Pin, n: Rts) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
-        let Chan {
-            rx: mut task_rx,
-            sync: to_task,
-            ..
-        } = E::chan(c)?;
+        let chan = E::chan(c)?;
+        let (mut task_rx, to_task) = (chan.rx, chan.sync);
         let thread_efd = EventFd::builder().nonblocking(false).build()?;
         let to_thread = thread_efd.try_clone()?;
-        let total = rts + warmup;
         let thread = std::thread::spawn(move || {
             pin.apply(1);
-            for _ in 0..total {
+            for _ in 0..n.rts + n.warmup {
                 thread_efd.read()?;
                 to_task.fire()?;
             }
             Ok::<_, io::Error>(())
         });
         let task = tokio::spawn(async move {
-            Ok::<_, io::Error>(time_each!(rts, warmup, {
+            Ok::<_, io::Error>(time_each!(n, {
                 to_thread.add(1)?;
                 task_rx.recv().await?;
             }))

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::UsageWho::{RUSAGE_SELF, RUSAGE_THREAD};
 use serde::Serialize;
 
 use crate::contenders::{dispatch, Chan, Contender, End};
@@ -17,7 +18,7 @@ use crate::rows::{grid, ratio_to, Row};
 use crate::runtime::{join, on_runtime, Flavor};
 use crate::stats::median;
 use crate::table::{finite, flavor, ns, print_json, print_table, ratio};
-use crate::timing::{process_cpu, thread_cpu};
+use crate::timing::cpu;
 
 /// One throughput measurement.
 #[derive(Clone, Copy, Debug, Default)]
@@ -31,7 +32,6 @@ struct Throughput {
     conserved: bool,
 }
 
-/// The `--json` document.
 #[derive(Serialize)]
 struct Doc {
     command: &'static str,
@@ -41,7 +41,7 @@ struct Doc {
     results: Vec<DocRow>,
 }
 
-/// A row of the `--json` document: medians over the rounds.
+/// Medians over the rounds.
 #[derive(Serialize)]
 struct DocRow {
     #[serde(rename = "impl")]
@@ -56,7 +56,6 @@ struct DocRow {
     conserved: bool,
 }
 
-/// `eventfd-bench throughput`.
 pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
     let pin = args.common.pin;
     let keys = grid(&args.common, &args.writers);
@@ -70,15 +69,12 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
             Row::Floor(_) => Err(io::Error::other("throughput has no floor")),
         },
     )?;
+    let per_add = |t: &Throughput| t.reader_cpu.as_nanos() as f64 / t.adds.max(1) as f64;
     let cpu_per_add: Vec<f64> = results
         .iter()
-        .map(|r| {
-            median(
-                r.iter()
-                    .map(|t| t.reader_cpu.as_nanos() as f64 / t.adds.max(1) as f64),
-            )
-        })
+        .map(|r| median(r.iter().map(per_add)))
         .collect();
+    let cpu = |j: usize| cpu_per_add[j];
     let results: Vec<DocRow> = keys
         .iter()
         .zip(&results)
@@ -91,9 +87,7 @@ pub(crate) fn run(args: &ThroughputArgs) -> io::Result<ExitCode> {
             reads_per_s: median(r.iter().map(|t| t.reads as f64 / t.elapsed.as_secs_f64())),
             adds_per_read: median(r.iter().map(|t| t.adds as f64 / t.reads.max(1) as f64)),
             reader_cpu_ns_per_add: cpu_per_add[at],
-            cpu_vs_crate: finite(ratio_to(&keys, &(row.baseline(), w), at, |j| {
-                cpu_per_add[j]
-            })),
+            cpu_vs_crate: finite(ratio_to(&keys, &(row.baseline(), w), at, cpu)),
             conserved: r.iter().all(|t| t.conserved),
         })
         .collect();
@@ -174,7 +168,7 @@ fn throughput<E: End>(
             handles.push(std::thread::spawn(move || {
                 pin.apply(1);
                 start_line.wait();
-                let cpu0 = thread_cpu();
+                let cpu0 = cpu(RUSAGE_THREAD);
                 let mut adds = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..64 {
@@ -182,10 +176,10 @@ fn throughput<E: End>(
                     }
                     adds += 64;
                 }
-                Ok::<_, io::Error>((adds, thread_cpu().saturating_sub(cpu0)))
+                Ok::<_, io::Error>((adds, cpu(RUSAGE_THREAD).saturating_sub(cpu0)))
             }));
         }
-        let cpu0 = process_cpu();
+        let cpu0 = cpu(RUSAGE_SELF);
         let begin = Instant::now();
         start_line.wait();
         tokio::time::sleep(duration).await;
@@ -206,7 +200,7 @@ fn throughput<E: End>(
         sync.fire()?;
         let (sum, reads, _rx) = join(reader.await)?;
         let elapsed = begin.elapsed();
-        let reader_cpu = process_cpu()
+        let reader_cpu = cpu(RUSAGE_SELF)
             .saturating_sub(cpu0)
             .saturating_sub(writer_cpu);
         Ok(Throughput {

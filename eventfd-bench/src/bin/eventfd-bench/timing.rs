@@ -11,32 +11,36 @@ pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// CPU time (user + system) of `who` so far; zero if `getrusage` fails.
-fn cpu(who: UsageWho) -> Duration {
+/// CPU time (user + system) of `who` (the calling thread or the whole
+/// process) so far; zero if `getrusage` fails.
+pub(crate) fn cpu(who: UsageWho) -> Duration {
     getrusage(who).map_or(Duration::ZERO, |u| {
         let us = (u.user_time() + u.system_time()).num_microseconds();
         Duration::from_micros(us.unsigned_abs())
     })
 }
 
-/// CPU time (user + system) of the calling thread so far.
-pub(crate) fn thread_cpu() -> Duration {
-    cpu(UsageWho::RUSAGE_THREAD)
+/// How long a latency measurement runs: `rts` timed round trips after
+/// `warmup` untimed ones.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rts {
+    pub(crate) rts: usize,
+    pub(crate) warmup: usize,
 }
 
-/// CPU time (user + system) of the whole process so far.
-pub(crate) fn process_cpu() -> Duration {
-    cpu(UsageWho::RUSAGE_SELF)
+impl Rts {
+    pub(crate) fn new(rts: usize, warmup: usize) -> Rts {
+        Rts { rts, warmup }
+    }
 }
 
 /// The loop of every latency measurement: runs `$round_trip` (a block,
-/// which may `.await` and `?`) `$warmup` times, then `$rts` times more,
-/// timed; evaluates to the nanoseconds of each timed one. A macro, so the
-/// round trip stays inline in the caller's loop (async or not), exactly as
-/// if written there.
+/// which may `.await` and `?`) as [`Rts`] `$n` says; evaluates to the
+/// nanoseconds of each timed one. A macro, so the round trip stays inline
+/// in the caller's loop (async or not), exactly as if written there.
 macro_rules! time_each {
-    ($rts:expr, $warmup:expr, $round_trip:block) => {{
-        let (rts, warmup) = ($rts, $warmup);
+    ($n:expr, $round_trip:block) => {{
+        let $crate::timing::Rts { rts, warmup } = $n;
         let mut samples = Vec::with_capacity(rts);
         for i in 0..rts + warmup {
             let start = std::time::Instant::now();

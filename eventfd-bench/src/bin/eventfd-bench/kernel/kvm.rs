@@ -32,21 +32,20 @@ struct Doorbell {
 /// The KVM table: every reader, and the guest alone.
 pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<KvmDoc> {
     let rows = with_floor(readers, Floor::Guest);
-    let rings = args.rings;
+    let (pin, rings) = (args.common.pin, args.rings);
     let rounds = interleaved(
         &rows,
         args.rounds,
         |r| format!("KVM {}", r.label()),
-        |r| doorbell(r, args.common.pin, rings),
+        |r| match r {
+            Row::Task(c, flavor) => dispatch!(c, doorbell_task(flavor, pin, rings)),
+            Row::Floor(_) => doorbell_floor(pin, rings),
+        },
     )?;
+    let per_s = |d: &Doorbell| f64::from(rings) / d.elapsed.as_secs_f64();
     let rates: Vec<f64> = rounds
         .iter()
-        .map(|ds| {
-            median(
-                ds.iter()
-                    .map(|d| f64::from(rings) / d.elapsed.as_secs_f64()),
-            )
-        })
+        .map(|ds| median(ds.iter().map(per_s)))
         .collect();
     let results = rows
         .iter()
@@ -57,7 +56,6 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<KvmDoc> 
             what: r.describe(),
             flavor: r.flavor().map(Flavor::name),
             rings_per_sec: rates[at],
-            // The floor reads once, at the end.
             reads_per_ring: r
                 .flavor()
                 .map(|_| median(ds.iter().map(|d| d.reads as f64 / f64::from(rings)))),
@@ -68,13 +66,6 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<KvmDoc> 
         rings_per_round: rings,
         results,
     })
-}
-
-fn doorbell(r: Row, pin: Pin, rings: u32) -> io::Result<Doorbell> {
-    match r {
-        Row::Task(c, flavor) => dispatch!(c, doorbell_task(flavor, pin, rings)),
-        Row::Floor(_) => doorbell_floor(pin, rings),
-    }
 }
 
 /// A new fd on the counter of `fd`, an open eventfd.

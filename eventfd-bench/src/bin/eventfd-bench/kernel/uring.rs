@@ -15,14 +15,12 @@ use crate::rows::{ratio_to, Floor, Row};
 use crate::runtime::{join, on_runtime, on_thread, Flavor};
 use crate::stats::Stats;
 use crate::table::finite;
-use crate::timing::time_each;
+use crate::timing::{time_each, Rts};
 
-/// Where an io_uring NOP completes.
+/// Where an io_uring NOP completes (the table's footnote says).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Nop {
-    /// Inside the `io_uring_enter` that submits it.
     Inline,
-    /// On an io-wq kernel thread (`IOSQE_ASYNC`), after the submit returns.
     Worker,
 }
 
@@ -38,13 +36,20 @@ impl Nop {
 /// The io_uring table: every reader and the floor, NOP inline then on io-wq.
 pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc> {
     let rows = with_floor(readers, Floor::Thread);
+    let (pin, n) = (args.common.pin, Rts::new(args.rts, args.warmup));
     let mut results = Vec::new();
     for nop in [Nop::Inline, Nop::Worker] {
         let rounds = interleaved(
             &rows,
             args.rounds,
             |r| format!("io_uring {} {}", nop.name(), r.label()),
-            |r| uring_rts(r, nop, args.common.pin, args.rts, args.warmup).map(Stats::of),
+            |r| {
+                match r {
+                    Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, n)),
+                    Row::Floor(_) => uring_floor(pin, nop, n),
+                }
+                .map(Stats::of)
+            },
         )?;
         let stats: Vec<Stats> = rounds.iter().map(|s| Stats::median_of(s)).collect();
         for (at, (&r, s)) in rows.iter().zip(&stats).enumerate() {
@@ -67,14 +72,6 @@ pub(super) fn measure(args: &KernelArgs, readers: &[Row]) -> io::Result<UringDoc
     })
 }
 
-/// `rts` io_uring round trips (after `warmup` more) of `reader`: ns each.
-fn uring_rts(r: Row, nop: Nop, pin: Pin, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
-    match r {
-        Row::Task(c, flavor) => dispatch!(c, uring_task(flavor, pin, nop, rts, warmup)),
-        Row::Floor(_) => uring_floor(pin, nop, rts, warmup),
-    }
-}
-
 /// One round trip's checks: one NOP, so the read is 1 and one completion
 /// is reaped.
 fn one_completion(read: u64, reaped: u64) -> io::Result<()> {
@@ -92,14 +89,13 @@ fn uring_task<E: End>(
     flavor: Flavor,
     pin: Pin,
     nop: Nop,
-    rts: usize,
-    warmup: usize,
+    n: Rts,
 ) -> io::Result<Vec<u64>> {
     on_runtime(flavor, pin, move || async move {
         let Chan { mut rx, sync, .. } = E::chan(c)?;
         let mut ring = kernel_rigs::uring(&receiver_fd(&sync)?, 8)?;
         let task = tokio::spawn(async move {
-            let samples = time_each!(rts, warmup, {
+            let samples = time_each!(n, {
                 kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
                 ring.submit()?;
                 let read = tokio::time::timeout(LIMIT, rx.recv())
@@ -116,11 +112,11 @@ fn uring_task<E: End>(
     })
 }
 
-fn uring_floor(pin: Pin, nop: Nop, rts: usize, warmup: usize) -> io::Result<Vec<u64>> {
+fn uring_floor(pin: Pin, nop: Nop, n: Rts) -> io::Result<Vec<u64>> {
     on_thread(pin, move || {
         let efd = EventFd::builder().nonblocking(false).build()?;
         let mut ring = kernel_rigs::uring(&efd, 8)?;
-        Ok(time_each!(rts, warmup, {
+        Ok(time_each!(n, {
             kernel_rigs::push_nop(&mut ring, nop == Nop::Worker)?;
             ring.submit()?;
             let read = efd.read()?;

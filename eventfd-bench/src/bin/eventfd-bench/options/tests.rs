@@ -4,16 +4,31 @@ use clap::error::ErrorKind;
 
 use super::*;
 
-fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-    let argv = std::iter::once("eventfd-bench").chain(args.iter().copied());
+/// Parses `args`, space-separated, after the program name.
+fn parse(args: &str) -> Result<Command, clap::Error> {
+    let argv = std::iter::once("eventfd-bench").chain(args.split_whitespace());
     try_parse_from(argv).map(|cli| cli.command.expect("a subcommand"))
 }
 
-/// The error message of `args`, which must be a usage error (status 2).
-fn usage_error(args: &[&str]) -> String {
-    let e = parse(args).expect_err("a bad argument");
-    assert_eq!(e.exit_code(), 2, "{e}");
-    e.to_string()
+/// The options of `$args`, which must parse as the subcommand `$variant`.
+macro_rules! parsed {
+    ($variant:ident, $args:expr) => {
+        match parse($args) {
+            Ok(Command::$variant(o)) => o,
+            other => panic!("{}: {other:?}", $args),
+        }
+    };
+}
+
+/// Each case is `ARGS => MESSAGE`: `ARGS` must be a usage error (status 2)
+/// whose message contains `MESSAGE`.
+fn usage_errors(cases: &[&str]) {
+    for case in cases {
+        let (args, needle) = case.split_once(" => ").expect("ARGS => MESSAGE");
+        let e = parse(args).expect_err("a bad argument");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
 }
 
 #[test]
@@ -24,36 +39,22 @@ fn no_command_is_the_tour() {
 
 #[test]
 fn rounds_and_rts_default_per_subcommand_unless_given() {
-    let Ok(Command::Scale(o)) = parse(&["scale"]) else {
-        panic!("scale")
-    };
+    let o = parsed!(Scale, "scale");
     assert_eq!((o.rounds, o.rts, o.warmup), (5, 5_000, 1_000));
     assert_eq!(o.pick, Pick::Random);
     assert_eq!(o.fds, [1, 100, 1_000, 10_000]);
-    let Ok(Command::Latency(o)) = parse(&["latency"]) else {
-        panic!("latency")
-    };
+    let o = parsed!(Latency, "latency");
     assert_eq!((o.rounds, o.rts), (7, 10_000));
     assert_eq!(o.common.pin, Pin::Same);
     assert_eq!(o.common.flavors(), [Flavor::Ct, Flavor::Mt]);
     assert_eq!(o.common.contenders(), Contender::ALL);
-    let Ok(Command::Throughput(o)) = parse(&["throughput"]) else {
-        panic!("throughput")
-    };
+    let o = parsed!(Throughput, "throughput");
     assert_eq!((o.rounds, o.duration), (3, Duration::from_millis(200)));
     assert_eq!(o.writers, [1, 2, 4]);
-    let Ok(Command::Scale(o)) = parse(&[
-        "scale",
-        "--rounds",
-        "9",
-        "--rts=20_000",
-        "--pick",
-        "first",
-        "--fds",
-        "10,20",
-    ]) else {
-        panic!("scale with options")
-    };
+    let o = parsed!(
+        Scale,
+        "scale --rounds 9 --rts=20_000 --pick first --fds 10,20"
+    );
     assert_eq!((o.rounds, o.rts), (9, 20_000));
     assert_eq!(o.pick, Pick::First);
     assert_eq!(o.fds, [10, 20]);
@@ -61,23 +62,13 @@ fn rounds_and_rts_default_per_subcommand_unless_given() {
 
 #[test]
 fn impl_list_always_includes_the_crate_first() {
-    let Ok(Command::ThreadTask(o)) = parse(&["thread-task", "--impl", "notify,asyncfd-r"]) else {
-        panic!("thread-task")
-    };
+    let o = parsed!(ThreadTask, "thread-task --impl notify,asyncfd-r");
     assert_eq!(
         o.common.contenders(),
         [Contender::Crate, Contender::Notify, Contender::AsyncFdR]
     );
-    let Ok(Command::Latency(o)) = parse(&[
-        "latency",
-        "--impl=tokio-eventfd,async-eventfd",
-        "--flavor",
-        "mt",
-        "--syscalls",
-        "--json",
-    ]) else {
-        panic!("latency")
-    };
+    let args = "latency --impl=tokio-eventfd,async-eventfd --flavor mt --syscalls --json";
+    let o = parsed!(Latency, args);
     assert_eq!(
         o.common.contenders(),
         [Contender::TokioEventfd, Contender::Crate]
@@ -88,9 +79,7 @@ fn impl_list_always_includes_the_crate_first() {
 
 #[test]
 fn kernel_options_parse_with_their_defaults() {
-    let Ok(Command::Kernel(o)) = parse(&["kernel"]) else {
-        panic!("kernel")
-    };
+    let o = parsed!(Kernel, "kernel");
     assert_eq!(
         (o.rounds, o.rts, o.warmup, o.rings),
         (5, 5_000, 500, 100_000)
@@ -104,22 +93,9 @@ fn kernel_options_parse_with_their_defaults() {
             .contenders(),
         Contender::KERNEL
     );
-    let Ok(Command::Kernel(o)) = parse(&[
-        "kernel",
-        "--rig=kvm",
-        "--rings",
-        "1_000",
-        "--rts=20",
-        "--rounds",
-        "2",
-        "--impl",
-        "asyncfd-r",
-        "--flavor",
-        "mt",
-        "--json",
-    ]) else {
-        panic!("kernel with options")
-    };
+    let args =
+        "kernel --rig=kvm --rings 1_000 --rts=20 --rounds 2 --impl asyncfd-r --flavor mt --json";
+    let o = parsed!(Kernel, args);
     assert_eq!(o.rig, [Rig::Kvm]);
     assert_eq!((o.rounds, o.rts, o.rings), (2, 20, 1_000));
     assert_eq!(
@@ -131,30 +107,23 @@ fn kernel_options_parse_with_their_defaults() {
     );
     assert_eq!(o.common.flavors(), [Flavor::Mt]);
     assert!(o.common.json);
-    let e = usage_error(&["kernel", "--rings", "4294967296"]);
-    assert!(e.contains("expected at most 4294967295"), "{e}");
-    let e = usage_error(&["kernel", "--rig", "aio"]);
-    assert!(
-        e.contains("invalid value 'aio' for '--rig <RIG,...>'"),
-        "{e}"
-    );
-    let e = usage_error(&["kernel", "--writers", "2"]);
-    assert!(e.contains("unexpected argument '--writers'"), "{e}");
+    usage_errors(&[
+        "kernel --rings 4294967296 => expected at most 4294967295",
+        "kernel --rig aio => invalid value 'aio' for '--rig <RIG,...>'",
+        "kernel --writers 2 => unexpected argument '--writers'",
+    ]);
 }
 
 #[test]
 fn thread_task_rows_default_to_both_writers_of_the_crate() {
-    let Ok(Command::ThreadTask(o)) = parse(&["thread-task"]) else {
-        panic!("thread-task")
-    };
+    let o = parsed!(ThreadTask, "thread-task");
     assert_eq!(
         o.common.or_contenders(&Contender::THREAD_TASK).contenders(),
         Contender::THREAD_TASK
     );
-    let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-notifier"]) else {
-        panic!("latency --one")
-    };
-    let (shape, row) = o.one.expect("--one");
+    let (shape, row) = parsed!(Latency, "latency --one thread-notifier")
+        .one
+        .expect("--one");
     assert_eq!(
         (shape.command, row),
         ("thread-task", Row::Task(Contender::Notifier, Flavor::Ct))
@@ -171,42 +140,31 @@ fn impl_values_are_the_table_names() {
 
 #[test]
 fn the_hidden_one_option_takes_a_subject_key() {
-    let Ok(Command::Latency(o)) = parse(&["latency", "--one", "thread-asyncfd-rw"]) else {
-        panic!("latency --one")
-    };
-    let (shape, row) = o.one.expect("--one");
+    let (shape, row) = parsed!(Latency, "latency --one thread-asyncfd-rw")
+        .one
+        .expect("--one");
     assert_eq!(
         (shape.command, row),
         ("thread-task", Row::Task(Contender::AsyncFdRw, Flavor::Ct))
     );
-    assert!(usage_error(&["latency", "--one", "bogus"]).contains("unknown subject \"bogus\""));
+    usage_errors(&["latency --one bogus => unknown subject \"bogus\""]);
 }
 
 #[test]
 fn bad_values_are_usage_errors() {
-    let e = usage_error(&["scale", "--pick", "last"]);
-    assert!(
-        e.contains("invalid value 'last' for '--pick <WHICH>'"),
-        "{e}"
-    );
-    let e = usage_error(&["latency", "--rounds", "0"]);
-    assert!(
-        e.contains("'--rounds <N>': expected a positive integer"),
-        "{e}"
-    );
-    let e = usage_error(&["scale", "--fds", "10,x"]);
-    assert!(e.contains("invalid value 'x' for '--fds <N,...>'"), "{e}");
-    let e = usage_error(&["latency", "--rts"]);
-    assert!(e.contains("a value is required for '--rts <N>'"), "{e}");
-    let e = usage_error(&["latency", "--writers", "2"]);
-    assert!(e.contains("unexpected argument '--writers'"), "{e}");
-    let e = usage_error(&["bogus"]);
-    assert!(e.contains("unrecognized subcommand 'bogus'"), "{e}");
+    usage_errors(&[
+        "scale --pick last => invalid value 'last' for '--pick <WHICH>'",
+        "latency --rounds 0 => '--rounds <N>': expected a positive integer",
+        "scale --fds 10,x => invalid value 'x' for '--fds <N,...>'",
+        "latency --rts => a value is required for '--rts <N>'",
+        "latency --writers 2 => unexpected argument '--writers'",
+        "bogus => unrecognized subcommand 'bogus'",
+    ]);
 }
 
 #[test]
 fn help_exits_zero_and_names_every_scenario() {
-    let e = parse(&["stress", "--help"]).expect_err("help is an early exit");
+    let e = parse("stress --help").expect_err("help is an early exit");
     assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
     let help = e.to_string();
     for s in &SCENARIOS {
@@ -234,45 +192,23 @@ fn durations_parse_with_units() {
 
 #[test]
 fn stress_arguments_parse_and_bad_ones_are_errors() {
-    let e = usage_error(&["stress", "--scenario", "S99"]);
-    assert!(
-        e.contains("unknown scenario \"S99\" (expected S1 to S"),
-        "{e}"
-    );
-    let e = usage_error(&["stress", "--threads"]);
-    assert!(e.contains("a value is required for '--threads <N>'"), "{e}");
-    let e = usage_error(&["stress", "--threads", "1025"]);
-    assert!(e.contains("1025 is not in 1..=1024"), "{e}");
-    let e = usage_error(&["stress", "--bogus"]);
-    assert!(e.contains("unexpected argument '--bogus'"), "{e}");
-    let e = usage_error(&["stress", "--duration", "5x"]);
-    assert!(e.contains("invalid duration unit in \"5x\""), "{e}");
-    let Ok(Command::Stress(o)) = parse(&[
-        "stress",
-        "--scenario=s3,S5",
-        "--scenario",
-        "3",
-        "--threads",
-        "8",
-        "--seed",
-        "42",
-        "--duration",
-        "1.5s",
-        "--sample-every",
-        "5s",
-        "--json",
-    ]) else {
-        panic!("stress")
-    };
+    usage_errors(&[
+        "stress --scenario S99 => unknown scenario \"S99\" (expected S1 to S",
+        "stress --threads => a value is required for '--threads <N>'",
+        "stress --threads 1025 => 1025 is not in 1..=1024",
+        "stress --bogus => unexpected argument '--bogus'",
+        "stress --duration 5x => invalid duration unit in \"5x\"",
+    ]);
+    let args = "stress --scenario=s3,S5 --scenario 3 --threads 8 --seed 42 --duration 1.5s \
+                --sample-every 5s --json";
+    let o = parsed!(Stress, args);
     let ids: Vec<&str> = o.selected().iter().map(|s| s.id).collect();
     assert_eq!(ids, ["S3", "S5"]);
     assert_eq!((o.threads, o.seed), (Some(8), Some(42)));
     assert_eq!(o.duration, Some(Duration::from_millis(1_500)));
     assert_eq!(o.sample_every, Duration::from_secs(5));
     assert!(o.json);
-    let Ok(Command::Stress(o)) = parse(&["stress"]) else {
-        panic!("stress")
-    };
+    let o = parsed!(Stress, "stress");
     assert_eq!(o.selected().len(), SCENARIOS.len());
     assert_eq!((o.duration, o.scale, o.seed), (None, None, None));
     assert_eq!(o.sample_every, Duration::from_secs(60));
