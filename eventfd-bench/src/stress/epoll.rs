@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{jitter, run_threads, stream, timeout_ms, woke, writer_jobs, Job};
+use super::threads::{jitter, read_once, run_threads, stream, timeout_ms, woke, writer_jobs, Job};
 use super::watchdog::{count_left, Watch};
 use async_eventfd::EventFd;
 
@@ -109,6 +109,14 @@ fn rearm(ep: &Epoll, efd: &EventFd, flags: EpollFlags) -> Step {
     ep.modify(efd, &mut ev).context("EPOLL_CTL_MOD")
 }
 
+/// Runs `n` rounds of `round` on one tally, merged even if a round fails.
+pub(super) fn rounds(ctx: &Ctx, n: u64, mut round: impl FnMut(&mut Tally, u64) -> Step) -> Step {
+    let mut tally = Tally::default();
+    let res = (0..n).try_for_each(|r| round(&mut tally, r));
+    ctx.merge(&tally);
+    res
+}
+
 /// S1: reader threads share one level-triggered epfd while writers add 1.
 pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let per = 20_000 * ctx.scale();
@@ -124,8 +132,7 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     run_threads(ctx, &watch, &release, readers, writers)?;
     // Quiescent: after draining, epoll_wait(0) reports nothing; and one
     // reader alone sees each add, drains it, and then nothing.
-    let mut tally = Tally::default();
-    for round in 0..2000 * ctx.scale() {
+    rounds(ctx, 2000 * ctx.scale(), |tally, round| {
         ensure!(
             !reports(&ep, DATA, EpollTimeout::ZERO)?,
             "S1: after draining (round {round}), epoll_wait(0) still reports the eventfd \
@@ -139,10 +146,8 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
             "S1: a lone add was not reported within {:?}",
             ctx.liveness()
         );
-        woke(ctx, &watch, 0, &efd, &mut tally)?;
-    }
-    ctx.merge(&tally);
-    Ok(())
+        woke(ctx, &watch, 0, &efd, tally)
+    })
 }
 
 /// S2: a ping-pong through edge-triggered epoll (the writer waits for an
@@ -260,10 +265,7 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
         .collect();
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, waiters, writers)?;
-    // Deterministic: a write between the drain and the re-arm must be
-    // reported at once by the re-arm.
-    let mut tally = Tally::default();
-    for round in 0..3000 * ctx.scale() {
+    rounds(ctx, 3000 * ctx.scale(), |tally, round| {
         // Re-arm (the last event, if any, disarmed it), add, see it, drain.
         rearm(&ep, &efd, oneshot)?;
         efd.add(1).context("add")?;
@@ -272,7 +274,7 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
             reports(&ep, DATA, timeout_ms(ctx.liveness()))?,
             "S4: round {round}: an armed ONESHOT missed an add"
         );
-        woke(ctx, &watch, 0, &efd, &mut tally)?;
+        woke(ctx, &watch, 0, &efd, tally)?;
         // Disarmed now. A write lands before the re-arm...
         efd.add(1).context("add")?;
         tally.add(1);
@@ -287,10 +289,8 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
             "S4: round {round}: re-arm with count {} did not report at once",
             count_left(efd.as_fd())
         );
-        woke(ctx, &watch, 0, &efd, &mut tally)?;
-    }
-    ctx.merge(&tally);
-    Ok(())
+        woke(ctx, &watch, 0, &efd, tally)
+    })
 }
 
 /// S5: `EPOLLEXCLUSIVE` waiters, each with its own epoll instance on the
@@ -327,10 +327,9 @@ pub(super) fn many_fds_many_sleepers(ctx: &Arc<Ctx>) -> Step {
         .collect::<Step<Vec<_>>>()?;
     let stop = EventFd::new().context("stop eventfd")?;
     let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-    let mut regs: Vec<(BorrowedFd<'_>, EpollFlags, u64)> = fds
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.as_fd(), et, DATA + i as u64))
+    let mut regs: Vec<_> = (DATA..)
+        .zip(&fds)
+        .map(|(t, f)| (f.as_fd(), et, t))
         .collect();
     regs.push((stop.as_fd(), EpollFlags::EPOLLIN, STOP));
     let ep = epoll_with(&regs)?;
@@ -355,25 +354,17 @@ pub(super) fn many_fds_many_sleepers(ctx: &Arc<Ctx>) -> Step {
                     }
                     let idx = (token - DATA) as usize;
                     tally.wake();
-                    let v = match f[idx].read() {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            tally.spurious();
-                            continue;
-                        }
-                        res => res.context("read")?,
+                    let Some(v) = read_once(ctx, &f[idx], &mut tally)? else {
+                        tally.spurious();
+                        continue;
                     };
-                    tally.read(v);
-                    ctx.stamp_read(&mut tally);
                     w.progress(idx);
-                    ctx.live.fetch_add(v, Ordering::SeqCst);
                     ensure!(v == 1, "S6: eventfd {idx} read {v}, expected 1 per round");
                 }
                 Ok(tally)
             }) as Job<'_>
         })
         .collect();
-    // The driver: each round adds 1 to every fd at once, then waits until
-    // all ten were read.
     let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
         for round in 1..=rounds {

@@ -58,11 +58,9 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
         .collect();
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
-    let mut tally = Tally::default();
-    let res =
-        (0..200 * ctx.scale()).try_for_each(|round| pollout_at_max(ctx, &efd, &mut tally, round));
-    ctx.merge(&tally);
-    res
+    epoll::rounds(ctx, 200 * ctx.scale(), |t, round| {
+        pollout_at_max(ctx, &efd, t, round)
+    })
 }
 
 /// One round of S8's second part: POLLOUT is absent at `MAX_COUNT`, and
@@ -147,20 +145,16 @@ pub(super) fn blocking_syscalls(ctx: &Arc<Ctx>) -> Step {
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     let res = run_threads(ctx, &watch, &release, readers, writers);
     let mut tally = Tally::default();
-    for _ in 0..released.load(Ordering::SeqCst) {
-        tally.add(1);
-    }
+    tally.add_each(released.load(Ordering::SeqCst), 1);
     // What the release added and no reader took.
     if readable(efd.as_fd())? {
         read_once(ctx, &efd, &mut tally)?;
     }
     ctx.merge(&tally);
     res?;
-    let mut tally = Tally::default();
-    let res =
-        (0..100 * ctx.scale()).try_for_each(|round| writers_at_max(ctx, &efd, &mut tally, round));
-    ctx.merge(&tally);
-    res
+    epoll::rounds(ctx, 100 * ctx.scale(), |t, round| {
+        writers_at_max(ctx, &efd, t, round)
+    })
 }
 
 /// One round of S9's second part: three writers blocked at `MAX_COUNT`,

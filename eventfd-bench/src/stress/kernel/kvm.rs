@@ -74,12 +74,7 @@ mod x86 {
                     let readers: Vec<_> = (0..)
                         .zip(&fds)
                         .map(|(fd, efd)| {
-                            let readers = Readers {
-                                n: READERS,
-                                fd,
-                                site: 30 + 2 * part + fd as u64,
-                                cancel_one_in: 0,
-                            };
+                            let readers = Readers::new(READERS, fd, 30 + 2 * part + fd as u64);
                             spawn_readers(ctx, efd, stop_tx, &watch, readers)
                         })
                         .collect();

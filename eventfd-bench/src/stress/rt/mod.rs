@@ -179,17 +179,6 @@ pub(super) fn async_fd(rt: &Runtime, semaphore: bool) -> Step<Arc<AsyncEventFd>>
     Ok(Arc::new(efd))
 }
 
-/// A blocking eventfd and a second fd on it, for a writer thread that waits
-/// for the runtime's acknowledgement of each add (S12).
-fn ack_pair() -> Step<(EventFd, EventFd)> {
-    let ack = EventFd::builder()
-        .nonblocking(false)
-        .build()
-        .context("ack eventfd")?;
-    let ack_r = ack.try_clone().context("try_clone")?;
-    Ok((ack, ack_r))
-}
-
 /// Runs `body` (which drives a runtime) while a watchdog thread watches
 /// `watch`; `release` as in [`run_threads`](super::threads::run_threads).
 /// A failed body is recorded before the watchdog stops.
@@ -224,13 +213,11 @@ pub(super) fn watched_tasks<T>(
     watched(ctx, watch, &release, || body(&stop))
 }
 
-/// Awaits `fut` for at most T, scaled to this machine. Fails on timeout, and also when it completes
-/// only at or near the deadline: that is a future completed by the timeout
-/// re-polling it, a lost wakeup.
+/// Awaits `fut` for at most T times this machine's slowness against the
+/// reference (a lost wakeup never finishes, so only the wait to call it
+/// grows). Fails on timeout, and when `fut` completes only near the
+/// deadline: completed by the timeout re-polling it, a lost wakeup.
 pub(super) async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::Output> {
-    // A future that must finish is given T on a machine as fast as the
-    // reference, and proportionally more on a slower one (an emulator): a
-    // lost wakeup never finishes, so only the wait to call it grows.
     let limit = ctx
         .liveness()
         .mul_f64(crate::stress::calibration().slowness);
@@ -262,8 +249,7 @@ async fn wait_live(ctx: &Ctx, target: u64) -> bool {
 }
 
 /// Waits (in async code) until `fd` is no longer readable, or the round
-/// stops: after the last add, the readers empty it (how fast is the
-/// watchdog's to judge).
+/// stops (how fast the readers empty it is the watchdog's to judge).
 pub(super) async fn drained(ctx: &Ctx, fd: BorrowedFd<'_>) -> Step {
     while !ctx.stopped() && readable(fd)? {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -293,21 +279,31 @@ pub(super) async fn join_tasks(ctx: &Ctx, handles: Vec<JoinHandle<Tally>>, what:
 /// Which readers [`spawn_readers`] starts: `n` tasks reading watched fd
 /// `fd`, with the random streams of call site `site`, each read cancelled
 /// one in `cancel_one_in` (0: never) by a short timer.
+#[derive(Clone, Copy)]
 pub(super) struct Readers {
-    pub(super) n: usize,
-    pub(super) fd: usize,
-    pub(super) site: u64,
-    pub(super) cancel_one_in: u64,
+    n: usize,
+    fd: usize,
+    site: u64,
+    cancel_one_in: u64,
 }
 
 impl Readers {
-    /// `n` readers of fd 0 that cancel one read in three: S3 and S11.
-    fn cancelling(n: usize, site: u64) -> Readers {
+    /// `n` readers of watched fd `fd` that never cancel a read.
+    pub(super) fn new(n: usize, fd: usize, site: u64) -> Readers {
         Readers {
             n,
-            fd: 0,
+            fd,
             site,
-            cancel_one_in: 3,
+            cancel_one_in: 0,
+        }
+    }
+
+    /// `n` readers of fd 0 that cancel one read in three: S3 and S11.
+    fn cancelling(n: usize, site: u64) -> Readers {
+        let cancel_one_in = 3;
+        Readers {
+            cancel_one_in,
+            ..Readers::new(n, 0, site)
         }
     }
 }
@@ -323,7 +319,7 @@ async fn reader_task(
     mut stop: watch::Receiver<bool>,
     probe: Probe,
     (index, mut rng): (usize, Rng),
-    readers: &Readers,
+    readers: Readers,
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     let semaphore = efd.get_ref().is_semaphore();
@@ -336,21 +332,17 @@ async fn reader_task(
             Box::pin(efd.read())
         };
         let mut read_tally = Tally::default();
-        let res = {
-            let read = counted(read.as_mut(), &mut read_tally);
+        let cancel = async {
             match cancel_after {
-                Some(d) => tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => None,
-                    _ = tokio::time::sleep(d) => Some(None),
-                    r = read => Some(Some(r)),
-                },
-                None => tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => None,
-                    r = read => Some(Some(r)),
-                },
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
+        };
+        let res = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            _ = cancel => Some(None),
+            r = counted(read.as_mut(), &mut read_tally) => Some(Some(r)),
         };
         tally.merge(&read_tally);
         let v = match res {
@@ -376,20 +368,12 @@ pub(super) fn spawn_readers(
     watch: &Watch<'_>,
     readers: Readers,
 ) -> Vec<JoinHandle<Tally>> {
-    let readers = Arc::new(readers);
     (0..readers.n)
         .map(|i| {
-            let (ctx2, efd, stop, probe) = (
-                Arc::clone(ctx),
-                Arc::clone(efd),
-                stop.subscribe(),
-                watch.probe(),
-            );
             let rng = ctx.rng(super::threads::stream(readers.site, i));
-            let readers = Arc::clone(&readers);
-            spawn_step(ctx, async move {
-                reader_task(ctx2, efd, stop, probe, (i, rng), &readers).await
-            })
+            let (efd, stop, probe) = (Arc::clone(efd), stop.subscribe(), watch.probe());
+            let task = reader_task(Arc::clone(ctx), efd, stop, probe, (i, rng), readers);
+            spawn_step(ctx, task)
         })
         .collect()
 }

@@ -15,7 +15,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::sync::watch;
 
-use super::{ack_pair, async_fd, counted, current, read_either, watched};
+use super::{async_fd, counted, current, read_either, watched};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, readable};
 use crate::stress::watchdog::{count_left, Probe, Watch};
@@ -28,7 +28,11 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
     let rt = current()?;
     let efd = async_fd(&rt, false)?;
     let writer = efd.get_ref().try_clone().context("try_clone")?;
-    let (ack, ack_r) = ack_pair()?;
+    let ack = EventFd::builder()
+        .nonblocking(false)
+        .build()
+        .context("ack eventfd")?;
+    let ack_r = ack.try_clone().context("try_clone")?;
     let watch = Watch::one(efd.as_fd(), 1, "the runtime's read");
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let release = || {
