@@ -71,13 +71,14 @@ fn wait(
     }
 }
 
-/// A reader thread: waits on `ep`, drains `efd` on each data event.
+/// A reader thread: waits on `ep`, drains `efd` on each data event, then
+/// calls `after`.
 pub(super) fn reader(
     ctx: &Ctx,
     watch: &Watch<'_>,
     waiter: usize,
-    ep: &Epoll,
-    efd: &EventFd,
+    (ep, efd): (&Epoll, &EventFd),
+    mut after: impl FnMut() -> Step,
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     let mut events = [EpollEvent::empty(); 4];
@@ -85,6 +86,7 @@ pub(super) fn reader(
         for ev in &events[..n] {
             if ev.data() == DATA {
                 woke(ctx, watch, 0, efd, &mut tally)?;
+                after()?;
             }
         }
     }
@@ -126,7 +128,7 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
     let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| Box::new(move || reader(ctx, w, i, p, e)) as Job<'_>)
+        .map(|i| Box::new(move || reader(ctx, w, i, (p, e), || Ok(()))) as Job<'_>)
         .collect();
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
@@ -247,20 +249,12 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
     let waiters: Vec<Job<'_>> = (0..nr)
         .map(|i| {
             let mut rng = ctx.rng(stream(2, i));
-            Box::new(move || {
-                let mut tally = Tally::default();
-                let mut events = [EpollEvent::empty(); 4];
-                while let Some(n) = wait(ctx, w, i, p, &mut events)? {
-                    if !events[..n].iter().any(|ev| ev.data() == DATA) {
-                        continue;
-                    }
-                    woke(ctx, w, 0, e, &mut tally)?;
-                    // Let writes land between the drain and the re-arm.
-                    jitter(&mut rng);
-                    rearm(p, e, oneshot)?;
-                }
-                Ok(tally)
-            }) as Job<'_>
+            // Let writes land between the drain and the re-arm.
+            let after = move || {
+                jitter(&mut rng);
+                rearm(p, e, oneshot)
+            };
+            Box::new(move || reader(ctx, w, i, (p, e), after)) as Job<'_>
         })
         .collect();
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
@@ -310,7 +304,7 @@ pub(super) fn epoll_exclusive(ctx: &Arc<Ctx>) -> Step {
     let waiters: Vec<Job<'_>> = eps
         .iter()
         .enumerate()
-        .map(|(i, ep)| Box::new(move || reader(ctx, w, i, ep, e)) as Job<'_>)
+        .map(|(i, ep)| Box::new(move || reader(ctx, w, i, (ep, e), || Ok(()))) as Job<'_>)
         .collect();
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, waiters, writers)

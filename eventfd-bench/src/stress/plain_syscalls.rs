@@ -237,7 +237,8 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), 1, "reader");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let readers: Vec<Job<'_>> = vec![Box::new(move || epoll::reader(ctx, w, 0, p, e))];
+    let reader = move || epoll::reader(ctx, w, 0, (p, e), || Ok(()));
+    let readers: Vec<Job<'_>> = vec![Box::new(reader)];
     let mut writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     let bad = efd.try_clone().context("try_clone")?;
     let (errs, mut rng) = (&errors, ctx.rng(stream(2, 0)));

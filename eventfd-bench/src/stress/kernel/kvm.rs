@@ -35,7 +35,7 @@ mod x86 {
     use std::thread;
     use std::time::Duration;
 
-    use super::super::{join_thread, rig, stop_readers};
+    use super::super::{join_thread, stop_readers};
     use crate::kernel_rigs::guest::Guest;
     use crate::stress::ctx::{ensure, Ctx, Step, Tally};
     use crate::stress::rt::{async_fd, drained, spawn_readers, watched_tasks, Flavor, Readers};
@@ -47,13 +47,13 @@ mod x86 {
         const READERS: usize = 2;
         ctx.begin();
         let rt = flavor.runtime()?;
-        let guest = Guest::new().map_err(rig)?;
+        let guest = Guest::new()?;
         let fds = [async_fd(&rt, false)?, async_fd(&rt, false)?];
         let mut vcpus = Vec::new();
         for (id, (efd, &count)) in (0u16..).zip(fds.iter().zip(&rings)) {
             let port = 0x10 + id;
-            guest.doorbell(port, efd.get_ref()).map_err(rig)?;
-            vcpus.push(guest.vcpu(id.into(), port, count).map_err(rig)?);
+            guest.doorbell(port, efd.get_ref())?;
+            vcpus.push(guest.vcpu(id.into(), port, count)?);
         }
         let watch = Watch::new(
             (0..)
@@ -68,7 +68,7 @@ mod x86 {
                 // by itself.
                 let running: Vec<_> = vcpus
                     .into_iter()
-                    .map(|vcpu| s.spawn(move || vcpu.run().map_err(rig)))
+                    .map(|vcpu| s.spawn(move || Ok(vcpu.run()?)))
                     .collect();
                 let res = rt.block_on(async {
                     let readers: Vec<_> = (0..)

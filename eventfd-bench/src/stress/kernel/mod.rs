@@ -18,7 +18,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::{self, ScopedJoinHandle};
 use std::time::Duration;
@@ -105,26 +105,21 @@ fn peek(fd: &impl AsFd) -> Step<(bool, bool)> {
     ))
 }
 
-/// A rig's missing facility is a SKIP; anything else failed.
-fn rig(e: RigError) -> Failure {
-    match e {
-        RigError::Missing(reason) => Failure::Missing(reason),
-        RigError::Failed(msg) => Failure::Failed(msg),
+impl From<RigError> for Failure {
+    fn from(e: RigError) -> Failure {
+        match e {
+            RigError::Missing(reason) => Failure::Missing(reason),
+            RigError::Failed(msg) => Failure::Failed(msg),
+        }
     }
-}
-
-/// An io_uring ring with `efd` registered, or the SKIP where io_uring is
-/// missing.
-fn ring_for(efd: &impl AsRawFd) -> Step<IoUring> {
-    uring(efd, 8).map_err(rig)
 }
 
 /// Completes one NOP (one `io_uring_enter`, so exactly one kernel signal)
 /// and reaps the whole completion queue.
 fn nop(ring: &mut IoUring) -> Step {
-    push_nop(ring, false).map_err(rig)?;
+    push_nop(ring, false)?;
     ring.submit_and_wait(1).context("io_uring_enter")?;
-    let reaped = reap(ring).map_err(rig)?;
+    let reaped = reap(ring)?;
     ensure!(reaped == 1, "one NOP submitted, {reaped} reaped");
     Ok(())
 }
@@ -152,7 +147,7 @@ fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
     let rt = flavor.runtime()?;
     let efd = async_fd(&rt, false)?;
     let rings = (0..RINGS)
-        .map(|_| ring_for(&*efd))
+        .map(|_| Ok(uring(&*efd, 8)?))
         .collect::<Step<Vec<_>>>()?;
     let watch = Watch::one(efd.as_fd(), 0, "task");
     let res = watched_tasks(ctx, &watch, |stop_tx| {

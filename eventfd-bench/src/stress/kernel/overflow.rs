@@ -15,7 +15,7 @@ use async_eventfd::{EventFd, MAX_COUNT};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::watch;
 
-use super::{added, join_thread, nop, peek, ring_for, stop_readers, unless_released};
+use super::{added, join_thread, nop, peek, stop_readers, unless_released, uring};
 use crate::rng::Rng;
 use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
@@ -142,7 +142,7 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
     let mut tally = Tally::default();
     let res = thread::scope(|s| {
         let res = (|| {
-            let mut ring = ring_for(&*efd)?;
+            let mut ring = uring(&*efd, 8)?;
             // Saturate: MAX_COUNT, then one kernel signal (+1) = u64::MAX.
             efd.get_ref().add(MAX_COUNT).context("fill")?;
             tally.add(MAX_COUNT);
