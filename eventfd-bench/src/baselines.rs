@@ -1,13 +1,8 @@
-//! The ways to wake a task that `async-eventfd` is measured against, written
-//! once for the `eventfd-bench` binary and the crate's criterion benchmarks:
-//!
-//! - [`AsyncFdRw`] and [`AsyncFdR`]: the two loops users write by hand
-//!   around tokio's `AsyncFd<EventFd>`, which differ in the interest they
-//!   register and in when they clear readiness;
-//! - [`NotifyCounter`]: `tokio::sync::Notify` plus an atomic counter, the
-//!   in-process floor (no fd, no syscall);
-//! - [`TokioEventfd`]: the `tokio-eventfd` crate, read and written as its
-//!   users do (`AsyncRead`/`AsyncWrite` of 8 bytes).
+//! The ways to wake a task that `async-eventfd` is measured against, for the
+//! `eventfd-bench` binary and the criterion benchmarks: two hand-written
+//! loops around tokio's `AsyncFd<EventFd>` ([`AsyncFdRw`], [`AsyncFdR`]),
+//! the in-process floor ([`NotifyCounter`]: no fd, no syscall) and the
+//! `tokio-eventfd` crate ([`TokioEventfd`]).
 //!
 //! Each has a `read` that waits for a non-zero count and takes it, and an
 //! `add`. Those on an fd also give the fd ([`AsFd`]/[`AsRawFd`]), so a plain
