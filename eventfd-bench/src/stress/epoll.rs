@@ -119,6 +119,11 @@ pub(super) fn rounds(ctx: &Ctx, n: u64, mut round: impl FnMut(&mut Tally, u64) -
     res
 }
 
+/// `n` jobs, job `i` made by `job(i)`.
+pub(super) fn jobs<'e>(n: usize, job: impl FnMut(usize) -> Job<'e>) -> Vec<Job<'e>> {
+    (0..n).map(job).collect()
+}
+
 /// S1: reader threads share one level-triggered epfd while writers add 1.
 pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let per = 20_000 * ctx.scale();
@@ -127,9 +132,9 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), nr, "reader");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| Box::new(move || reader(ctx, w, i, (p, e), || Ok(()))) as Job<'_>)
-        .collect();
+    let readers = jobs(nr, |i| {
+        Box::new(move || reader(ctx, w, i, (p, e), || Ok(())))
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
     // Quiescent: after draining, epoll_wait(0) reports nothing; and one
@@ -246,17 +251,15 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), nr, "waiter");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let waiters: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            let mut rng = ctx.rng(stream(2, i));
-            // Let writes land between the drain and the re-arm.
-            let after = move || {
-                jitter(&mut rng);
-                rearm(p, e, oneshot)
-            };
-            Box::new(move || reader(ctx, w, i, (p, e), after)) as Job<'_>
-        })
-        .collect();
+    let waiters = jobs(nr, |i| {
+        let mut rng = ctx.rng(stream(2, i));
+        // Let writes land between the drain and the re-arm.
+        let after = move || {
+            jitter(&mut rng);
+            rearm(p, e, oneshot)
+        };
+        Box::new(move || reader(ctx, w, i, (p, e), after))
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, waiters, writers)?;
     rounds(ctx, 3000 * ctx.scale(), |tally, round| {
@@ -336,29 +339,27 @@ pub(super) fn many_fds_many_sleepers(ctx: &Arc<Ctx>) -> Step {
     );
     let release = || drop(stop.add(1));
     let (w, p, f) = (&watch, &ep, &fds);
-    let sleepers: Vec<Job<'_>> = (0..nt)
-        .map(|i| {
-            Box::new(move || {
-                let mut tally = Tally::default();
-                let mut events = [EpollEvent::empty(); 1];
-                while wait(ctx, w, i, p, &mut events)?.is_some() {
-                    let token = events[0].data();
-                    if token == STOP {
-                        continue;
-                    }
-                    let idx = (token - DATA) as usize;
-                    tally.wake();
-                    let Some(v) = read_once(ctx, &f[idx], &mut tally)? else {
-                        tally.spurious();
-                        continue;
-                    };
-                    w.progress(idx);
-                    ensure!(v == 1, "S6: eventfd {idx} read {v}, expected 1 per round");
+    let sleepers = jobs(nt, |i| {
+        Box::new(move || {
+            let mut tally = Tally::default();
+            let mut events = [EpollEvent::empty(); 1];
+            while wait(ctx, w, i, p, &mut events)?.is_some() {
+                let token = events[0].data();
+                if token == STOP {
+                    continue;
                 }
-                Ok(tally)
-            }) as Job<'_>
+                let idx = (token - DATA) as usize;
+                tally.wake();
+                let Some(v) = read_once(ctx, &f[idx], &mut tally)? else {
+                    tally.spurious();
+                    continue;
+                };
+                w.progress(idx);
+                ensure!(v == 1, "S6: eventfd {idx} read {v}, expected 1 per round");
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
         for round in 1..=rounds {
@@ -389,33 +390,31 @@ pub(super) fn timeout_boundary(ctx: &Arc<Ctx>) -> Step {
     let (armed, armed_timeout, timeouts) =
         (&AtomicU64::new(0), &AtomicU64::new(0), &AtomicU64::new(0));
     let (w, p, e) = (&watch, &ep, &efd);
-    let waiters: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            let mut rng = ctx.rng(stream(2, i));
-            Box::new(move || {
-                let mut tally = Tally::default();
-                let mut events = [EpollEvent::empty(); 4];
-                while !ctx.stopped() {
-                    let t_us = 1000 + rng.below(2000);
-                    armed_timeout.store(t_us, Ordering::SeqCst);
-                    armed.store(ctx.now_ns(), Ordering::SeqCst);
-                    w.sleep(i);
-                    let res = p.wait(&mut events, timeout_ms(Duration::from_micros(t_us)));
-                    w.wake(i);
-                    let n = match res {
-                        Err(Errno::EINTR) => continue,
-                        res => res.context("epoll_wait")?,
-                    };
-                    if n == 0 {
-                        timeouts.fetch_add(1, Ordering::Relaxed);
-                    } else if events[..n].iter().any(|ev| ev.data() == DATA) {
-                        woke(ctx, w, 0, e, &mut tally)?;
-                    }
+    let waiters = jobs(nr, |i| {
+        let mut rng = ctx.rng(stream(2, i));
+        Box::new(move || {
+            let mut tally = Tally::default();
+            let mut events = [EpollEvent::empty(); 4];
+            while !ctx.stopped() {
+                let t_us = 1000 + rng.below(2000);
+                armed_timeout.store(t_us, Ordering::SeqCst);
+                armed.store(ctx.now_ns(), Ordering::SeqCst);
+                w.sleep(i);
+                let res = p.wait(&mut events, timeout_ms(Duration::from_micros(t_us)));
+                w.wake(i);
+                let n = match res {
+                    Err(Errno::EINTR) => continue,
+                    res => res.context("epoll_wait")?,
+                };
+                if n == 0 {
+                    timeouts.fetch_add(1, Ordering::Relaxed);
+                } else if events[..n].iter().any(|ev| ev.data() == DATA) {
+                    woke(ctx, w, 0, e, &mut tally)?;
                 }
-                Ok(tally)
-            }) as Job<'_>
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let mut rng = ctx.rng(stream(3, 0));
     let writer: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();

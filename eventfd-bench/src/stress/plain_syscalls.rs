@@ -12,7 +12,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::EpollFlags;
 
 use super::ctx::{bail, ensure, lock, Context, Ctx, Step, Tally};
-use super::epoll;
+use super::epoll::{self, jobs};
 use super::threads::{
     jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
 };
@@ -28,34 +28,32 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), nr, "poll reader");
     let release = || drop(stop.add(1));
     let (w, e, st) = (&watch, &efd, &stop);
-    let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            Box::new(move || {
-                let mut tally = Tally::default();
-                loop {
-                    let mut fds = [
-                        PollFd::new(e.as_fd(), PollFlags::POLLIN),
-                        PollFd::new(st.as_fd(), PollFlags::POLLIN),
-                    ];
-                    w.sleep(i);
-                    let res = nix::poll::poll(&mut fds, timeout_ms(ctx.backstop()));
-                    w.wake(i);
-                    match res {
-                        Err(Errno::EINTR) => continue,
-                        res => res.context("S8: poll")?,
-                    };
-                    if ctx.stopped() {
-                        break;
-                    }
-                    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-                    if revents.contains(PollFlags::POLLIN) {
-                        woke(ctx, w, 0, e, &mut tally)?;
-                    }
+    let readers = jobs(nr, |i| {
+        Box::new(move || {
+            let mut tally = Tally::default();
+            loop {
+                let mut fds = [
+                    PollFd::new(e.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(st.as_fd(), PollFlags::POLLIN),
+                ];
+                w.sleep(i);
+                let res = nix::poll::poll(&mut fds, timeout_ms(ctx.backstop()));
+                w.wake(i);
+                match res {
+                    Err(Errno::EINTR) => continue,
+                    res => res.context("S8: poll")?,
+                };
+                if ctx.stopped() {
+                    break;
                 }
-                Ok(tally)
-            }) as Job<'_>
+                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                if revents.contains(PollFlags::POLLIN) {
+                    woke(ctx, w, 0, e, &mut tally)?;
+                }
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
     epoll::rounds(ctx, 200 * ctx.scale(), |t, round| {
@@ -121,27 +119,25 @@ pub(super) fn blocking_syscalls(ctx: &Arc<Ctx>) -> Step {
         }
     };
     let (w, e) = (&watch, &efd);
-    let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            Box::new(move || {
-                let mut tally = Tally::default();
-                while !ctx.stopped() {
-                    w.sleep(i);
-                    let res = e.read();
-                    w.wake(i);
-                    let v = match res {
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        res => res.context("S9: blocking read")?,
-                    };
-                    tally.wake();
-                    tally.read(v);
-                    ctx.stamp_read(&mut tally);
-                    w.progress(0);
-                }
-                Ok(tally)
-            }) as Job<'_>
+    let readers = jobs(nr, |i| {
+        Box::new(move || {
+            let mut tally = Tally::default();
+            while !ctx.stopped() {
+                w.sleep(i);
+                let res = e.read();
+                w.wake(i);
+                let v = match res {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    res => res.context("S9: blocking read")?,
+                };
+                tally.wake();
+                tally.read(v);
+                ctx.stamp_read(&mut tally);
+                w.progress(0);
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     let res = run_threads(ctx, &watch, &release, readers, writers);
     let mut tally = Tally::default();
