@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{run_threads, stream, woke, writer_jobs, Job};
+use super::threads::{read_once, run_threads, stream, woke, writer_jobs, Job};
 use super::watchdog::Watch;
 use async_eventfd::EventFd;
 
@@ -40,18 +39,12 @@ fn poll_once(
 /// is not 1; returns whether anything was read.
 fn semaphore_drain(ctx: &Ctx, watch: &Watch<'_>, efd: &EventFd, tally: &mut Tally) -> Step<bool> {
     let mut any = false;
-    loop {
-        let v = match efd.read() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
-            res => res.context("S3 (mio): read")?,
-        };
-        tally.read(v);
+    while let Some(v) = read_once(ctx, efd, tally)? {
         ensure!(v == 1, "S3 (mio): a semaphore read returned {v}");
-        ctx.stamp_read(tally);
-        ctx.live.fetch_add(1, Ordering::SeqCst);
         watch.progress(0);
         any = true;
     }
+    Ok(any)
 }
 
 /// S3, mio half: one semaphore eventfd, M consumers each with its own mio
@@ -166,7 +159,6 @@ pub(super) fn mio_source_churn(ctx: &Arc<Ctx>) -> Step {
             }
             match rng.below(8) {
                 0 => {
-                    // Reregister under a new token.
                     token = token % 1_000_000 + 1;
                     churns += 1;
                     poll.registry()

@@ -43,22 +43,20 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
     let sent = AtomicU64::new(0);
     let res = watched(ctx, &watch, &release, || {
         thread::scope(|s| {
-            let w = s.spawn(|| {
+            let ping = || -> Step<Tally> {
                 let mut tally = Tally::default();
-                let mut ping = || -> Step {
-                    for _ in 0..rounds {
-                        if ctx.stopped() {
-                            break;
-                        }
-                        sent.store(ctx.now_ns(), Ordering::SeqCst);
-                        writer.add(1).context("add")?;
-                        tally.add(1);
-                        ack_r.read().context("ack read")?;
+                for _ in 0..rounds {
+                    if ctx.stopped() {
+                        break;
                     }
-                    Ok(())
-                };
-                ctx.settle(ping().map(|()| tally))
-            });
+                    sent.store(ctx.now_ns(), Ordering::SeqCst);
+                    writer.add(1).context("add")?;
+                    tally.add(1);
+                    ack_r.read().context("ack read")?;
+                }
+                Ok(tally)
+            };
+            let w = s.spawn(move || ctx.settle(ping()));
             let res = ctx.record(rt.block_on(async {
                 let mut tally = Tally::default();
                 for round in 0..rounds {
@@ -70,9 +68,7 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
                         r = counted(read.as_mut(), &mut tally) => Some(r),
                     };
                     watch.wake(0);
-                    let Some(res) = res else {
-                        break;
-                    };
+                    let Some(res) = res else { break };
                     let v = res.context("S12: read")?;
                     tally.read(v);
                     tally.waited(Duration::from_nanos(
@@ -117,10 +113,6 @@ fn register_raw(efd: EventFd) -> io::Result<AsyncFd<EventFd>> {
 /// a lost wakeup. tokio before 1.54 compared 8 bits (256 events wrap it);
 /// 1.54 compares all 15, so 16,384 catches any narrower tick, and a guard
 /// kept across 32,768 events still wraps: the limit that remains.
-///
-/// Issue 18 (false FAILs): S14 once counted adds as events, but its ping task
-/// read pings the reactor had not reported yet, so two adds could share one
-/// epoll edge; bpftrace counted 32,768 events for 32,769 adds in each failing part.
 pub(in crate::stress) fn stale_readiness_guard(ctx: &Arc<Ctx>) -> Step {
     for _ in 0..ctx.scale() {
         for events in [256, 16_384] {
@@ -135,7 +127,8 @@ pub(in crate::stress) fn stale_readiness_guard(ctx: &Arc<Ctx>) -> Step {
 /// The count is exact by construction, not by timing: each round adds 1 and
 /// waits for `readable()`, then clears with that round's own guard, so each
 /// round needs an event after the previous clear (only an event sets
-/// readiness), and epoll reports each add at most once.
+/// readiness), and epoll reports each add at most once. Counting adds alone
+/// would not do: two adds not yet reported share one epoll edge (issue 18).
 fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     ctx.begin();
     // One thread adds and turns the reactor: a round costs no thread switch,
@@ -244,9 +237,8 @@ async fn ready_now(afd: &AsyncFd<EventFd>) -> Option<io::Result<AsyncFdReadyGuar
     }
 }
 
-/// The end of one part of S14: clears the guard kept across `events`
-/// events (which must not drop the readiness they brought), reads them, and
-/// checks that the fd still wakes for `late`'s add from another thread.
+/// The end of one part of S14: the stale clear, then a wake by `late`'s add
+/// from another thread.
 async fn clear_stale(
     ctx: &Ctx,
     afd: &AsyncFd<EventFd>,
@@ -274,7 +266,6 @@ async fn clear_stale(
     ensure!(v == events, "S14: read {v}, expected {events}");
     guard.clear_ready();
     drop(guard);
-    // The fd still wakes.
     let later = thread::spawn(move || {
         thread::sleep(Duration::from_millis(1));
         late.add(1)

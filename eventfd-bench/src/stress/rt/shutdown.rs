@@ -112,10 +112,8 @@ fn shutdown_under_pending(ctx: &Ctx, rt1: Runtime, round: u64) -> Step<Arc<Async
         if let Ok(v) = within(ctx, "a read after runtime shutdown", empty.read()).await? {
             bail!("S13: round {round}: read after shutdown returned {v}");
         }
-        if within(ctx, "an add after runtime shutdown", full.add(1))
-            .await?
-            .is_ok()
-        {
+        let added = within(ctx, "an add after runtime shutdown", full.add(1)).await?;
+        if added.is_ok() {
             bail!("S13: round {round}: add after shutdown succeeded");
         }
         Ok(())
