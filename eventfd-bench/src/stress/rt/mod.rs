@@ -10,7 +10,7 @@ use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::task::{Context as TaskContext, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,48 +34,51 @@ pub(super) use shutdown::runtime_shutdown_and_drop;
 
 /// Counts the polls of a read future: every poll after the first is a
 /// wakeup; one that stays `Pending` is a spurious wakeup.
-struct Counted<'a, F: ?Sized> {
-    fut: Pin<&'a mut F>,
+fn counted<'a, F: Future + ?Sized>(
+    mut fut: Pin<&'a mut F>,
     tally: &'a mut Tally,
-    first: bool,
-}
-
-impl<F: Future + ?Sized> Future for Counted<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let woken = !this.first;
-        this.first = false;
+) -> impl Future<Output = F::Output> + 'a {
+    let mut first = true;
+    poll_fn(move |cx| {
+        let woken = !std::mem::take(&mut first);
         if woken {
-            this.tally.wake();
+            tally.wake();
         }
-        let res = this.fut.as_mut().poll(cx);
+        let res = fut.as_mut().poll(cx);
         if woken && res.is_pending() {
-            this.tally.spurious();
+            tally.spurious();
         }
         res
-    }
-}
-
-fn counted<'a, F: ?Sized>(fut: Pin<&'a mut F>, tally: &'a mut Tally) -> Counted<'a, F> {
-    Counted {
-        fut,
-        tally,
-        first: true,
-    }
+    })
 }
 
 /// Marks waiter `i` of `probe` asleep while `fut` waits, and awake as soon
 /// as its waker is called: a task woken but not yet run (on a slow or busy
 /// machine) is not asleep.
-struct Marked<F> {
-    fut: F,
-    probe: Probe,
+fn marked<F: Future + Unpin>(
+    mut fut: F,
+    probe: &Probe,
     i: usize,
+) -> impl Future<Output = F::Output> {
+    let probe = probe.clone();
+    poll_fn(move |cx| {
+        // Asleep before the poll: a wake during it marks the task awake.
+        probe.sleep(i);
+        let inner = cx.waker().clone();
+        let waker = Waker::from(Arc::new(MarkWake {
+            inner,
+            probe: probe.clone(),
+            i,
+        }));
+        let res = Pin::new(&mut fut).poll(&mut TaskContext::from_waker(&waker));
+        if res.is_ready() {
+            probe.wake(i);
+        }
+        res
+    })
 }
 
-/// The waker of a [`Marked`] future.
+/// The waker of a [`marked`] future.
 struct MarkWake {
     inner: Waker,
     probe: Probe,
@@ -90,34 +93,6 @@ impl Wake for MarkWake {
     fn wake_by_ref(self: &Arc<Self>) {
         self.probe.wake(self.i);
         self.inner.wake_by_ref();
-    }
-}
-
-impl<F: Future + Unpin> Future for Marked<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        // Asleep before the poll: a wake during it marks the task awake.
-        this.probe.sleep(this.i);
-        let waker = Waker::from(Arc::new(MarkWake {
-            inner: cx.waker().clone(),
-            probe: this.probe.clone(),
-            i: this.i,
-        }));
-        let res = Pin::new(&mut this.fut).poll(&mut TaskContext::from_waker(&waker));
-        if res.is_ready() {
-            this.probe.wake(this.i);
-        }
-        res
-    }
-}
-
-fn marked<F: Future + Unpin>(fut: F, probe: &Probe, i: usize) -> Marked<F> {
-    Marked {
-        fut,
-        probe: probe.clone(),
-        i,
     }
 }
 
