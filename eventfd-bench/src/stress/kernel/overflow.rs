@@ -153,33 +153,14 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                 "S18: a kernel signal at MAX_COUNT did not saturate the counter"
             );
 
-            // Adds that must wait through the overflow.
             let values: Vec<u64> = (0..3).map(|_| 1 + rng.below(1000)).collect();
             // Every poll of a waiting add is counted: all but the first
             // are wakeups.
             let polls = Arc::new(AtomicU64::new(0));
+            let (a, b, n) = (Arc::clone(&efd), Arc::clone(&efd), [values[0], values[1]]);
             let waiting = [
-                rt.spawn({
-                    let (efd, n, polls) = (Arc::clone(&efd), values[0], Arc::clone(&polls));
-                    async move {
-                        let mut add = pin!(efd.add(n));
-                        poll_fn(|cx| {
-                            polls.fetch_add(1, Ordering::Relaxed);
-                            add.as_mut().poll(cx)
-                        })
-                        .await
-                    }
-                }),
-                rt.spawn({
-                    let (efd, n, polls) = (Arc::clone(&efd), values[1], Arc::clone(&polls));
-                    async move {
-                        poll_fn(|cx| {
-                            polls.fetch_add(1, Ordering::Relaxed);
-                            efd.poll_add(cx, n)
-                        })
-                        .await
-                    }
-                }),
+                rt.spawn(counting(&polls, async move { a.add(n[0]).await })),
+                rt.spawn(counting(&polls, poll_fn(move |cx| b.poll_add(cx, n[1])))),
             ];
             let waiting_thread = {
                 let (efd, n) = (plain()?, values[2]);
@@ -219,27 +200,22 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                         let (efd, rng) = (plain()?, Rng::new(rng.next_u64()));
                         s.spawn(move || signal(ctx, &efd, &mut ring, signals, rng))
                     };
-                    let fills = 3 + rng.below(3);
-                    let filler = tokio::spawn({
+                    let add_task = |values: Vec<u64>, yields: bool| {
                         let efd = Arc::clone(&efd);
-                        async move {
-                            for _ in 0..fills {
-                                efd.add(MAX_COUNT).await?;
-                                tokio::task::yield_now().await;
-                            }
-                            io::Result::Ok(())
-                        }
-                    });
-                    let small: Vec<u64> = (0..400).map(|_| 1 + rng.below(1000)).collect();
-                    let small_task = tokio::spawn({
-                        let (efd, values) = (Arc::clone(&efd), small[..200].to_vec());
-                        async move {
+                        tokio::spawn(async move {
                             for n in values {
                                 efd.add(n).await?;
+                                if yields {
+                                    tokio::task::yield_now().await;
+                                }
                             }
                             io::Result::Ok(())
-                        }
-                    });
+                        })
+                    };
+                    let fills = 3 + rng.below(3);
+                    let filler = add_task(vec![MAX_COUNT; fills as usize], true);
+                    let small: Vec<u64> = (0..400).map(|_| 1 + rng.below(1000)).collect();
+                    let small_task = add_task(small[..200].to_vec(), false);
                     let small_thread = {
                         let (efd, values) = (plain()?, small[200..].to_vec());
                         s.spawn(move || {
@@ -286,6 +262,19 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
     drop(efd);
     rt.shutdown_timeout(Duration::from_secs(1));
     res
+}
+
+/// `fut`, each of its polls counted in `polls`.
+fn counting<F: Future>(polls: &Arc<AtomicU64>, fut: F) -> impl Future<Output = F::Output> {
+    let polls = Arc::clone(polls);
+    async move {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            polls.fetch_add(1, Ordering::Relaxed);
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 /// S18's ring thread: `signals` kernel signals, each made below `u64::MAX`
