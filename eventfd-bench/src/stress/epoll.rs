@@ -30,8 +30,7 @@ fn epoll_with(fds: &[(BorrowedFd<'_>, EpollFlags, u64)]) -> Step<Epoll> {
     Ok(ep)
 }
 
-/// An epoll instance watching `efd` with `flags` (token `DATA`) and the
-/// scenario's stop fd, level-triggered (token `STOP`).
+/// An epoll instance watching `efd` with `flags` (token `DATA`) and `stop`.
 fn epoll_on(efd: &EventFd, flags: EpollFlags, stop: &EventFd) -> Step<Epoll> {
     epoll_with(&[
         (efd.as_fd(), flags, DATA),
@@ -39,8 +38,7 @@ fn epoll_on(efd: &EventFd, flags: EpollFlags, stop: &EventFd) -> Step<Epoll> {
     ])
 }
 
-/// A fresh data eventfd and stop eventfd, and an [`epoll_on`] instance
-/// watching both (the data fd with `flags`).
+/// A fresh data eventfd and stop eventfd, and an [`epoll_on`] on both.
 pub(super) fn epoll_scenario(flags: EpollFlags) -> Step<(EventFd, EventFd, Epoll)> {
     let efd = EventFd::new().context("eventfd")?;
     let stop = EventFd::new().context("stop eventfd")?;
@@ -228,7 +226,6 @@ pub(super) fn edge_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
             sent.store(ctx.now_ns(), Ordering::SeqCst);
             efd.add(1).context("add")?;
             tally.add(1);
-            // Wait for the ack through edge-triggered epoll too.
             if wait(ctx, w, 1, ack_ep, &mut events)?.is_none() {
                 break;
             }

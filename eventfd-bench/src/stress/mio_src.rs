@@ -58,9 +58,12 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
         .build()
         .context("semaphore eventfd")?;
     let stop = EventFd::new().context("stop eventfd")?;
+    let watch = Watch::one(efd.as_fd(), m, "mio consumer");
+    let release = || drop(stop.add(1));
+    let w = &watch;
     let consumers = (0..m)
-        .map(|_| {
-            let poll = Poll::new().context("mio Poll::new")?;
+        .map(|i| {
+            let mut poll = Poll::new().context("mio Poll::new")?;
             let mut dup = efd.try_clone().context("try_clone")?;
             let mut stop_dup = stop.try_clone().context("try_clone")?;
             let registry = poll.registry();
@@ -70,24 +73,11 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
             registry
                 .register(&mut stop_dup, STOP, Interest::READABLE)
                 .context("register stop")?;
-            Ok((poll, dup, stop_dup))
-        })
-        .collect::<Step<Vec<_>>>()?;
-    let watch = Watch::one(efd.as_fd(), m, "mio consumer");
-    let release = || drop(stop.add(1));
-    let w = &watch;
-    let consumers: Vec<Job<'_>> = consumers
-        .into_iter()
-        .enumerate()
-        .map(|(i, (mut poll, dup, _stop_dup))| {
-            Box::new(move || {
+            Ok(Box::new(move || {
                 let mut tally = Tally::default();
                 let mut events = Events::with_capacity(4);
                 while poll_once(ctx, w, i, &mut poll, &mut events)? {
-                    for ev in events.iter() {
-                        if ev.token() != Token(0) {
-                            continue;
-                        }
+                    for _ in events.iter().filter(|ev| ev.token() == Token(0)) {
                         tally.wake();
                         if !semaphore_drain(ctx, w, &dup, &mut tally)? {
                             tally.spurious();
@@ -95,9 +85,9 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
                     }
                 }
                 Ok(tally)
-            }) as Job<'_>
+            }) as Job<'_>)
         })
-        .collect();
+        .collect::<Step<Vec<_>>>()?;
     let efd = &efd;
     let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();

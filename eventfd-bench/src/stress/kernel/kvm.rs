@@ -64,8 +64,6 @@ mod x86 {
         );
         let res = watched_tasks(ctx, &watch, |stop_tx| {
             thread::scope(|s| {
-                // A vCPU rings a fixed number of times and halts: it ends
-                // by itself.
                 let running: Vec<_> = vcpus
                     .into_iter()
                     .map(|vcpu| s.spawn(move || Ok(vcpu.run()?)))

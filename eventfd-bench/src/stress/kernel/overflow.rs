@@ -254,8 +254,7 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                 })
             })
         })();
-        // Recorded before the scope joins the threads: they stop with the
-        // round.
+        // Recorded now: the scope's join waits for the round to stop.
         ctx.record(res)
     });
     ctx.merge(&tally);
