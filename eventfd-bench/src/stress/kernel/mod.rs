@@ -35,11 +35,19 @@ use super::watchdog::Watch;
 use crate::kernel_rigs::{push_nop, reap, uring, RigError};
 use crate::rng::Rng;
 
+#[cfg(target_arch = "x86_64")]
 mod kvm;
 mod overflow;
 
+#[cfg(target_arch = "x86_64")]
 pub(super) use kvm::kvm_ioeventfd_vcpus;
 pub(super) use overflow::overflow_storms;
+
+/// S19 where the guest is not x86 code: a SKIP, with the reason.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn kvm_ioeventfd_vcpus(_: &Arc<Ctx>) -> Step {
+    Err(Failure::Missing("the S19 guest is x86_64 code".to_string()))
+}
 
 /// Awaits a scoped thread without blocking the runtime. Every thread here
 /// ends by itself or once the round stops ([`Ctx::stopped`]).
