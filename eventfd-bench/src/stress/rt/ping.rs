@@ -15,7 +15,7 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::sync::watch;
 
-use super::{async_fd, counted, current, read_either, watched};
+use super::{async_fd, counted, current, read_either, watched, watched_tasks};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, readable};
 use crate::stress::watchdog::{count_left, Probe, Watch};
@@ -140,16 +140,11 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     };
     let late = afd.get_ref().try_clone().context("try_clone")?;
     let watch = Watch::one(afd.as_fd(), 1, "task");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let release = || {
-        ctx.finish();
-        stop_tx.send_replace(true);
-    };
     let mut tally = Tally::default();
-    let res = watched(ctx, &watch, &release, || {
+    let res = watched_tasks(ctx, &watch, |stop_tx| {
         rt.block_on(async {
             let mut wait = Wait {
-                stop: stop_rx,
+                stop: stop_tx.subscribe(),
                 probe: watch.probe(),
             };
             afd.get_ref().add(1).context("add")?;
@@ -172,7 +167,6 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
         })
     });
     ctx.finish();
-    stop_tx.send_replace(true);
     ctx.merge(&tally);
     drop(afd);
     rt.shutdown_timeout(Duration::from_secs(1));
