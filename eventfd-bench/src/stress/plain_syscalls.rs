@@ -32,10 +32,7 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
         Box::new(move || {
             let mut tally = Tally::default();
             loop {
-                let mut fds = [
-                    PollFd::new(e.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(st.as_fd(), PollFlags::POLLIN),
-                ];
+                let mut fds = [e.as_fd(), st.as_fd()].map(|fd| PollFd::new(fd, PollFlags::POLLIN));
                 w.sleep(i);
                 let res = nix::poll::poll(&mut fds, timeout_ms(ctx.backstop()));
                 w.wake(i);
@@ -240,30 +237,24 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
     let (errs, mut rng) = (&errors, ctx.rng(stream(2, 0)));
     writers.push(Box::new(move || {
         let mut tally = Tally::default();
-        let check = |what: &str, got: io::Result<()>, want: io::ErrorKind| match got {
-            Err(e) if e.kind() == want => {}
-            other => lock(errs).push(format!("{what} gave {other:?}, expected {want:?}")),
+        let bad_result = |what: &str, got, want| {
+            lock(errs).push(format!("{what} gave {got:?}, expected {want:?}"));
         };
-        let invalid = io::ErrorKind::InvalidInput;
+        let check = |what: &str, got: io::Result<()>| match got {
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+            other => bad_result(what, other, io::ErrorKind::InvalidInput),
+        };
         let sys = |r: nix::Result<usize>| r.map(drop).map_err(io::Error::from);
+        let mut buf = [0u8; 4];
         for i in 0..per / 5 {
             if ctx.stopped() {
                 break;
             }
-            check("add(u64::MAX)", bad.add(u64::MAX), invalid);
-            check(
-                "a 4-byte write",
-                sys(nix::unistd::write(&bad, &[1u8; 4])),
-                invalid,
-            );
-            let mut buf = [0u8; 4];
-            check(
-                "a 4-byte read",
-                sys(nix::unistd::read(&bad, &mut buf)),
-                invalid,
-            );
+            check("add(u64::MAX)", bad.add(u64::MAX));
+            check("a 4-byte write", sys(nix::unistd::write(&bad, &[1u8; 4])));
+            check("a 4-byte read", sys(nix::unistd::read(&bad, &mut buf)));
             let raw_max = nix::unistd::write(&bad, &u64::MAX.to_ne_bytes());
-            check("a raw write of u64::MAX", sys(raw_max), invalid);
+            check("a raw write of u64::MAX", sys(raw_max));
             if i % 16 == 0 {
                 // At MAX_COUNT: succeeds only on an empty counter, else
                 // WouldBlock; either way nothing is lost.
@@ -271,7 +262,7 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
                 match bad.add(MAX_COUNT) {
                     Ok(()) => tally.add(MAX_COUNT),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => check("add(MAX_COUNT)", other, io::ErrorKind::WouldBlock),
+                    other => bad_result("add(MAX_COUNT)", other, io::ErrorKind::WouldBlock),
                 }
             }
             jitter(&mut rng);
