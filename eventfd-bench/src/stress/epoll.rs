@@ -1,4 +1,5 @@
-//! Raw epoll scenarios: S1, S2, S4, S5, S6, S7.
+//! Raw epoll scenarios: S1, S2, S4, S5, S6, S7; and helpers the scenarios
+//! share ([`jobs`], [`rounds`], [`numbered`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -120,6 +121,14 @@ pub(super) fn rounds(ctx: &Ctx, n: u64, mut round: impl FnMut(&mut Tally, u64) -
 /// `n` jobs, job `i` made by `job(i)`.
 pub(super) fn jobs<'e>(n: usize, job: impl FnMut(usize) -> Job<'e>) -> Vec<Job<'e>> {
     (0..n).map(job).collect()
+}
+
+/// `fds` for a [`Watch`], fd `i` named `eventfd i`.
+pub(super) fn numbered<F: AsFd>(fds: &[F]) -> Vec<(BorrowedFd<'_>, String)> {
+    (0..)
+        .zip(fds)
+        .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
+        .collect()
 }
 
 /// S1: reader threads share one level-triggered epfd while writers add 1.
@@ -327,13 +336,8 @@ pub(super) fn many_fds_many_sleepers(ctx: &Arc<Ctx>) -> Step {
         .collect();
     regs.push((stop.as_fd(), EpollFlags::EPOLLIN, STOP));
     let ep = epoll_with(&regs)?;
-    let watch = Watch::new(
-        fds.iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
-            .collect(),
-        (0..nt).map(|i| format!("sleeper {i}")).collect(),
-    );
+    let sleepers = (0..nt).map(|i| format!("sleeper {i}")).collect();
+    let watch = Watch::new(numbered(&fds), sleepers);
     let release = || drop(stop.add(1));
     let (w, p, f) = (&watch, &ep, &fds);
     let sleepers = jobs(nt, |i| {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::{join_thread, stop_readers};
 use crate::kernel_rigs::guest::Guest;
 use crate::stress::ctx::{ensure, Ctx, Step, Tally};
+use crate::stress::epoll::numbered;
 use crate::stress::rt::{async_fd, drained, spawn_readers, watched_tasks, Flavor, Readers};
 use crate::stress::watchdog::Watch;
 
@@ -40,13 +41,7 @@ fn vcpus_on(ctx: &Arc<Ctx>, flavor: Flavor, rings: [u32; 2], part: u64) -> Step 
         guest.doorbell(port, efd.get_ref())?;
         vcpus.push(guest.vcpu(id.into(), port, count)?);
     }
-    let watch = Watch::new(
-        (0..)
-            .zip(&fds)
-            .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
-            .collect(),
-        Vec::new(),
-    );
+    let watch = Watch::new(numbered(&fds), Vec::new());
     let res = watched_tasks(ctx, &watch, |stop_tx| {
         thread::scope(|s| {
             let running: Vec<_> = vcpus

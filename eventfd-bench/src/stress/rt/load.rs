@@ -13,6 +13,7 @@ use super::{
     wait_live, watched_tasks, Readers,
 };
 use crate::stress::ctx::{ensure, Context, Ctx, Step, Tally};
+use crate::stress::epoll::numbered;
 use crate::stress::threads::{join, stream, writer_jobs};
 use crate::stress::watchdog::{Probe, Watch};
 use async_eventfd::AsyncEventFd;
@@ -144,27 +145,18 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
         .map(|_| async_fd(&rt, false))
         .collect::<Step<Vec<_>>>()?;
     let fds = &all;
-    let watch = Watch::per_fd(
-        fds.iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
-            .collect(),
-    );
+    let watch = Watch::per_fd(numbered(fds));
     let res = watched_tasks(ctx, &watch, |stop_tx| {
         thread::scope(|s| {
             let writers: Vec<_> = (0..nw)
                 .map(|j| {
                     s.spawn(move || {
                         let mut tally = Tally::default();
-                        for _ in 0..k {
-                            for efd in fds.iter().skip(j).step_by(nw) {
-                                if ctx.stopped() {
-                                    return tally;
-                                }
-                                match efd.get_ref().add(1).context("add") {
-                                    Ok(()) => tally.add(1),
-                                    Err(f) => return ctx.settle(Err(f)),
-                                }
+                        let mine = (0..k).flat_map(|_| fds.iter().skip(j).step_by(nw));
+                        for efd in mine.take_while(|_| !ctx.stopped()) {
+                            match efd.get_ref().add(1).context("add") {
+                                Ok(()) => tally.add(1),
+                                Err(f) => return ctx.settle(Err(f)),
                             }
                         }
                         tally
