@@ -187,8 +187,7 @@ pub(super) fn edge_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     // ns since the epoch of the current round's add.
     let sent = AtomicU64::new(0);
     let release = || drop(stop.add(1));
-    let (w, sent, efd, ack) = (&watch, &sent, &efd, &ack);
-    let (ep, ack_ep) = (&ep, &ack_ep);
+    let (w, sent, efd, ack, ep, ack_ep) = (&watch, &sent, &efd, &ack, &ep, &ack_ep);
     // Reader: phase 1, one edge and one read of exactly 1 per round, then
     // ack. Phase 2: an edge, no read, a second edge, then a read of 2.
     let reader: Job<'_> = Box::new(move || {
@@ -336,8 +335,8 @@ pub(super) fn many_fds_many_sleepers(ctx: &Arc<Ctx>) -> Step {
         .collect();
     regs.push((stop.as_fd(), EpollFlags::EPOLLIN, STOP));
     let ep = epoll_with(&regs)?;
-    let sleepers = (0..nt).map(|i| format!("sleeper {i}")).collect();
-    let watch = Watch::new(numbered(&fds), sleepers);
+    let names = (0..nt).map(|i| format!("sleeper {i}")).collect();
+    let watch = Watch::new(numbered(&fds), names);
     let release = || drop(stop.add(1));
     let (w, p, f) = (&watch, &ep, &fds);
     let sleepers = jobs(nt, |i| {

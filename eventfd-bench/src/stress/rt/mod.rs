@@ -299,24 +299,14 @@ async fn reader_task(
     let mut tally = Tally::default();
     let semaphore = efd.get_ref().is_semaphore();
     loop {
-        let cancel_after = (readers.cancel_one_in > 0 && rng.one_in(readers.cancel_one_in))
-            .then(|| Duration::from_micros(rng.below(200)));
-        let mut read: ReadFuture<'_> = if index == 0 {
-            Box::pin(poll_fn(|cx| efd.poll_read(cx)))
-        } else {
-            Box::pin(efd.read())
-        };
+        let cancel = readers.cancel_one_in > 0 && rng.one_in(readers.cancel_one_in);
+        let after = Duration::from_micros(if cancel { rng.below(200) } else { 0 });
+        let mut read = read_either(&efd, u64::from(index == 0));
         let mut read_tally = Tally::default();
-        let cancel = async {
-            match cancel_after {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
         let res = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => None,
-            _ = cancel => Some(None),
+            _ = tokio::time::sleep(after), if cancel => Some(None),
             r = counted(read.as_mut(), &mut read_tally) => Some(Some(r)),
         };
         tally.merge(&read_tally);
