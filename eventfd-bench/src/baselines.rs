@@ -313,24 +313,19 @@ impl fmt::Debug for TokioEventfd {
 
 /// `AsFd` and `AsRawFd` for the baselines on an fd.
 macro_rules! fd_of {
-    ($($ty:ident => |$s:ident| $fd:expr),* $(,)?) => {$(
+    ($($ty:ident),*) => {$(
         impl AsFd for $ty {
             fn as_fd(&self) -> BorrowedFd<'_> {
-                let $s = self;
-                $fd.as_fd()
+                self.0.as_fd()
             }
         }
 
         impl AsRawFd for $ty {
             fn as_raw_fd(&self) -> RawFd {
-                self.as_fd().as_raw_fd()
+                self.0.as_raw_fd()
             }
         }
     )*};
 }
 
-fd_of! {
-    AsyncFdRw => |s| s.0.get_ref(),
-    AsyncFdR => |s| s.0.get_ref(),
-    TokioEventfd => |s| s.0,
-}
+fd_of!(AsyncFdRw, AsyncFdR, TokioEventfd);
