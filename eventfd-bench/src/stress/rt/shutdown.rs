@@ -34,23 +34,17 @@ fn clones_dropped_while_waiting(ctx: &Ctx, rt: &Runtime, round: u64) -> Step {
     let writer = sem.get_ref().try_clone().context("try_clone")?;
     let mut tally = Tally::default();
     rt.block_on(async {
-        let mut readers = (0..3)
-            .map(|_| {
-                let efd = Arc::clone(&sem);
-                tokio::spawn(async move { efd.read().await })
-            })
-            .collect::<Vec<_>>()
-            .into_iter();
+        let [aborted, readers @ ..] = [(); 3].map(|()| {
+            let efd = Arc::clone(&sem);
+            tokio::spawn(async move { efd.read().await })
+        });
         let spare = Arc::clone(&sem);
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let Some(aborted) = readers.next() else {
-            bail!("S13: no reader task");
-        };
         aborted.abort();
         drop(spare);
         writer.add(2).context("add(2)")?;
         tally.add(2);
-        for (i, h) in readers.enumerate() {
+        for (i, h) in readers.into_iter().enumerate() {
             let got = within(ctx, "a reader after a clone was dropped", h).await?;
             ensure!(
                 matches!(got, Ok(Ok(1))),
