@@ -176,7 +176,7 @@ fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
                 })
                 .collect();
             let res = rt.block_on(async {
-                let readers = Readers::new(readers, 0, 10 + part);
+                let readers = Readers::new(readers, 0, 10 + part, 0);
                 let reading = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                 let mut tally = Tally::default();
                 for writer in writers {

@@ -189,7 +189,7 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
             // The storm, watched: from here on readers wait on the fd.
             watched_tasks(ctx, &watch, |stop_tx| {
                 rt.block_on(async {
-                    let readers = Readers::new(2, 0, 20 + round);
+                    let readers = Readers::new(2, 0, 20 + round, 0);
                     let readers = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                     let reader_thread = {
                         let (efd, stop, probe) = (plain()?, stop_tx.subscribe(), watch.probe());

@@ -263,22 +263,12 @@ pub(super) struct Readers {
 }
 
 impl Readers {
-    /// `n` readers of watched fd `fd` that never cancel a read.
-    pub(super) fn new(n: usize, fd: usize, site: u64) -> Readers {
+    pub(super) fn new(n: usize, fd: usize, site: u64, cancel_one_in: u64) -> Readers {
         Readers {
             n,
             fd,
             site,
-            cancel_one_in: 0,
-        }
-    }
-
-    /// `n` readers of fd 0 that cancel one read in three: S3 and S11.
-    fn cancelling(n: usize, site: u64) -> Readers {
-        let cancel_one_in = 3;
-        Readers {
             cancel_one_in,
-            ..Readers::new(n, 0, site)
         }
     }
 }
