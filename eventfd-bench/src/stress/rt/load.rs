@@ -50,10 +50,8 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
     rt.shutdown_timeout(Duration::from_secs(1));
     res?;
     let t = ctx.totals();
-    let (reads, adds) = (
-        t.read_calls - before.read_calls,
-        t.add_calls - before.add_calls,
-    );
+    let reads = t.read_calls - before.read_calls;
+    let adds = t.add_calls - before.add_calls;
     ensure!(
         reads == adds * n,
         "S3 (tokio): {reads} reads for {} units added, expected one read of 1 per unit",
@@ -66,10 +64,7 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
 /// multi-thread runtimes of 2, 4 and 8 workers, counter and semaphore mode.
 pub(in crate::stress) fn tokio_multi_thread_cancellation(ctx: &Arc<Ctx>) -> Step {
     let per = 3000 * ctx.scale();
-    let workers: Vec<usize> = match ctx.cfg.threads {
-        Some(t) => vec![t.max(1)],
-        None => vec![2, 4, 8],
-    };
+    let workers = ctx.cfg.threads.map_or(vec![2, 4, 8], |t| vec![t.max(1)]);
     let parts = workers.into_iter().flat_map(|w| [(w, false), (w, true)]);
     for (part, (workers, semaphore)) in (0u64..).zip(parts) {
         cancellation(ctx, workers, semaphore, per, part)?;

@@ -96,7 +96,6 @@ impl Wake for MarkWake {
     }
 }
 
-/// A boxed read future.
 type ReadFuture<'a> = Pin<Box<dyn Future<Output = io::Result<u64>> + Send + 'a>>;
 
 /// Reads through `read()` on even `n`, through `poll_read` (in a `poll_fn`)
