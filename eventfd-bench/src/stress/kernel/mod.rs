@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use async_eventfd::EventFd;
 use io_uring::IoUring;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::watch;
 
 use super::ctx::{bail, ensure, Context, Ctx, Failure, Step, Tally};
@@ -49,8 +48,7 @@ pub(super) fn kvm_ioeventfd_vcpus(_: &Arc<Ctx>) -> Step {
     Err(Failure::Missing("the S19 guest is x86_64 code".to_string()))
 }
 
-/// Awaits a scoped thread without blocking the runtime. Every thread here
-/// ends by itself or once the round stops ([`Ctx::stopped`]).
+/// Awaits a scoped thread without blocking the runtime.
 async fn join_thread<T>(ctx: &Ctx, handle: ScopedJoinHandle<'_, Step<T>>, what: &str) -> Step<T> {
     while !handle.is_finished() {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -99,18 +97,6 @@ async fn stop_readers(
     while read_once(ctx, efd, &mut left)?.is_some() {}
     ctx.merge(&left);
     Ok(())
-}
-
-/// Whether `fd` is readable, and whether the kernel reports the overflow
-/// (`POLLERR`: the counter is `u64::MAX`), without waiting.
-fn peek(fd: &impl AsFd) -> Step<(bool, bool)> {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).context("poll")?;
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-    Ok((
-        revents.contains(PollFlags::POLLIN),
-        revents.contains(PollFlags::POLLERR),
-    ))
 }
 
 impl From<RigError> for Failure {

@@ -15,7 +15,7 @@ use async_eventfd::{EventFd, MAX_COUNT};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::watch;
 
-use super::{added, join_thread, nop, peek, stop_readers, unless_released, uring};
+use super::{added, join_thread, nop, stop_readers, unless_released, uring};
 use crate::rng::Rng;
 use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
@@ -24,6 +24,14 @@ use crate::stress::rt::{
 };
 use crate::stress::threads::read_once;
 use crate::stress::watchdog::{Probe, Watch};
+
+/// `poll` on `fd` alone for `events`, with a timeout in ms: its revents
+/// (`POLLERR` is the overflow: the counter is `u64::MAX`).
+fn poll_one(fd: &impl AsFd, events: PollFlags, timeout_ms: u16) -> Step<PollFlags> {
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    poll(&mut fds, PollTimeout::from(timeout_ms)).context("poll")?;
+    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
+}
 
 /// An add from a plain thread on the shared (nonblocking) fd: waits for
 /// `POLLOUT`; on the overflow, where `poll` returns `POLLERR` at once, it
@@ -37,12 +45,7 @@ fn thread_add(ctx: &Ctx, efd: &EventFd, n: u64) -> Step {
         if ctx.stopped() {
             bail!("S18: an add from a thread was still waiting at the end of the round");
         }
-        let mut fds = [PollFd::new(efd.as_fd(), PollFlags::POLLOUT)];
-        poll(&mut fds, PollTimeout::from(100u16)).context("poll")?;
-        if fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLERR))
-        {
+        if poll_one(efd, PollFlags::POLLOUT, 100)?.contains(PollFlags::POLLERR) {
             thread::sleep(Duration::from_millis(1));
         }
     }
@@ -58,8 +61,7 @@ fn thread_reader(
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     while !*stop.borrow() {
-        let mut fds = [PollFd::new(efd.as_fd(), PollFlags::POLLIN)];
-        poll(&mut fds, PollTimeout::from(10u16)).context("poll")?;
+        poll_one(efd, PollFlags::POLLIN, 10)?;
         if read_once(ctx, efd, &mut tally)?.is_some() {
             probe.progress(0);
         }
@@ -149,7 +151,8 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
             nop(&mut ring)?;
             tally.add(1);
             ensure!(
-                peek(&*efd)? == (true, true),
+                poll_one(&*efd, PollFlags::POLLIN, 0)?
+                    .contains(PollFlags::POLLIN | PollFlags::POLLERR),
                 "S18: a kernel signal at MAX_COUNT did not saturate the counter"
             );
 
@@ -237,8 +240,6 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                     small.iter().for_each(|&n| tally.add(n));
                     tally.add_each(signals, 1);
 
-                    // The counter is empty now: the adds that waited on the
-                    // overflow have room, and must be done within T.
                     drained(ctx, efd.as_fd()).await?;
                     for handle in waiting {
                         let joined =
@@ -290,7 +291,7 @@ fn signal(
     for _ in 0..signals {
         // Only these signals make u64::MAX: with no POLLERR now, this one
         // lands below it. A u64::MAX left unread is the watchdog's to see.
-        while peek(efd)?.1 {
+        while poll_one(efd, PollFlags::POLLIN, 0)?.contains(PollFlags::POLLERR) {
             if ctx.stopped() {
                 bail!("S18: u64::MAX was still unread at the end of the round");
             }
