@@ -1,5 +1,5 @@
 //! Raw epoll scenarios: S1, S2, S4, S5, S6, S7; and helpers the scenarios
-//! share ([`jobs`], [`rounds`], [`numbered`]).
+//! share ([`jobs`], [`rounds`], [`numbered`], [`poll_one`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
@@ -129,6 +130,14 @@ pub(super) fn numbered<F: AsFd>(fds: &[F]) -> Vec<(BorrowedFd<'_>, String)> {
         .zip(fds)
         .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
         .collect()
+}
+
+/// `poll` on `fd` alone for `events`, with a timeout in ms: its revents
+/// (`POLLERR` on an eventfd is the overflow: the counter is `u64::MAX`).
+pub(super) fn poll_one(fd: &impl AsFd, events: PollFlags, timeout_ms: u16) -> Step<PollFlags> {
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    nix::poll::poll(&mut fds, PollTimeout::from(timeout_ms)).context("poll")?;
+    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
 }
 
 /// S1: reader threads share one level-triggered epfd while writers add 1.

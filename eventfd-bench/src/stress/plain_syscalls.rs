@@ -8,11 +8,11 @@ use std::thread;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::epoll::EpollFlags;
 
 use super::ctx::{bail, ensure, lock, Context, Ctx, Step, Tally};
-use super::epoll::{self, jobs};
+use super::epoll::{self, jobs, poll_one};
 use super::threads::{
     jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
 };
@@ -63,12 +63,7 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
 fn pollout_at_max(ctx: &Ctx, efd: &EventFd, tally: &mut Tally, round: u64) -> Step {
     efd.add(MAX_COUNT).context("add(MAX_COUNT)")?;
     tally.add(MAX_COUNT);
-    let mut fds = [PollFd::new(
-        efd.as_fd(),
-        PollFlags::POLLIN | PollFlags::POLLOUT,
-    )];
-    nix::poll::poll(&mut fds, PollTimeout::ZERO).context("poll")?;
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    let revents = poll_one(efd, PollFlags::POLLIN | PollFlags::POLLOUT, 0)?;
     ensure!(
         revents == PollFlags::POLLIN,
         "S8: round {round}: at MAX_COUNT poll reports {revents:?}, expected POLLIN only"

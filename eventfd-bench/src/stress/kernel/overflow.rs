@@ -12,26 +12,19 @@ use std::thread;
 use std::time::Duration;
 
 use async_eventfd::{EventFd, MAX_COUNT};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::PollFlags;
 use tokio::sync::watch;
 
 use super::{added, join_thread, nop, stop_readers, unless_released, uring};
 use crate::rng::Rng;
 use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
+use crate::stress::epoll::poll_one;
 use crate::stress::rt::{
     async_fd, drained, spawn_readers, watched, watched_tasks, within, Flavor, Readers,
 };
 use crate::stress::threads::read_once;
 use crate::stress::watchdog::{Probe, Watch};
-
-/// `poll` on `fd` alone for `events`, with a timeout in ms: its revents
-/// (`POLLERR` is the overflow: the counter is `u64::MAX`).
-fn poll_one(fd: &impl AsFd, events: PollFlags, timeout_ms: u16) -> Step<PollFlags> {
-    let mut fds = [PollFd::new(fd.as_fd(), events)];
-    poll(&mut fds, PollTimeout::from(timeout_ms)).context("poll")?;
-    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
-}
 
 /// An add from a plain thread on the shared (nonblocking) fd: waits for
 /// `POLLOUT`; on the overflow, where `poll` returns `POLLERR` at once, it
