@@ -177,11 +177,9 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
 /// ack), then pairs of writes with no read between: one edge per write.
 pub(super) fn edge_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let rounds = 20_000 * ctx.scale();
-    let efd = EventFd::new().context("eventfd")?;
-    let ack = EventFd::new().context("ack eventfd")?;
-    let stop = EventFd::new().context("stop eventfd")?;
     let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-    let ep = epoll_on(&efd, et, &stop)?;
+    let (efd, stop, ep) = epoll_scenario(et)?;
+    let ack = EventFd::new().context("ack eventfd")?;
     let ack_ep = epoll_on(&ack, et, &stop)?;
     let watch = Watch::new(
         vec![
