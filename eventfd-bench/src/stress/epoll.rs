@@ -315,12 +315,10 @@ pub(super) fn epoll_exclusive(ctx: &Arc<Ctx>) -> Step {
         .collect::<Step<Vec<_>>>()?;
     let watch = Watch::one(efd.as_fd(), nr, "exclusive waiter");
     let release = || drop(stop.add(1));
-    let (w, e) = (&watch, &efd);
-    let waiters: Vec<Job<'_>> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| Box::new(move || reader(ctx, w, i, (ep, e), || Ok(()))) as Job<'_>)
-        .collect();
+    let (w, e, eps) = (&watch, &efd, &eps);
+    let waiters = jobs(nr, |i| {
+        Box::new(move || reader(ctx, w, i, (&eps[i], e), || Ok(())))
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, waiters, writers)
 }

@@ -1,20 +1,18 @@
 //! Stress scenarios whose writer is the kernel: S17 (io_uring completions,
-//! here), S18 (overflow storms: kernel signals saturate the counter to
-//! `u64::MAX`; `overflow.rs`) and S19 (KVM ioeventfd doorbells rung by two
-//! vCPUs; `kvm.rs`).
+//! here), S18 (overflow storms; `overflow.rs`) and S19 (KVM ioeventfd
+//! doorbells; `kvm.rs`).
 //!
-//! They run as the tokio scenarios do: each part on a runtime of each
-//! [`Flavor`], with the reader tasks of [`rt`](super::rt), under the
-//! [watchdog](super::watchdog), and the engine checks conservation. The
-//! kernel's writers run on scoped threads that stop with the round, so none
-//! outlives its scenario. A kernel signal is an add call of 1. Where
-//! io_uring or `/dev/kvm` is missing, the rig's error is the SKIP.
+//! Each part runs on a runtime of each [`Flavor`] with the reader tasks of
+//! [`rt`](super::rt), under the [watchdog](super::watchdog); the kernel's
+//! writers run on scoped threads that stop with the round, so none outlives
+//! its scenario. A kernel signal is an add call of 1. Where io_uring or
+//! `/dev/kvm` is missing, the rig's error is the SKIP.
 //!
-//! Accounting, as the kernel defines it: `eventfd_signal` adds
-//! `min(1, u64::MAX - count)`. Every kernel signal here is made while the
-//! counter is below `u64::MAX` (S18 checks `POLLERR`, which the kernel
-//! reports exactly at `u64::MAX`, before each one), so each adds exactly 1,
-//! and a read of `u64::MAX` is `MAX_COUNT` plus that 1: the sums stay exact.
+//! Accounting: `eventfd_signal` adds `min(1, u64::MAX - count)`. Every kernel
+//! signal here is made below `u64::MAX` (S18 checks `POLLERR`, which the
+//! kernel reports exactly at `u64::MAX`, before each one), so each adds
+//! exactly 1, and a read of `u64::MAX` is `MAX_COUNT` plus that 1: the sums
+//! stay exact.
 
 use std::future::Future;
 use std::io;

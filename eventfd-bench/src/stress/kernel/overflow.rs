@@ -1,6 +1,5 @@
-//! S18: overflow storms. Kernel signals (io_uring NOP completions) land on
-//! a full counter again and again, saturating it to `u64::MAX`, while tasks
-//! and threads add and read; adds that wait on the overflow must not spin.
+//! S18: overflow storms, kernel signals on a full counter (see
+//! [`overflow_storms`]).
 
 use std::future::{poll_fn, Future};
 use std::io;
