@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 /// A fresh nonblocking `EventFd`, registered with the current runtime for
 /// `interest`.
-fn register(interest: Interest) -> io::Result<AsyncFd<EventFd>> {
+pub(crate) fn register(interest: Interest) -> io::Result<AsyncFd<EventFd>> {
     let efd = EventFd::new()?;
     // SAFETY: the `AsyncFd` owns `efd`, whose fd stays open and unchanged
     // until the `AsyncFd` is dropped (nothing here swaps it).

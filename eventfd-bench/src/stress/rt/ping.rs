@@ -16,6 +16,7 @@ use tokio::io::Interest;
 use tokio::sync::watch;
 
 use super::{async_fd, counted, current, read_either, watched, watched_tasks};
+use crate::baselines::register;
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, readable};
 use crate::stress::watchdog::{count_left, Probe, Watch};
@@ -94,15 +95,6 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
     res
 }
 
-/// Registers `efd` with the current runtime, read interest only, as
-/// `AsyncEventFd` does, but keeping tokio's readiness guard in our hands.
-fn register_raw(efd: EventFd) -> io::Result<AsyncFd<EventFd>> {
-    // SAFETY: the `AsyncFd` owns `efd`, whose `OwnedFd` stays open and is
-    // never replaced until the `AsyncFd` is dropped.
-    let registered = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) };
-    registered.map_err(|e| e.into_parts().1)
-}
-
 /// S14: a readiness guard kept across exactly 256 and 16,384 reactor events
 /// for its fd, then cleared: the clear must be a no-op, and the fd still
 /// wakes.
@@ -136,7 +128,9 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     let rt = current()?;
     let afd = {
         let _entered = rt.enter();
-        register_raw(EventFd::new().context("eventfd")?).context("register")?
+        // Read interest only, as `AsyncEventFd` registers, but with tokio's
+        // readiness guard in our hands.
+        register(Interest::READABLE).context("register")?
     };
     let late = afd.get_ref().try_clone().context("try_clone")?;
     let watch = Watch::one(afd.as_fd(), 1, "task");
