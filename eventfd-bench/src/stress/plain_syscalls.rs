@@ -241,10 +241,7 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
         };
         let sys = |r: nix::Result<usize>| r.map(drop).map_err(io::Error::from);
         let mut buf = [0u8; 4];
-        for i in 0..per / 5 {
-            if ctx.stopped() {
-                break;
-            }
+        for i in (0..per / 5).take_while(|_| !ctx.stopped()) {
             check("add(u64::MAX)", bad.add(u64::MAX));
             check("a 4-byte write", sys(nix::unistd::write(&bad, &[1u8; 4])));
             check("a 4-byte read", sys(nix::unistd::read(&bad, &mut buf)));

@@ -65,8 +65,7 @@ fn vcpus_on(ctx: &Arc<Ctx>, flavor: Flavor, rings: [u32; 2], part: u64) -> Step 
                 for efd in &fds {
                     drained(ctx, efd.as_fd()).await?;
                 }
-                let before = ctx.totals().reads;
-                let mut read = before;
+                let mut read = ctx.totals().reads;
                 for ((efd, readers), &count) in fds.iter().zip(readers).zip(&rings) {
                     stop_readers(ctx, efd.get_ref(), stop_tx, readers).await?;
                     let now = ctx.totals().reads;

@@ -124,8 +124,7 @@ fn quiet_window(wakeups: u64, cpu: Duration) -> Step<Option<String>> {
     )))
 }
 
-/// One round of S18; returns why its quiet window could not be judged, if
-/// so.
+/// One round of S18; returns why its quiet window could not be judged, if so.
 fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
     let mut rng = ctx.rng(round);
     ctx.begin();

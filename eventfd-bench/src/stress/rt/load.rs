@@ -99,10 +99,7 @@ fn cancellation(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64, part:
                         let mut rng = ctx.rng(stream(site + 3, i));
                         spawn_step(ctx, async move {
                             let mut tally = Tally::default();
-                            for _ in 0..per {
-                                if ctx2.stopped() {
-                                    break;
-                                }
+                            for _ in (0..per).take_while(|_| !ctx2.stopped()) {
                                 ctx2.stamp_add();
                                 efd.add(1).await.context("S11: add task")?;
                                 tally.add(1);

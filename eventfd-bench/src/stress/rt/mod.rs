@@ -172,8 +172,7 @@ pub(super) fn watched<T>(
 }
 
 /// [`watched`] for a body whose tasks stop on a channel: the release ends
-/// the round and sends `true` on it (`subscribe` gives a task its
-/// receiver).
+/// the round and sends `true` on it.
 pub(super) fn watched_tasks<T>(
     ctx: &Ctx,
     watch: &Watch<'_>,

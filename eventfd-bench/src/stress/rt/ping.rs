@@ -46,10 +46,7 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
         thread::scope(|s| {
             let ping = || -> Step<Tally> {
                 let mut tally = Tally::default();
-                for _ in 0..rounds {
-                    if ctx.stopped() {
-                        break;
-                    }
+                for _ in (0..rounds).take_while(|_| !ctx.stopped()) {
                     sent.store(ctx.now_ns(), Ordering::SeqCst);
                     writer.add(1).context("add")?;
                     tally.add(1);
