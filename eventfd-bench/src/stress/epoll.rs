@@ -181,15 +181,14 @@ pub(super) fn edge_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let (efd, stop, ep) = epoll_scenario(et)?;
     let ack = EventFd::new().context("ack eventfd")?;
     let ack_ep = epoll_on(&ack, et, &stop)?;
+    let fds = [
+        (efd.as_fd(), "the eventfd"),
+        (ack.as_fd(), "the ack eventfd"),
+    ];
+    let waiters = ["reader", "writer (waiting for its ack)"];
     let watch = Watch::new(
-        vec![
-            (efd.as_fd(), "the eventfd".to_string()),
-            (ack.as_fd(), "the ack eventfd".to_string()),
-        ],
-        vec![
-            "reader".to_string(),
-            "writer (waiting for its ack)".to_string(),
-        ],
+        fds.map(|(fd, name)| (fd, name.to_string())).to_vec(),
+        waiters.map(String::from).to_vec(),
     );
     // ns since the epoch of the current round's add.
     let sent = AtomicU64::new(0);

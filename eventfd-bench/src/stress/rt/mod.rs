@@ -210,15 +210,13 @@ pub(super) async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::
 /// Waits (in async code) until `ctx.live` reaches `target` or the round
 /// stops.
 async fn wait_live(ctx: &Ctx, target: u64) -> bool {
-    loop {
-        if ctx.live.load(Ordering::SeqCst) >= target {
-            return true;
-        }
+    while ctx.live.load(Ordering::SeqCst) < target {
         if ctx.stopped() {
             return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    true
 }
 
 /// Waits (in async code) until `fd` is no longer readable, or the round
