@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 use super::{async_fd, current, multi, within};
-use crate::stress::ctx::{bail, ensure, Context, Ctx, Failure, Step, Tally};
+use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use async_eventfd::{AsyncEventFd, MAX_COUNT};
 
 /// S13, 50 rounds (times the scale), each on a fresh runtime.
@@ -112,18 +112,13 @@ fn shutdown_under_pending(ctx: &Ctx, rt1: Runtime, round: u64) -> Step<Arc<Async
         }
         Ok(())
     });
-    if let Some(shutdown) = shutdown {
-        shutdown
-            .join()
-            .map_err(|_| Failure::Failed("S13: the runtime shutdown panicked".to_string()))?;
+    if let Some(Err(_)) = shutdown.map(thread::JoinHandle::join) {
+        bail!("S13: the runtime shutdown panicked");
     }
     res?;
     drop(rt1);
-    let v = full
-        .get_ref()
-        .read()
-        .context("S13: reading the full fd after shutdown")?;
-    tally.read(v);
+    let what = "S13: reading the full fd after shutdown";
+    tally.read(full.get_ref().read().context(what)?);
     ctx.merge(&tally);
     Ok(empty)
 }
