@@ -106,9 +106,8 @@ fn quiet_window(wakeups: u64, cpu: Duration) -> Step<Option<String>> {
         "S18: spinning: the adds waiting on an overflowed counter woke {wakeups} times in \
          {QUIET:?} while nothing changed (an honest back-off wakes at most {HONEST_WAKEUPS})"
     );
-    let core = QUIET.mul_f64(0.9);
     ensure!(
-        cpu < core,
+        cpu < QUIET.mul_f64(0.9),
         "S18: spinning: the process used {cpu:?} of CPU in {QUIET:?} while adds waited on an \
          overflowed counter: a core held for the whole window"
     );
