@@ -1,13 +1,8 @@
-//! The ways to wake a task that `async-eventfd` is measured against, written
-//! once for the `eventfd-bench` binary and the crate's criterion benchmarks:
-//!
-//! - [`AsyncFdRw`] and [`AsyncFdR`]: the two loops users write by hand
-//!   around tokio's `AsyncFd<EventFd>`, which differ in the interest they
-//!   register and in when they clear readiness;
-//! - [`NotifyCounter`]: `tokio::sync::Notify` plus an atomic counter, the
-//!   in-process floor (no fd, no syscall);
-//! - [`TokioEventfd`]: the `tokio-eventfd` crate, read and written as its
-//!   users do (`AsyncRead`/`AsyncWrite` of 8 bytes).
+//! The ways to wake a task that `async-eventfd` is measured against, for the
+//! `eventfd-bench` binary and the criterion benchmarks: two hand-written
+//! loops around tokio's `AsyncFd<EventFd>` ([`AsyncFdRw`], [`AsyncFdR`]),
+//! the in-process floor ([`NotifyCounter`]: no fd, no syscall) and the
+//! `tokio-eventfd` crate ([`TokioEventfd`]).
 //!
 //! Each has a `read` that waits for a non-zero count and takes it, and an
 //! `add`. Those on an fd also give the fd ([`AsFd`]/[`AsRawFd`]), so a plain
@@ -28,7 +23,7 @@ use tokio::sync::Notify;
 
 /// A fresh nonblocking `EventFd`, registered with the current runtime for
 /// `interest`.
-fn register(interest: Interest) -> io::Result<AsyncFd<EventFd>> {
+pub(crate) fn register(interest: Interest) -> io::Result<AsyncFd<EventFd>> {
     let efd = EventFd::new()?;
     // SAFETY: the `AsyncFd` owns `efd`, whose fd stays open and unchanged
     // until the `AsyncFd` is dropped (nothing here swaps it).
@@ -318,24 +313,19 @@ impl fmt::Debug for TokioEventfd {
 
 /// `AsFd` and `AsRawFd` for the baselines on an fd.
 macro_rules! fd_of {
-    ($($ty:ident => |$s:ident| $fd:expr),* $(,)?) => {$(
+    ($($ty:ident),*) => {$(
         impl AsFd for $ty {
             fn as_fd(&self) -> BorrowedFd<'_> {
-                let $s = self;
-                $fd.as_fd()
+                self.0.as_fd()
             }
         }
 
         impl AsRawFd for $ty {
             fn as_raw_fd(&self) -> RawFd {
-                self.as_fd().as_raw_fd()
+                self.0.as_raw_fd()
             }
         }
     )*};
 }
 
-fd_of! {
-    AsyncFdRw => |s| s.0.get_ref(),
-    AsyncFdR => |s| s.0.get_ref(),
-    TokioEventfd => |s| s.0,
-}
+fd_of!(AsyncFdRw, AsyncFdR, TokioEventfd);

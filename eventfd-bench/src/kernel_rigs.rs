@@ -189,7 +189,9 @@ pub mod guest {
         ///
         /// The `dup(2)` of `efd` or the ioctl failed.
         pub fn doorbell(&self, port: u16, efd: &EventFd) -> Result<(), RigError> {
-            let vmm = to_vmm(efd).map_err(failed("dup the eventfd"))?;
+            // The crate's `vmm-sys-util` feature hands the dup over as it is.
+            let dup = efd.try_clone().map_err(failed("dup the eventfd"))?;
+            let vmm = vmm_sys_util::eventfd::EventFd::from(dup);
             self.vm
                 .register_ioevent(&vmm, &IoEventAddress::Pio(port.into()), NoDatamatch)
                 .map_err(kvm_fail("KVM_IOEVENTFD"))
@@ -247,11 +249,5 @@ pub mod guest {
                 }
             }
         }
-    }
-
-    /// A second fd on `efd`'s counter, in the type kvm-ioctls takes (the
-    /// crate's `vmm-sys-util` feature hands the dup over as it is).
-    fn to_vmm(efd: &EventFd) -> io::Result<vmm_sys_util::eventfd::EventFd> {
-        Ok(efd.try_clone()?.into())
     }
 }

@@ -1,4 +1,5 @@
-//! Raw epoll scenarios: S1, S2, S4, S5, S6, S7.
+//! Raw epoll scenarios: S1, S2, S4, S5, S6, S7; and helpers the scenarios
+//! share ([`jobs`], [`rounds`], [`numbered`], [`poll_one`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -8,10 +9,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{jitter, run_threads, stream, timeout_ms, woke, writer_jobs, Job};
+use super::threads::{jitter, read_once, run_threads, stream, timeout_ms, woke, writer_jobs, Job};
 use super::watchdog::{count_left, Watch};
 use async_eventfd::EventFd;
 
@@ -30,8 +32,7 @@ fn epoll_with(fds: &[(BorrowedFd<'_>, EpollFlags, u64)]) -> Step<Epoll> {
     Ok(ep)
 }
 
-/// An epoll instance watching `efd` with `flags` (token `DATA`) and the
-/// scenario's stop fd, level-triggered (token `STOP`).
+/// An epoll instance watching `efd` with `flags` (token `DATA`) and `stop`.
 fn epoll_on(efd: &EventFd, flags: EpollFlags, stop: &EventFd) -> Step<Epoll> {
     epoll_with(&[
         (efd.as_fd(), flags, DATA),
@@ -39,8 +40,7 @@ fn epoll_on(efd: &EventFd, flags: EpollFlags, stop: &EventFd) -> Step<Epoll> {
     ])
 }
 
-/// A fresh data eventfd and stop eventfd, and an [`epoll_on`] instance
-/// watching both (the data fd with `flags`).
+/// A fresh data eventfd and stop eventfd, and an [`epoll_on`] on both.
 pub(super) fn epoll_scenario(flags: EpollFlags) -> Step<(EventFd, EventFd, Epoll)> {
     let efd = EventFd::new().context("eventfd")?;
     let stop = EventFd::new().context("stop eventfd")?;
@@ -71,13 +71,14 @@ fn wait(
     }
 }
 
-/// A reader thread: waits on `ep`, drains `efd` on each data event.
+/// A reader thread: waits on `ep`, drains `efd` on each data event, then
+/// calls `after`.
 pub(super) fn reader(
     ctx: &Ctx,
     watch: &Watch<'_>,
     waiter: usize,
-    ep: &Epoll,
-    efd: &EventFd,
+    (ep, efd): (&Epoll, &EventFd),
+    mut after: impl FnMut() -> Step,
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     let mut events = [EpollEvent::empty(); 4];
@@ -85,6 +86,7 @@ pub(super) fn reader(
         for ev in &events[..n] {
             if ev.data() == DATA {
                 woke(ctx, watch, 0, efd, &mut tally)?;
+                after()?;
             }
         }
     }
@@ -109,6 +111,35 @@ fn rearm(ep: &Epoll, efd: &EventFd, flags: EpollFlags) -> Step {
     ep.modify(efd, &mut ev).context("EPOLL_CTL_MOD")
 }
 
+/// Runs `n` rounds of `round` on one tally, merged even if a round fails.
+pub(super) fn rounds(ctx: &Ctx, n: u64, mut round: impl FnMut(&mut Tally, u64) -> Step) -> Step {
+    let mut tally = Tally::default();
+    let res = (0..n).try_for_each(|r| round(&mut tally, r));
+    ctx.merge(&tally);
+    res
+}
+
+/// `n` jobs, job `i` made by `job(i)`.
+pub(super) fn jobs<'e>(n: usize, job: impl FnMut(usize) -> Job<'e>) -> Vec<Job<'e>> {
+    (0..n).map(job).collect()
+}
+
+/// `fds` for a [`Watch`], fd `i` named `eventfd i`.
+pub(super) fn numbered<F: AsFd>(fds: &[F]) -> Vec<(BorrowedFd<'_>, String)> {
+    (0..)
+        .zip(fds)
+        .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
+        .collect()
+}
+
+/// `poll` on `fd` alone for `events`, with a timeout in ms: its revents
+/// (`POLLERR` on an eventfd is the overflow: the counter is `u64::MAX`).
+pub(super) fn poll_one(fd: &impl AsFd, events: PollFlags, timeout_ms: u16) -> Step<PollFlags> {
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    nix::poll::poll(&mut fds, PollTimeout::from(timeout_ms)).context("poll")?;
+    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
+}
+
 /// S1: reader threads share one level-triggered epfd while writers add 1.
 pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let per = 20_000 * ctx.scale();
@@ -117,15 +148,14 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), nr, "reader");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| Box::new(move || reader(ctx, w, i, p, e)) as Job<'_>)
-        .collect();
+    let readers = jobs(nr, |i| {
+        Box::new(move || reader(ctx, w, i, (p, e), || Ok(())))
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
     // Quiescent: after draining, epoll_wait(0) reports nothing; and one
     // reader alone sees each add, drains it, and then nothing.
-    let mut tally = Tally::default();
-    for round in 0..2000 * ctx.scale() {
+    rounds(ctx, 2000 * ctx.scale(), |tally, round| {
         ensure!(
             !reports(&ep, DATA, EpollTimeout::ZERO)?,
             "S1: after draining (round {round}), epoll_wait(0) still reports the eventfd \
@@ -139,37 +169,31 @@ pub(super) fn level_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
             "S1: a lone add was not reported within {:?}",
             ctx.liveness()
         );
-        woke(ctx, &watch, 0, &efd, &mut tally)?;
-    }
-    ctx.merge(&tally);
-    Ok(())
+        woke(ctx, &watch, 0, &efd, tally)
+    })
 }
 
 /// S2: a ping-pong through edge-triggered epoll (the writer waits for an
 /// ack), then pairs of writes with no read between: one edge per write.
 pub(super) fn edge_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
     let rounds = 20_000 * ctx.scale();
-    let efd = EventFd::new().context("eventfd")?;
-    let ack = EventFd::new().context("ack eventfd")?;
-    let stop = EventFd::new().context("stop eventfd")?;
     let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-    let ep = epoll_on(&efd, et, &stop)?;
+    let (efd, stop, ep) = epoll_scenario(et)?;
+    let ack = EventFd::new().context("ack eventfd")?;
     let ack_ep = epoll_on(&ack, et, &stop)?;
+    let fds = [
+        (efd.as_fd(), "the eventfd"),
+        (ack.as_fd(), "the ack eventfd"),
+    ];
+    let waiters = ["reader", "writer (waiting for its ack)"];
     let watch = Watch::new(
-        vec![
-            (efd.as_fd(), "the eventfd".to_string()),
-            (ack.as_fd(), "the ack eventfd".to_string()),
-        ],
-        vec![
-            "reader".to_string(),
-            "writer (waiting for its ack)".to_string(),
-        ],
+        fds.map(|(fd, name)| (fd, name.to_string())).to_vec(),
+        waiters.map(String::from).to_vec(),
     );
     // ns since the epoch of the current round's add.
     let sent = AtomicU64::new(0);
     let release = || drop(stop.add(1));
-    let (w, sent, efd, ack) = (&watch, &sent, &efd, &ack);
-    let (ep, ack_ep) = (&ep, &ack_ep);
+    let (w, sent, efd, ack, ep, ack_ep) = (&watch, &sent, &efd, &ack, &ep, &ack_ep);
     // Reader: phase 1, one edge and one read of exactly 1 per round, then
     // ack. Phase 2: an edge, no read, a second edge, then a read of 2.
     let reader: Job<'_> = Box::new(move || {
@@ -216,7 +240,6 @@ pub(super) fn edge_triggered_epoll(ctx: &Arc<Ctx>) -> Step {
             sent.store(ctx.now_ns(), Ordering::SeqCst);
             efd.add(1).context("add")?;
             tally.add(1);
-            // Wait for the ack through edge-triggered epoll too.
             if wait(ctx, w, 1, ack_ep, &mut events)?.is_none() {
                 break;
             }
@@ -239,31 +262,18 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), nr, "waiter");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let waiters: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            let mut rng = ctx.rng(stream(2, i));
-            Box::new(move || {
-                let mut tally = Tally::default();
-                let mut events = [EpollEvent::empty(); 4];
-                while let Some(n) = wait(ctx, w, i, p, &mut events)? {
-                    if !events[..n].iter().any(|ev| ev.data() == DATA) {
-                        continue;
-                    }
-                    woke(ctx, w, 0, e, &mut tally)?;
-                    // Let writes land between the drain and the re-arm.
-                    jitter(&mut rng);
-                    rearm(p, e, oneshot)?;
-                }
-                Ok(tally)
-            }) as Job<'_>
-        })
-        .collect();
+    let waiters = jobs(nr, |i| {
+        let mut rng = ctx.rng(stream(2, i));
+        // Let writes land between the drain and the re-arm.
+        let after = move || {
+            jitter(&mut rng);
+            rearm(p, e, oneshot)
+        };
+        Box::new(move || reader(ctx, w, i, (p, e), after))
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, waiters, writers)?;
-    // Deterministic: a write between the drain and the re-arm must be
-    // reported at once by the re-arm.
-    let mut tally = Tally::default();
-    for round in 0..3000 * ctx.scale() {
+    rounds(ctx, 3000 * ctx.scale(), |tally, round| {
         // Re-arm (the last event, if any, disarmed it), add, see it, drain.
         rearm(&ep, &efd, oneshot)?;
         efd.add(1).context("add")?;
@@ -272,7 +282,7 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
             reports(&ep, DATA, timeout_ms(ctx.liveness()))?,
             "S4: round {round}: an armed ONESHOT missed an add"
         );
-        woke(ctx, &watch, 0, &efd, &mut tally)?;
+        woke(ctx, &watch, 0, &efd, tally)?;
         // Disarmed now. A write lands before the re-arm...
         efd.add(1).context("add")?;
         tally.add(1);
@@ -287,10 +297,8 @@ pub(super) fn epoll_oneshot_rearm(ctx: &Arc<Ctx>) -> Step {
             "S4: round {round}: re-arm with count {} did not report at once",
             count_left(efd.as_fd())
         );
-        woke(ctx, &watch, 0, &efd, &mut tally)?;
-    }
-    ctx.merge(&tally);
-    Ok(())
+        woke(ctx, &watch, 0, &efd, tally)
+    })
 }
 
 /// S5: `EPOLLEXCLUSIVE` waiters, each with its own epoll instance on the
@@ -306,12 +314,10 @@ pub(super) fn epoll_exclusive(ctx: &Arc<Ctx>) -> Step {
         .collect::<Step<Vec<_>>>()?;
     let watch = Watch::one(efd.as_fd(), nr, "exclusive waiter");
     let release = || drop(stop.add(1));
-    let (w, e) = (&watch, &efd);
-    let waiters: Vec<Job<'_>> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| Box::new(move || reader(ctx, w, i, ep, e)) as Job<'_>)
-        .collect();
+    let (w, e, eps) = (&watch, &efd, &eps);
+    let waiters = jobs(nr, |i| {
+        Box::new(move || reader(ctx, w, i, (&eps[i], e), || Ok(())))
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, waiters, writers)
 }
@@ -327,53 +333,37 @@ pub(super) fn many_fds_many_sleepers(ctx: &Arc<Ctx>) -> Step {
         .collect::<Step<Vec<_>>>()?;
     let stop = EventFd::new().context("stop eventfd")?;
     let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-    let mut regs: Vec<(BorrowedFd<'_>, EpollFlags, u64)> = fds
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.as_fd(), et, DATA + i as u64))
+    let mut regs: Vec<_> = (DATA..)
+        .zip(&fds)
+        .map(|(t, f)| (f.as_fd(), et, t))
         .collect();
     regs.push((stop.as_fd(), EpollFlags::EPOLLIN, STOP));
     let ep = epoll_with(&regs)?;
-    let watch = Watch::new(
-        fds.iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
-            .collect(),
-        (0..nt).map(|i| format!("sleeper {i}")).collect(),
-    );
+    let names = (0..nt).map(|i| format!("sleeper {i}")).collect();
+    let watch = Watch::new(numbered(&fds), names);
     let release = || drop(stop.add(1));
     let (w, p, f) = (&watch, &ep, &fds);
-    let sleepers: Vec<Job<'_>> = (0..nt)
-        .map(|i| {
-            Box::new(move || {
-                let mut tally = Tally::default();
-                let mut events = [EpollEvent::empty(); 1];
-                while wait(ctx, w, i, p, &mut events)?.is_some() {
-                    let token = events[0].data();
-                    if token == STOP {
-                        continue;
-                    }
-                    let idx = (token - DATA) as usize;
-                    tally.wake();
-                    let v = match f[idx].read() {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            tally.spurious();
-                            continue;
-                        }
-                        res => res.context("read")?,
-                    };
-                    tally.read(v);
-                    ctx.stamp_read(&mut tally);
-                    w.progress(idx);
-                    ctx.live.fetch_add(v, Ordering::SeqCst);
-                    ensure!(v == 1, "S6: eventfd {idx} read {v}, expected 1 per round");
+    let sleepers = jobs(nt, |i| {
+        Box::new(move || {
+            let mut tally = Tally::default();
+            let mut events = [EpollEvent::empty(); 1];
+            while wait(ctx, w, i, p, &mut events)?.is_some() {
+                let token = events[0].data();
+                if token == STOP {
+                    continue;
                 }
-                Ok(tally)
-            }) as Job<'_>
+                let idx = (token - DATA) as usize;
+                tally.wake();
+                let Some(v) = read_once(ctx, &f[idx], &mut tally)? else {
+                    tally.spurious();
+                    continue;
+                };
+                w.progress(idx);
+                ensure!(v == 1, "S6: eventfd {idx} read {v}, expected 1 per round");
+            }
+            Ok(tally)
         })
-        .collect();
-    // The driver: each round adds 1 to every fd at once, then waits until
-    // all ten were read.
+    });
     let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
         for round in 1..=rounds {
@@ -404,33 +394,31 @@ pub(super) fn timeout_boundary(ctx: &Arc<Ctx>) -> Step {
     let (armed, armed_timeout, timeouts) =
         (&AtomicU64::new(0), &AtomicU64::new(0), &AtomicU64::new(0));
     let (w, p, e) = (&watch, &ep, &efd);
-    let waiters: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            let mut rng = ctx.rng(stream(2, i));
-            Box::new(move || {
-                let mut tally = Tally::default();
-                let mut events = [EpollEvent::empty(); 4];
-                while !ctx.stopped() {
-                    let t_us = 1000 + rng.below(2000);
-                    armed_timeout.store(t_us, Ordering::SeqCst);
-                    armed.store(ctx.now_ns(), Ordering::SeqCst);
-                    w.sleep(i);
-                    let res = p.wait(&mut events, timeout_ms(Duration::from_micros(t_us)));
-                    w.wake(i);
-                    let n = match res {
-                        Err(Errno::EINTR) => continue,
-                        res => res.context("epoll_wait")?,
-                    };
-                    if n == 0 {
-                        timeouts.fetch_add(1, Ordering::Relaxed);
-                    } else if events[..n].iter().any(|ev| ev.data() == DATA) {
-                        woke(ctx, w, 0, e, &mut tally)?;
-                    }
+    let waiters = jobs(nr, |i| {
+        let mut rng = ctx.rng(stream(2, i));
+        Box::new(move || {
+            let mut tally = Tally::default();
+            let mut events = [EpollEvent::empty(); 4];
+            while !ctx.stopped() {
+                let t_us = 1000 + rng.below(2000);
+                armed_timeout.store(t_us, Ordering::SeqCst);
+                armed.store(ctx.now_ns(), Ordering::SeqCst);
+                w.sleep(i);
+                let res = p.wait(&mut events, timeout_ms(Duration::from_micros(t_us)));
+                w.wake(i);
+                let n = match res {
+                    Err(Errno::EINTR) => continue,
+                    res => res.context("epoll_wait")?,
+                };
+                if n == 0 {
+                    timeouts.fetch_add(1, Ordering::Relaxed);
+                } else if events[..n].iter().any(|ev| ev.data() == DATA) {
+                    woke(ctx, w, 0, e, &mut tally)?;
                 }
-                Ok(tally)
-            }) as Job<'_>
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let mut rng = ctx.rng(stream(3, 0));
     let writer: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();

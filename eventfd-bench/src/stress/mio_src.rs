@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{run_threads, stream, woke, writer_jobs, Job};
+use super::threads::{read_once, run_threads, stream, woke, writer_jobs, Job};
 use super::watchdog::Watch;
 use async_eventfd::EventFd;
 
@@ -40,18 +39,12 @@ fn poll_once(
 /// is not 1; returns whether anything was read.
 fn semaphore_drain(ctx: &Ctx, watch: &Watch<'_>, efd: &EventFd, tally: &mut Tally) -> Step<bool> {
     let mut any = false;
-    loop {
-        let v = match efd.read() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
-            res => res.context("S3 (mio): read")?,
-        };
-        tally.read(v);
+    while let Some(v) = read_once(ctx, efd, tally)? {
         ensure!(v == 1, "S3 (mio): a semaphore read returned {v}");
-        ctx.stamp_read(tally);
-        ctx.live.fetch_add(1, Ordering::SeqCst);
         watch.progress(0);
         any = true;
     }
+    Ok(any)
 }
 
 /// S3, mio half: one semaphore eventfd, M consumers each with its own mio
@@ -65,9 +58,12 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
         .build()
         .context("semaphore eventfd")?;
     let stop = EventFd::new().context("stop eventfd")?;
+    let watch = Watch::one(efd.as_fd(), m, "mio consumer");
+    let release = || drop(stop.add(1));
+    let w = &watch;
     let consumers = (0..m)
-        .map(|_| {
-            let poll = Poll::new().context("mio Poll::new")?;
+        .map(|i| {
+            let mut poll = Poll::new().context("mio Poll::new")?;
             let mut dup = efd.try_clone().context("try_clone")?;
             let mut stop_dup = stop.try_clone().context("try_clone")?;
             let registry = poll.registry();
@@ -77,24 +73,11 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
             registry
                 .register(&mut stop_dup, STOP, Interest::READABLE)
                 .context("register stop")?;
-            Ok((poll, dup, stop_dup))
-        })
-        .collect::<Step<Vec<_>>>()?;
-    let watch = Watch::one(efd.as_fd(), m, "mio consumer");
-    let release = || drop(stop.add(1));
-    let w = &watch;
-    let consumers: Vec<Job<'_>> = consumers
-        .into_iter()
-        .enumerate()
-        .map(|(i, (mut poll, dup, _stop_dup))| {
-            Box::new(move || {
+            Ok(Box::new(move || {
                 let mut tally = Tally::default();
                 let mut events = Events::with_capacity(4);
                 while poll_once(ctx, w, i, &mut poll, &mut events)? {
-                    for ev in events.iter() {
-                        if ev.token() != Token(0) {
-                            continue;
-                        }
+                    for _ in events.iter().filter(|ev| ev.token() == Token(0)) {
                         tally.wake();
                         if !semaphore_drain(ctx, w, &dup, &mut tally)? {
                             tally.spurious();
@@ -102,9 +85,9 @@ pub(super) fn semaphore_consumers(ctx: &Arc<Ctx>) -> Step {
                     }
                 }
                 Ok(tally)
-            }) as Job<'_>
+            }) as Job<'_>)
         })
-        .collect();
+        .collect::<Step<Vec<_>>>()?;
     let efd = &efd;
     let driver: Job<'_> = Box::new(move || {
         let mut tally = Tally::default();
@@ -166,7 +149,6 @@ pub(super) fn mio_source_churn(ctx: &Arc<Ctx>) -> Step {
             }
             match rng.below(8) {
                 0 => {
-                    // Reregister under a new token.
                     token = token % 1_000_000 + 1;
                     churns += 1;
                     poll.registry()

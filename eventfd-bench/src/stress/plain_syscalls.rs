@@ -8,11 +8,11 @@ use std::thread;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::epoll::EpollFlags;
 
 use super::ctx::{bail, ensure, lock, Context, Ctx, Step, Tally};
-use super::epoll;
+use super::epoll::{self, jobs, poll_one};
 use super::threads::{
     jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
 };
@@ -28,41 +28,34 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), nr, "poll reader");
     let release = || drop(stop.add(1));
     let (w, e, st) = (&watch, &efd, &stop);
-    let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            Box::new(move || {
-                let mut tally = Tally::default();
-                loop {
-                    let mut fds = [
-                        PollFd::new(e.as_fd(), PollFlags::POLLIN),
-                        PollFd::new(st.as_fd(), PollFlags::POLLIN),
-                    ];
-                    w.sleep(i);
-                    let res = nix::poll::poll(&mut fds, timeout_ms(ctx.backstop()));
-                    w.wake(i);
-                    match res {
-                        Err(Errno::EINTR) => continue,
-                        res => res.context("S8: poll")?,
-                    };
-                    if ctx.stopped() {
-                        break;
-                    }
-                    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-                    if revents.contains(PollFlags::POLLIN) {
-                        woke(ctx, w, 0, e, &mut tally)?;
-                    }
+    let readers = jobs(nr, |i| {
+        Box::new(move || {
+            let mut tally = Tally::default();
+            loop {
+                let mut fds = [e.as_fd(), st.as_fd()].map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+                w.sleep(i);
+                let res = nix::poll::poll(&mut fds, timeout_ms(ctx.backstop()));
+                w.wake(i);
+                match res {
+                    Err(Errno::EINTR) => continue,
+                    res => res.context("S8: poll")?,
+                };
+                if ctx.stopped() {
+                    break;
                 }
-                Ok(tally)
-            }) as Job<'_>
+                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                if revents.contains(PollFlags::POLLIN) {
+                    woke(ctx, w, 0, e, &mut tally)?;
+                }
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
-    let mut tally = Tally::default();
-    let res =
-        (0..200 * ctx.scale()).try_for_each(|round| pollout_at_max(ctx, &efd, &mut tally, round));
-    ctx.merge(&tally);
-    res
+    epoll::rounds(ctx, 200 * ctx.scale(), |t, round| {
+        pollout_at_max(ctx, &efd, t, round)
+    })
 }
 
 /// One round of S8's second part: POLLOUT is absent at `MAX_COUNT`, and
@@ -70,12 +63,7 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
 fn pollout_at_max(ctx: &Ctx, efd: &EventFd, tally: &mut Tally, round: u64) -> Step {
     efd.add(MAX_COUNT).context("add(MAX_COUNT)")?;
     tally.add(MAX_COUNT);
-    let mut fds = [PollFd::new(
-        efd.as_fd(),
-        PollFlags::POLLIN | PollFlags::POLLOUT,
-    )];
-    nix::poll::poll(&mut fds, PollTimeout::ZERO).context("poll")?;
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    let revents = poll_one(efd, PollFlags::POLLIN | PollFlags::POLLOUT, 0)?;
     ensure!(
         revents == PollFlags::POLLIN,
         "S8: round {round}: at MAX_COUNT poll reports {revents:?}, expected POLLIN only"
@@ -123,44 +111,38 @@ pub(super) fn blocking_syscalls(ctx: &Arc<Ctx>) -> Step {
         }
     };
     let (w, e) = (&watch, &efd);
-    let readers: Vec<Job<'_>> = (0..nr)
-        .map(|i| {
-            Box::new(move || {
-                let mut tally = Tally::default();
-                while !ctx.stopped() {
-                    w.sleep(i);
-                    let res = e.read();
-                    w.wake(i);
-                    let v = match res {
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        res => res.context("S9: blocking read")?,
-                    };
-                    tally.wake();
-                    tally.read(v);
-                    ctx.stamp_read(&mut tally);
-                    w.progress(0);
-                }
-                Ok(tally)
-            }) as Job<'_>
+    let readers = jobs(nr, |i| {
+        Box::new(move || {
+            let mut tally = Tally::default();
+            while !ctx.stopped() {
+                w.sleep(i);
+                let res = e.read();
+                w.wake(i);
+                let v = match res {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    res => res.context("S9: blocking read")?,
+                };
+                tally.wake();
+                tally.read(v);
+                ctx.stamp_read(&mut tally);
+                w.progress(0);
+            }
+            Ok(tally)
         })
-        .collect();
+    });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     let res = run_threads(ctx, &watch, &release, readers, writers);
     let mut tally = Tally::default();
-    for _ in 0..released.load(Ordering::SeqCst) {
-        tally.add(1);
-    }
+    tally.add_each(released.load(Ordering::SeqCst), 1);
     // What the release added and no reader took.
     if readable(efd.as_fd())? {
         read_once(ctx, &efd, &mut tally)?;
     }
     ctx.merge(&tally);
     res?;
-    let mut tally = Tally::default();
-    let res =
-        (0..100 * ctx.scale()).try_for_each(|round| writers_at_max(ctx, &efd, &mut tally, round));
-    ctx.merge(&tally);
-    res
+    epoll::rounds(ctx, 100 * ctx.scale(), |t, round| {
+        writers_at_max(ctx, &efd, t, round)
+    })
 }
 
 /// One round of S9's second part: three writers blocked at `MAX_COUNT`,
@@ -243,36 +225,28 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
     let watch = Watch::one(efd.as_fd(), 1, "reader");
     let release = || drop(stop.add(1));
     let (w, e, p) = (&watch, &efd, &ep);
-    let readers: Vec<Job<'_>> = vec![Box::new(move || epoll::reader(ctx, w, 0, p, e))];
+    let reader = move || epoll::reader(ctx, w, 0, (p, e), || Ok(()));
+    let readers: Vec<Job<'_>> = vec![Box::new(reader)];
     let mut writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     let bad = efd.try_clone().context("try_clone")?;
     let (errs, mut rng) = (&errors, ctx.rng(stream(2, 0)));
     writers.push(Box::new(move || {
         let mut tally = Tally::default();
-        let check = |what: &str, got: io::Result<()>, want: io::ErrorKind| match got {
-            Err(e) if e.kind() == want => {}
-            other => lock(errs).push(format!("{what} gave {other:?}, expected {want:?}")),
+        let bad_result = |what: &str, got, want| {
+            lock(errs).push(format!("{what} gave {got:?}, expected {want:?}"));
         };
-        let invalid = io::ErrorKind::InvalidInput;
+        let check = |what: &str, got: io::Result<()>| match got {
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+            other => bad_result(what, other, io::ErrorKind::InvalidInput),
+        };
         let sys = |r: nix::Result<usize>| r.map(drop).map_err(io::Error::from);
-        for i in 0..per / 5 {
-            if ctx.stopped() {
-                break;
-            }
-            check("add(u64::MAX)", bad.add(u64::MAX), invalid);
-            check(
-                "a 4-byte write",
-                sys(nix::unistd::write(&bad, &[1u8; 4])),
-                invalid,
-            );
-            let mut buf = [0u8; 4];
-            check(
-                "a 4-byte read",
-                sys(nix::unistd::read(&bad, &mut buf)),
-                invalid,
-            );
+        let mut buf = [0u8; 4];
+        for i in (0..per / 5).take_while(|_| !ctx.stopped()) {
+            check("add(u64::MAX)", bad.add(u64::MAX));
+            check("a 4-byte write", sys(nix::unistd::write(&bad, &[1u8; 4])));
+            check("a 4-byte read", sys(nix::unistd::read(&bad, &mut buf)));
             let raw_max = nix::unistd::write(&bad, &u64::MAX.to_ne_bytes());
-            check("a raw write of u64::MAX", sys(raw_max), invalid);
+            check("a raw write of u64::MAX", sys(raw_max));
             if i % 16 == 0 {
                 // At MAX_COUNT: succeeds only on an empty counter, else
                 // WouldBlock; either way nothing is lost.
@@ -280,7 +254,7 @@ pub(super) fn bad_input_under_load(ctx: &Arc<Ctx>) -> Step {
                 match bad.add(MAX_COUNT) {
                     Ok(()) => tally.add(MAX_COUNT),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => check("add(MAX_COUNT)", other, io::ErrorKind::WouldBlock),
+                    other => bad_result("add(MAX_COUNT)", other, io::ErrorKind::WouldBlock),
                 }
             }
             jitter(&mut rng);

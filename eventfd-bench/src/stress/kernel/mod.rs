@@ -1,31 +1,28 @@
 //! Stress scenarios whose writer is the kernel: S17 (io_uring completions,
-//! here), S18 (overflow storms: kernel signals saturate the counter to
-//! `u64::MAX`; `overflow.rs`) and S19 (KVM ioeventfd doorbells rung by two
-//! vCPUs; `kvm.rs`).
+//! here), S18 (overflow storms; `overflow.rs`) and S19 (KVM ioeventfd
+//! doorbells; `kvm.rs`).
 //!
-//! They run as the tokio scenarios do: each part on a runtime of each
-//! [`Flavor`], with the reader tasks of [`rt`](super::rt), under the
-//! [watchdog](super::watchdog), and the engine checks conservation. The
-//! kernel's writers run on scoped threads that stop with the round, so none
-//! outlives its scenario. A kernel signal is an add call of 1. Where
-//! io_uring or `/dev/kvm` is missing, the rig's error is the SKIP.
+//! Each part runs on a runtime of each [`Flavor`] with the reader tasks of
+//! [`rt`](super::rt), under the [watchdog](super::watchdog); the kernel's
+//! writers run on scoped threads that stop with the round, so none outlives
+//! its scenario. A kernel signal is an add call of 1. Where io_uring or
+//! `/dev/kvm` is missing, the rig's error is the SKIP.
 //!
-//! Accounting, as the kernel defines it: `eventfd_signal` adds
-//! `min(1, u64::MAX - count)`. Every kernel signal here is made while the
-//! counter is below `u64::MAX` (S18 checks `POLLERR`, which the kernel
-//! reports exactly at `u64::MAX`, before each one), so each adds exactly 1,
-//! and a read of `u64::MAX` is `MAX_COUNT` plus that 1: the sums stay exact.
+//! Accounting: `eventfd_signal` adds `min(1, u64::MAX - count)`. Every kernel
+//! signal here is made below `u64::MAX` (S18 checks `POLLERR`, which the
+//! kernel reports exactly at `u64::MAX`, before each one), so each adds
+//! exactly 1, and a read of `u64::MAX` is `MAX_COUNT` plus that 1: the sums
+//! stay exact.
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::{self, ScopedJoinHandle};
 use std::time::Duration;
 
 use async_eventfd::EventFd;
 use io_uring::IoUring;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::watch;
 
 use super::ctx::{bail, ensure, Context, Ctx, Failure, Step, Tally};
@@ -35,14 +32,21 @@ use super::watchdog::Watch;
 use crate::kernel_rigs::{push_nop, reap, uring, RigError};
 use crate::rng::Rng;
 
+#[cfg(target_arch = "x86_64")]
 mod kvm;
 mod overflow;
 
+#[cfg(target_arch = "x86_64")]
 pub(super) use kvm::kvm_ioeventfd_vcpus;
 pub(super) use overflow::overflow_storms;
 
-/// Awaits a scoped thread without blocking the runtime. Every thread here
-/// ends by itself or once the round stops ([`Ctx::stopped`]).
+/// S19 where the guest is not x86 code: a SKIP, with the reason.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn kvm_ioeventfd_vcpus(_: &Arc<Ctx>) -> Step {
+    Err(Failure::Missing("the S19 guest is x86_64 code".to_string()))
+}
+
+/// Awaits a scoped thread without blocking the runtime.
 async fn join_thread<T>(ctx: &Ctx, handle: ScopedJoinHandle<'_, Step<T>>, what: &str) -> Step<T> {
     while !handle.is_finished() {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -93,38 +97,21 @@ async fn stop_readers(
     Ok(())
 }
 
-/// Whether `fd` is readable, and whether the kernel reports the overflow
-/// (`POLLERR`: the counter is `u64::MAX`), without waiting.
-fn peek(fd: &impl AsFd) -> Step<(bool, bool)> {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).context("poll")?;
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-    Ok((
-        revents.contains(PollFlags::POLLIN),
-        revents.contains(PollFlags::POLLERR),
-    ))
-}
-
-/// A rig's missing facility is a SKIP; anything else failed.
-fn rig(e: RigError) -> Failure {
-    match e {
-        RigError::Missing(reason) => Failure::Missing(reason),
-        RigError::Failed(msg) => Failure::Failed(msg),
+impl From<RigError> for Failure {
+    fn from(e: RigError) -> Failure {
+        match e {
+            RigError::Missing(reason) => Failure::Missing(reason),
+            RigError::Failed(msg) => Failure::Failed(msg),
+        }
     }
-}
-
-/// An io_uring ring with `efd` registered, or the SKIP where io_uring is
-/// missing.
-fn ring_for(efd: &impl AsRawFd) -> Step<IoUring> {
-    uring(efd, 8).map_err(rig)
 }
 
 /// Completes one NOP (one `io_uring_enter`, so exactly one kernel signal)
 /// and reaps the whole completion queue.
 fn nop(ring: &mut IoUring) -> Step {
-    push_nop(ring, false).map_err(rig)?;
+    push_nop(ring, false)?;
     ring.submit_and_wait(1).context("io_uring_enter")?;
-    let reaped = reap(ring).map_err(rig)?;
+    let reaped = reap(ring)?;
     ensure!(reaped == 1, "one NOP submitted, {reaped} reaped");
     Ok(())
 }
@@ -133,12 +120,9 @@ fn nop(ring: &mut IoUring) -> Step {
 /// registered, complete NOPs one per submit (in bursts with random pauses)
 /// while tokio readers read, on both flavors. Completions == sum read.
 pub(super) fn io_uring_rings(ctx: &Arc<Ctx>) -> Step {
-    for (i, flavor) in (0u64..).zip(Flavor::BOTH) {
-        let readers = match flavor {
-            Flavor::CurrentThread => ctx.threads(2),
-            Flavor::MultiThread => ctx.threads(3),
-        };
-        rings_on(ctx, flavor, readers, i)?;
+    let parts = [(Flavor::CurrentThread, 2), (Flavor::MultiThread, 3)];
+    for (i, (flavor, readers)) in (0u64..).zip(parts) {
+        rings_on(ctx, flavor, ctx.threads(readers), i)?;
     }
     Ok(())
 }
@@ -152,7 +136,7 @@ fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
     let rt = flavor.runtime()?;
     let efd = async_fd(&rt, false)?;
     let rings = (0..RINGS)
-        .map(|_| ring_for(&*efd))
+        .map(|_| Ok(uring(&*efd, 8)?))
         .collect::<Step<Vec<_>>>()?;
     let watch = Watch::one(efd.as_fd(), 0, "task");
     let res = watched_tasks(ctx, &watch, |stop_tx| {
@@ -176,12 +160,7 @@ fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
                 })
                 .collect();
             let res = rt.block_on(async {
-                let readers = Readers {
-                    n: readers,
-                    fd: 0,
-                    site: 10 + part,
-                    cancel_one_in: 0,
-                };
+                let readers = Readers::new(readers, 0, 10 + part, 0);
                 let reading = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                 let mut tally = Tally::default();
                 for writer in writers {
@@ -192,8 +171,7 @@ fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
                 drained(ctx, efd.as_fd()).await?;
                 stop_readers(ctx, efd.get_ref(), stop_tx, reading).await
             });
-            // Recorded before the scope joins the writers: they stop with
-            // the round.
+            // Recorded now: the scope's join waits for the round to stop.
             ctx.record(res)
         })
     });

@@ -1,6 +1,5 @@
-//! S18: overflow storms. Kernel signals (io_uring NOP completions) land on
-//! a full counter again and again, saturating it to `u64::MAX`, while tasks
-//! and threads add and read; adds that wait on the overflow must not spin.
+//! S18: overflow storms, kernel signals on a full counter (see
+//! [`overflow_storms`]).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -12,13 +11,14 @@ use std::thread;
 use std::time::Duration;
 
 use async_eventfd::{EventFd, MAX_COUNT};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::PollFlags;
 use tokio::sync::watch;
 
-use super::{added, join_thread, nop, peek, ring_for, stop_readers, unless_released};
+use super::{added, join_thread, nop, stop_readers, unless_released, uring};
 use crate::rng::Rng;
 use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
+use crate::stress::epoll::poll_one;
 use crate::stress::rt::{
     async_fd, drained, spawn_readers, watched, watched_tasks, within, Flavor, Readers,
 };
@@ -37,12 +37,7 @@ fn thread_add(ctx: &Ctx, efd: &EventFd, n: u64) -> Step {
         if ctx.stopped() {
             bail!("S18: an add from a thread was still waiting at the end of the round");
         }
-        let mut fds = [PollFd::new(efd.as_fd(), PollFlags::POLLOUT)];
-        poll(&mut fds, PollTimeout::from(100u16)).context("poll")?;
-        if fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLERR))
-        {
+        if poll_one(efd, PollFlags::POLLOUT, 100)?.contains(PollFlags::POLLERR) {
             thread::sleep(Duration::from_millis(1));
         }
     }
@@ -58,8 +53,7 @@ fn thread_reader(
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     while !*stop.borrow() {
-        let mut fds = [PollFd::new(efd.as_fd(), PollFlags::POLLIN)];
-        poll(&mut fds, PollTimeout::from(10u16)).context("poll")?;
+        poll_one(efd, PollFlags::POLLIN, 10)?;
         if read_once(ctx, efd, &mut tally)?.is_some() {
             probe.progress(0);
         }
@@ -112,9 +106,8 @@ fn quiet_window(wakeups: u64, cpu: Duration) -> Step<Option<String>> {
         "S18: spinning: the adds waiting on an overflowed counter woke {wakeups} times in \
          {QUIET:?} while nothing changed (an honest back-off wakes at most {HONEST_WAKEUPS})"
     );
-    let core = QUIET.mul_f64(0.9);
     ensure!(
-        cpu < core,
+        cpu < QUIET.mul_f64(0.9),
         "S18: spinning: the process used {cpu:?} of CPU in {QUIET:?} while adds waited on an \
          overflowed counter: a core held for the whole window"
     );
@@ -130,8 +123,7 @@ fn quiet_window(wakeups: u64, cpu: Duration) -> Step<Option<String>> {
     )))
 }
 
-/// One round of S18; returns why its quiet window could not be judged, if
-/// so.
+/// One round of S18; returns why its quiet window could not be judged, if so.
 fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
     let mut rng = ctx.rng(round);
     ctx.begin();
@@ -142,44 +134,26 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
     let mut tally = Tally::default();
     let res = thread::scope(|s| {
         let res = (|| {
-            let mut ring = ring_for(&*efd)?;
+            let mut ring = uring(&*efd, 8)?;
             // Saturate: MAX_COUNT, then one kernel signal (+1) = u64::MAX.
             efd.get_ref().add(MAX_COUNT).context("fill")?;
             tally.add(MAX_COUNT);
             nop(&mut ring)?;
             tally.add(1);
             ensure!(
-                peek(&*efd)? == (true, true),
+                poll_one(&*efd, PollFlags::POLLIN, 0)?
+                    .contains(PollFlags::POLLIN | PollFlags::POLLERR),
                 "S18: a kernel signal at MAX_COUNT did not saturate the counter"
             );
 
-            // Adds that must wait through the overflow.
             let values: Vec<u64> = (0..3).map(|_| 1 + rng.below(1000)).collect();
             // Every poll of a waiting add is counted: all but the first
             // are wakeups.
             let polls = Arc::new(AtomicU64::new(0));
+            let (a, b, n) = (Arc::clone(&efd), Arc::clone(&efd), [values[0], values[1]]);
             let waiting = [
-                rt.spawn({
-                    let (efd, n, polls) = (Arc::clone(&efd), values[0], Arc::clone(&polls));
-                    async move {
-                        let mut add = pin!(efd.add(n));
-                        poll_fn(|cx| {
-                            polls.fetch_add(1, Ordering::Relaxed);
-                            add.as_mut().poll(cx)
-                        })
-                        .await
-                    }
-                }),
-                rt.spawn({
-                    let (efd, n, polls) = (Arc::clone(&efd), values[1], Arc::clone(&polls));
-                    async move {
-                        poll_fn(|cx| {
-                            polls.fetch_add(1, Ordering::Relaxed);
-                            efd.poll_add(cx, n)
-                        })
-                        .await
-                    }
-                }),
+                rt.spawn(counting(&polls, async move { a.add(n[0]).await })),
+                rt.spawn(counting(&polls, poll_fn(move |cx| b.poll_add(cx, n[1])))),
             ];
             let waiting_thread = {
                 let (efd, n) = (plain()?, values[2]);
@@ -208,12 +182,7 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
             // The storm, watched: from here on readers wait on the fd.
             watched_tasks(ctx, &watch, |stop_tx| {
                 rt.block_on(async {
-                    let readers = Readers {
-                        n: 2,
-                        fd: 0,
-                        site: 20 + round,
-                        cancel_one_in: 0,
-                    };
+                    let readers = Readers::new(2, 0, 20 + round, 0);
                     let readers = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                     let reader_thread = {
                         let (efd, stop, probe) = (plain()?, stop_tx.subscribe(), watch.probe());
@@ -224,27 +193,22 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                         let (efd, rng) = (plain()?, Rng::new(rng.next_u64()));
                         s.spawn(move || signal(ctx, &efd, &mut ring, signals, rng))
                     };
-                    let fills = 3 + rng.below(3);
-                    let filler = tokio::spawn({
+                    let add_task = |values: Vec<u64>, yields: bool| {
                         let efd = Arc::clone(&efd);
-                        async move {
-                            for _ in 0..fills {
-                                efd.add(MAX_COUNT).await?;
-                                tokio::task::yield_now().await;
-                            }
-                            io::Result::Ok(())
-                        }
-                    });
-                    let small: Vec<u64> = (0..400).map(|_| 1 + rng.below(1000)).collect();
-                    let small_task = tokio::spawn({
-                        let (efd, values) = (Arc::clone(&efd), small[..200].to_vec());
-                        async move {
+                        tokio::spawn(async move {
                             for n in values {
                                 efd.add(n).await?;
+                                if yields {
+                                    tokio::task::yield_now().await;
+                                }
                             }
                             io::Result::Ok(())
-                        }
-                    });
+                        })
+                    };
+                    let fills = 3 + rng.below(3);
+                    let filler = add_task(vec![MAX_COUNT; fills as usize], true);
+                    let small: Vec<u64> = (0..400).map(|_| 1 + rng.below(1000)).collect();
+                    let small_task = add_task(small[..200].to_vec(), false);
                     let small_thread = {
                         let (efd, values) = (plain()?, small[200..].to_vec());
                         s.spawn(move || {
@@ -266,8 +230,6 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                     small.iter().for_each(|&n| tally.add(n));
                     tally.add_each(signals, 1);
 
-                    // The counter is empty now: the adds that waited on the
-                    // overflow have room, and must be done within T.
                     drained(ctx, efd.as_fd()).await?;
                     for handle in waiting {
                         let joined =
@@ -283,14 +245,26 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
                 })
             })
         })();
-        // Recorded before the scope joins the threads: they stop with the
-        // round.
+        // Recorded now: the scope's join waits for the round to stop.
         ctx.record(res)
     });
     ctx.merge(&tally);
     drop(efd);
     rt.shutdown_timeout(Duration::from_secs(1));
     res
+}
+
+/// `fut`, each of its polls counted in `polls`.
+fn counting<F: Future>(polls: &Arc<AtomicU64>, fut: F) -> impl Future<Output = F::Output> {
+    let polls = Arc::clone(polls);
+    async move {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            polls.fetch_add(1, Ordering::Relaxed);
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 /// S18's ring thread: `signals` kernel signals, each made below `u64::MAX`
@@ -307,7 +281,7 @@ fn signal(
     for _ in 0..signals {
         // Only these signals make u64::MAX: with no POLLERR now, this one
         // lands below it. A u64::MAX left unread is the watchdog's to see.
-        while peek(efd)?.1 {
+        while poll_one(efd, PollFlags::POLLIN, 0)?.contains(PollFlags::POLLERR) {
             if ctx.stopped() {
                 bail!("S18: u64::MAX was still unread at the end of the round");
             }

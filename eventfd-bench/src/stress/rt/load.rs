@@ -13,6 +13,7 @@ use super::{
     wait_live, watched_tasks, Readers,
 };
 use crate::stress::ctx::{ensure, Context, Ctx, Step, Tally};
+use crate::stress::epoll::numbered;
 use crate::stress::threads::{join, stream, writer_jobs};
 use crate::stress::watchdog::{Probe, Watch};
 use async_eventfd::AsyncEventFd;
@@ -30,7 +31,7 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
     let before = ctx.totals();
     let res = watched_tasks(ctx, &watch, |stop_tx| {
         rt.block_on(async {
-            let readers = spawn_readers(ctx, &efd, stop_tx, &watch, Readers::cancelling(m, 1));
+            let readers = spawn_readers(ctx, &efd, stop_tx, &watch, Readers::new(m, 0, 1, 3));
             let mut tally = Tally::default();
             for round in 1..=rounds {
                 ctx.stamp_add();
@@ -49,10 +50,8 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
     rt.shutdown_timeout(Duration::from_secs(1));
     res?;
     let t = ctx.totals();
-    let (reads, adds) = (
-        t.read_calls - before.read_calls,
-        t.add_calls - before.add_calls,
-    );
+    let reads = t.read_calls - before.read_calls;
+    let adds = t.add_calls - before.add_calls;
     ensure!(
         reads == adds * n,
         "S3 (tokio): {reads} reads for {} units added, expected one read of 1 per unit",
@@ -65,10 +64,7 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
 /// multi-thread runtimes of 2, 4 and 8 workers, counter and semaphore mode.
 pub(in crate::stress) fn tokio_multi_thread_cancellation(ctx: &Arc<Ctx>) -> Step {
     let per = 3000 * ctx.scale();
-    let workers: Vec<usize> = match ctx.cfg.threads {
-        Some(t) => vec![t.max(1)],
-        None => vec![2, 4, 8],
-    };
+    let workers = ctx.cfg.threads.map_or(vec![2, 4, 8], |t| vec![t.max(1)]);
     let parts = workers.into_iter().flat_map(|w| [(w, false), (w, true)]);
     for (part, (workers, semaphore)) in (0u64..).zip(parts) {
         cancellation(ctx, workers, semaphore, per, part)?;
@@ -95,7 +91,7 @@ fn cancellation(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64, part:
                 .map(|job| s.spawn(move || ctx.settle(job())))
                 .collect();
             rt.block_on(async {
-                let readers = Readers::cancelling(READERS, site + 2);
+                let readers = Readers::new(READERS, 0, site + 2, 3);
                 let readers = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                 let adders: Vec<_> = (0..TASK_WRITERS)
                     .map(|i| {
@@ -103,10 +99,7 @@ fn cancellation(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64, part:
                         let mut rng = ctx.rng(stream(site + 3, i));
                         spawn_step(ctx, async move {
                             let mut tally = Tally::default();
-                            for _ in 0..per {
-                                if ctx2.stopped() {
-                                    break;
-                                }
+                            for _ in (0..per).take_while(|_| !ctx2.stopped()) {
                                 ctx2.stamp_add();
                                 efd.add(1).await.context("S11: add task")?;
                                 tally.add(1);
@@ -144,27 +137,18 @@ pub(in crate::stress) fn ten_thousand_fds(ctx: &Arc<Ctx>) -> Step {
         .map(|_| async_fd(&rt, false))
         .collect::<Step<Vec<_>>>()?;
     let fds = &all;
-    let watch = Watch::per_fd(
-        fds.iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
-            .collect(),
-    );
+    let watch = Watch::per_fd(numbered(fds));
     let res = watched_tasks(ctx, &watch, |stop_tx| {
         thread::scope(|s| {
             let writers: Vec<_> = (0..nw)
                 .map(|j| {
                     s.spawn(move || {
                         let mut tally = Tally::default();
-                        for _ in 0..k {
-                            for efd in fds.iter().skip(j).step_by(nw) {
-                                if ctx.stopped() {
-                                    return tally;
-                                }
-                                match efd.get_ref().add(1).context("add") {
-                                    Ok(()) => tally.add(1),
-                                    Err(f) => return ctx.settle(Err(f)),
-                                }
+                        let mine = (0..k).flat_map(|_| fds.iter().skip(j).step_by(nw));
+                        for efd in mine.take_while(|_| !ctx.stopped()) {
+                            match efd.get_ref().add(1).context("add") {
+                                Ok(()) => tally.add(1),
+                                Err(f) => return ctx.settle(Err(f)),
                             }
                         }
                         tally

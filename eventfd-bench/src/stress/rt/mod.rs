@@ -10,7 +10,7 @@ use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::task::{Context as TaskContext, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,48 +34,51 @@ pub(super) use shutdown::runtime_shutdown_and_drop;
 
 /// Counts the polls of a read future: every poll after the first is a
 /// wakeup; one that stays `Pending` is a spurious wakeup.
-struct Counted<'a, F: ?Sized> {
-    fut: Pin<&'a mut F>,
+fn counted<'a, F: Future + ?Sized>(
+    mut fut: Pin<&'a mut F>,
     tally: &'a mut Tally,
-    first: bool,
-}
-
-impl<F: Future + ?Sized> Future for Counted<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let woken = !this.first;
-        this.first = false;
+) -> impl Future<Output = F::Output> + 'a {
+    let mut first = true;
+    poll_fn(move |cx| {
+        let woken = !std::mem::take(&mut first);
         if woken {
-            this.tally.wake();
+            tally.wake();
         }
-        let res = this.fut.as_mut().poll(cx);
+        let res = fut.as_mut().poll(cx);
         if woken && res.is_pending() {
-            this.tally.spurious();
+            tally.spurious();
         }
         res
-    }
-}
-
-fn counted<'a, F: ?Sized>(fut: Pin<&'a mut F>, tally: &'a mut Tally) -> Counted<'a, F> {
-    Counted {
-        fut,
-        tally,
-        first: true,
-    }
+    })
 }
 
 /// Marks waiter `i` of `probe` asleep while `fut` waits, and awake as soon
 /// as its waker is called: a task woken but not yet run (on a slow or busy
 /// machine) is not asleep.
-struct Marked<F> {
-    fut: F,
-    probe: Probe,
+fn marked<F: Future + Unpin>(
+    mut fut: F,
+    probe: &Probe,
     i: usize,
+) -> impl Future<Output = F::Output> {
+    let probe = probe.clone();
+    poll_fn(move |cx| {
+        // Asleep before the poll: a wake during it marks the task awake.
+        probe.sleep(i);
+        let inner = cx.waker().clone();
+        let waker = Waker::from(Arc::new(MarkWake {
+            inner,
+            probe: probe.clone(),
+            i,
+        }));
+        let res = Pin::new(&mut fut).poll(&mut TaskContext::from_waker(&waker));
+        if res.is_ready() {
+            probe.wake(i);
+        }
+        res
+    })
 }
 
-/// The waker of a [`Marked`] future.
+/// The waker of a [`marked`] future.
 struct MarkWake {
     inner: Waker,
     probe: Probe,
@@ -93,35 +96,6 @@ impl Wake for MarkWake {
     }
 }
 
-impl<F: Future + Unpin> Future for Marked<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        // Asleep before the poll: a wake during it marks the task awake.
-        this.probe.sleep(this.i);
-        let waker = Waker::from(Arc::new(MarkWake {
-            inner: cx.waker().clone(),
-            probe: this.probe.clone(),
-            i: this.i,
-        }));
-        let res = Pin::new(&mut this.fut).poll(&mut TaskContext::from_waker(&waker));
-        if res.is_ready() {
-            this.probe.wake(this.i);
-        }
-        res
-    }
-}
-
-fn marked<F: Future + Unpin>(fut: F, probe: &Probe, i: usize) -> Marked<F> {
-    Marked {
-        fut,
-        probe: probe.clone(),
-        i,
-    }
-}
-
-/// A boxed read future.
 type ReadFuture<'a> = Pin<Box<dyn Future<Output = io::Result<u64>> + Send + 'a>>;
 
 /// Reads through `read()` on even `n`, through `poll_read` (in a `poll_fn`)
@@ -179,17 +153,6 @@ pub(super) fn async_fd(rt: &Runtime, semaphore: bool) -> Step<Arc<AsyncEventFd>>
     Ok(Arc::new(efd))
 }
 
-/// A blocking eventfd and a second fd on it, for a writer thread that waits
-/// for the runtime's acknowledgement of each add (S12).
-fn ack_pair() -> Step<(EventFd, EventFd)> {
-    let ack = EventFd::builder()
-        .nonblocking(false)
-        .build()
-        .context("ack eventfd")?;
-    let ack_r = ack.try_clone().context("try_clone")?;
-    Ok((ack, ack_r))
-}
-
 /// Runs `body` (which drives a runtime) while a watchdog thread watches
 /// `watch`; `release` as in [`run_threads`](super::threads::run_threads).
 /// A failed body is recorded before the watchdog stops.
@@ -209,8 +172,7 @@ pub(super) fn watched<T>(
 }
 
 /// [`watched`] for a body whose tasks stop on a channel: the release ends
-/// the round and sends `true` on it (`subscribe` gives a task its
-/// receiver).
+/// the round and sends `true` on it.
 pub(super) fn watched_tasks<T>(
     ctx: &Ctx,
     watch: &Watch<'_>,
@@ -224,13 +186,11 @@ pub(super) fn watched_tasks<T>(
     watched(ctx, watch, &release, || body(&stop))
 }
 
-/// Awaits `fut` for at most T, scaled to this machine. Fails on timeout, and also when it completes
-/// only at or near the deadline: that is a future completed by the timeout
-/// re-polling it, a lost wakeup.
+/// Awaits `fut` for at most T times this machine's slowness against the
+/// reference (a lost wakeup never finishes, so only the wait to call it
+/// grows). Fails on timeout, and when `fut` completes only near the
+/// deadline: completed by the timeout re-polling it, a lost wakeup.
 pub(super) async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::Output> {
-    // A future that must finish is given T on a machine as fast as the
-    // reference, and proportionally more on a slower one (an emulator): a
-    // lost wakeup never finishes, so only the wait to call it grows.
     let limit = ctx
         .liveness()
         .mul_f64(crate::stress::calibration().slowness);
@@ -250,20 +210,17 @@ pub(super) async fn within<F: Future>(ctx: &Ctx, what: &str, fut: F) -> Step<F::
 /// Waits (in async code) until `ctx.live` reaches `target` or the round
 /// stops.
 async fn wait_live(ctx: &Ctx, target: u64) -> bool {
-    loop {
-        if ctx.live.load(Ordering::SeqCst) >= target {
-            return true;
-        }
+    while ctx.live.load(Ordering::SeqCst) < target {
         if ctx.stopped() {
             return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    true
 }
 
 /// Waits (in async code) until `fd` is no longer readable, or the round
-/// stops: after the last add, the readers empty it (how fast is the
-/// watchdog's to judge).
+/// stops (how fast the readers empty it is the watchdog's to judge).
 pub(super) async fn drained(ctx: &Ctx, fd: BorrowedFd<'_>) -> Step {
     while !ctx.stopped() && readable(fd)? {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -293,21 +250,21 @@ pub(super) async fn join_tasks(ctx: &Ctx, handles: Vec<JoinHandle<Tally>>, what:
 /// Which readers [`spawn_readers`] starts: `n` tasks reading watched fd
 /// `fd`, with the random streams of call site `site`, each read cancelled
 /// one in `cancel_one_in` (0: never) by a short timer.
+#[derive(Clone, Copy)]
 pub(super) struct Readers {
-    pub(super) n: usize,
-    pub(super) fd: usize,
-    pub(super) site: u64,
-    pub(super) cancel_one_in: u64,
+    n: usize,
+    fd: usize,
+    site: u64,
+    cancel_one_in: u64,
 }
 
 impl Readers {
-    /// `n` readers of fd 0 that cancel one read in three: S3 and S11.
-    fn cancelling(n: usize, site: u64) -> Readers {
+    pub(super) fn new(n: usize, fd: usize, site: u64, cancel_one_in: u64) -> Readers {
         Readers {
             n,
-            fd: 0,
+            fd,
             site,
-            cancel_one_in: 3,
+            cancel_one_in,
         }
     }
 }
@@ -323,34 +280,20 @@ async fn reader_task(
     mut stop: watch::Receiver<bool>,
     probe: Probe,
     (index, mut rng): (usize, Rng),
-    readers: &Readers,
+    readers: Readers,
 ) -> Step<Tally> {
     let mut tally = Tally::default();
     let semaphore = efd.get_ref().is_semaphore();
     loop {
-        let cancel_after = (readers.cancel_one_in > 0 && rng.one_in(readers.cancel_one_in))
-            .then(|| Duration::from_micros(rng.below(200)));
-        let mut read: ReadFuture<'_> = if index == 0 {
-            Box::pin(poll_fn(|cx| efd.poll_read(cx)))
-        } else {
-            Box::pin(efd.read())
-        };
+        let cancel = readers.cancel_one_in > 0 && rng.one_in(readers.cancel_one_in);
+        let after = Duration::from_micros(if cancel { rng.below(200) } else { 0 });
+        let mut read = read_either(&efd, u64::from(index == 0));
         let mut read_tally = Tally::default();
-        let res = {
-            let read = counted(read.as_mut(), &mut read_tally);
-            match cancel_after {
-                Some(d) => tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => None,
-                    _ = tokio::time::sleep(d) => Some(None),
-                    r = read => Some(Some(r)),
-                },
-                None => tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => None,
-                    r = read => Some(Some(r)),
-                },
-            }
+        let res = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            _ = tokio::time::sleep(after), if cancel => Some(None),
+            r = counted(read.as_mut(), &mut read_tally) => Some(Some(r)),
         };
         tally.merge(&read_tally);
         let v = match res {
@@ -376,20 +319,12 @@ pub(super) fn spawn_readers(
     watch: &Watch<'_>,
     readers: Readers,
 ) -> Vec<JoinHandle<Tally>> {
-    let readers = Arc::new(readers);
     (0..readers.n)
         .map(|i| {
-            let (ctx2, efd, stop, probe) = (
-                Arc::clone(ctx),
-                Arc::clone(efd),
-                stop.subscribe(),
-                watch.probe(),
-            );
             let rng = ctx.rng(super::threads::stream(readers.site, i));
-            let readers = Arc::clone(&readers);
-            spawn_step(ctx, async move {
-                reader_task(ctx2, efd, stop, probe, (i, rng), &readers).await
-            })
+            let (efd, stop, probe) = (Arc::clone(efd), stop.subscribe(), watch.probe());
+            let task = reader_task(Arc::clone(ctx), efd, stop, probe, (i, rng), readers);
+            spawn_step(ctx, task)
         })
         .collect()
 }

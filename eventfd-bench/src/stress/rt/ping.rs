@@ -15,7 +15,8 @@ use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::sync::watch;
 
-use super::{ack_pair, async_fd, counted, current, read_either, watched};
+use super::{async_fd, counted, current, read_either, watched, watched_tasks};
+use crate::baselines::register;
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::threads::{join, readable};
 use crate::stress::watchdog::{count_left, Probe, Watch};
@@ -28,7 +29,11 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
     let rt = current()?;
     let efd = async_fd(&rt, false)?;
     let writer = efd.get_ref().try_clone().context("try_clone")?;
-    let (ack, ack_r) = ack_pair()?;
+    let ack = EventFd::builder()
+        .nonblocking(false)
+        .build()
+        .context("ack eventfd")?;
+    let ack_r = ack.try_clone().context("try_clone")?;
     let watch = Watch::one(efd.as_fd(), 1, "the runtime's read");
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let release = || {
@@ -39,22 +44,17 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
     let sent = AtomicU64::new(0);
     let res = watched(ctx, &watch, &release, || {
         thread::scope(|s| {
-            let w = s.spawn(|| {
+            let ping = || -> Step<Tally> {
                 let mut tally = Tally::default();
-                let mut ping = || -> Step {
-                    for _ in 0..rounds {
-                        if ctx.stopped() {
-                            break;
-                        }
-                        sent.store(ctx.now_ns(), Ordering::SeqCst);
-                        writer.add(1).context("add")?;
-                        tally.add(1);
-                        ack_r.read().context("ack read")?;
-                    }
-                    Ok(())
-                };
-                ctx.settle(ping().map(|()| tally))
-            });
+                for _ in (0..rounds).take_while(|_| !ctx.stopped()) {
+                    sent.store(ctx.now_ns(), Ordering::SeqCst);
+                    writer.add(1).context("add")?;
+                    tally.add(1);
+                    ack_r.read().context("ack read")?;
+                }
+                Ok(tally)
+            };
+            let w = s.spawn(move || ctx.settle(ping()));
             let res = ctx.record(rt.block_on(async {
                 let mut tally = Tally::default();
                 for round in 0..rounds {
@@ -66,9 +66,7 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
                         r = counted(read.as_mut(), &mut tally) => Some(r),
                     };
                     watch.wake(0);
-                    let Some(res) = res else {
-                        break;
-                    };
+                    let Some(res) = res else { break };
                     let v = res.context("S12: read")?;
                     tally.read(v);
                     tally.waited(Duration::from_nanos(
@@ -94,15 +92,6 @@ pub(in crate::stress) fn tokio_current_thread_ping_pong(ctx: &Arc<Ctx>) -> Step 
     res
 }
 
-/// Registers `efd` with the current runtime, read interest only, as
-/// `AsyncEventFd` does, but keeping tokio's readiness guard in our hands.
-fn register_raw(efd: EventFd) -> io::Result<AsyncFd<EventFd>> {
-    // SAFETY: the `AsyncFd` owns `efd`, whose `OwnedFd` stays open and is
-    // never replaced until the `AsyncFd` is dropped.
-    let registered = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) };
-    registered.map_err(|e| e.into_parts().1)
-}
-
 /// S14: a readiness guard kept across exactly 256 and 16,384 reactor events
 /// for its fd, then cleared: the clear must be a no-op, and the fd still
 /// wakes.
@@ -113,10 +102,6 @@ fn register_raw(efd: EventFd) -> io::Result<AsyncFd<EventFd>> {
 /// a lost wakeup. tokio before 1.54 compared 8 bits (256 events wrap it);
 /// 1.54 compares all 15, so 16,384 catches any narrower tick, and a guard
 /// kept across 32,768 events still wraps: the limit that remains.
-///
-/// Issue 18 (false FAILs): S14 once counted adds as events, but its ping task
-/// read pings the reactor had not reported yet, so two adds could share one
-/// epoll edge; bpftrace counted 32,768 events for 32,769 adds in each failing part.
 pub(in crate::stress) fn stale_readiness_guard(ctx: &Arc<Ctx>) -> Step {
     for _ in 0..ctx.scale() {
         for events in [256, 16_384] {
@@ -131,7 +116,8 @@ pub(in crate::stress) fn stale_readiness_guard(ctx: &Arc<Ctx>) -> Step {
 /// The count is exact by construction, not by timing: each round adds 1 and
 /// waits for `readable()`, then clears with that round's own guard, so each
 /// round needs an event after the previous clear (only an event sets
-/// readiness), and epoll reports each add at most once.
+/// readiness), and epoll reports each add at most once. Counting adds alone
+/// would not do: two adds not yet reported share one epoll edge (issue 18).
 fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     ctx.begin();
     // One thread adds and turns the reactor: a round costs no thread switch,
@@ -139,20 +125,17 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
     let rt = current()?;
     let afd = {
         let _entered = rt.enter();
-        register_raw(EventFd::new().context("eventfd")?).context("register")?
+        // Read interest only, as `AsyncEventFd` registers, but with tokio's
+        // readiness guard in our hands.
+        register(Interest::READABLE).context("register")?
     };
     let late = afd.get_ref().try_clone().context("try_clone")?;
     let watch = Watch::one(afd.as_fd(), 1, "task");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let release = || {
-        ctx.finish();
-        stop_tx.send_replace(true);
-    };
     let mut tally = Tally::default();
-    let res = watched(ctx, &watch, &release, || {
+    let res = watched_tasks(ctx, &watch, |stop_tx| {
         rt.block_on(async {
             let mut wait = Wait {
-                stop: stop_rx,
+                stop: stop_tx.subscribe(),
                 probe: watch.probe(),
             };
             afd.get_ref().add(1).context("add")?;
@@ -175,7 +158,6 @@ fn stale_guard(ctx: &Arc<Ctx>, events: u64) -> Step {
         })
     });
     ctx.finish();
-    stop_tx.send_replace(true);
     ctx.merge(&tally);
     drop(afd);
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -240,9 +222,8 @@ async fn ready_now(afd: &AsyncFd<EventFd>) -> Option<io::Result<AsyncFdReadyGuar
     }
 }
 
-/// The end of one part of S14: clears the guard kept across `events`
-/// events (which must not drop the readiness they brought), reads them, and
-/// checks that the fd still wakes for `late`'s add from another thread.
+/// The end of one part of S14: the stale clear, then a wake by `late`'s add
+/// from another thread.
 async fn clear_stale(
     ctx: &Ctx,
     afd: &AsyncFd<EventFd>,
@@ -270,7 +251,6 @@ async fn clear_stale(
     ensure!(v == events, "S14: read {v}, expected {events}");
     guard.clear_ready();
     drop(guard);
-    // The fd still wakes.
     let later = thread::spawn(move || {
         thread::sleep(Duration::from_millis(1));
         late.add(1)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 use super::{async_fd, current, multi, within};
-use crate::stress::ctx::{bail, ensure, Context, Ctx, Failure, Step, Tally};
+use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use async_eventfd::{AsyncEventFd, MAX_COUNT};
 
 /// S13, 50 rounds (times the scale), each on a fresh runtime.
@@ -34,23 +34,17 @@ fn clones_dropped_while_waiting(ctx: &Ctx, rt: &Runtime, round: u64) -> Step {
     let writer = sem.get_ref().try_clone().context("try_clone")?;
     let mut tally = Tally::default();
     rt.block_on(async {
-        let mut readers = (0..3)
-            .map(|_| {
-                let efd = Arc::clone(&sem);
-                tokio::spawn(async move { efd.read().await })
-            })
-            .collect::<Vec<_>>()
-            .into_iter();
+        let [aborted, readers @ ..] = [(); 3].map(|()| {
+            let efd = Arc::clone(&sem);
+            tokio::spawn(async move { efd.read().await })
+        });
         let spare = Arc::clone(&sem);
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let Some(aborted) = readers.next() else {
-            bail!("S13: no reader task");
-        };
         aborted.abort();
         drop(spare);
         writer.add(2).context("add(2)")?;
         tally.add(2);
-        for (i, h) in readers.enumerate() {
+        for (i, h) in readers.into_iter().enumerate() {
             let got = within(ctx, "a reader after a clone was dropped", h).await?;
             ensure!(
                 matches!(got, Ok(Ok(1))),
@@ -112,26 +106,19 @@ fn shutdown_under_pending(ctx: &Ctx, rt1: Runtime, round: u64) -> Step<Arc<Async
         if let Ok(v) = within(ctx, "a read after runtime shutdown", empty.read()).await? {
             bail!("S13: round {round}: read after shutdown returned {v}");
         }
-        if within(ctx, "an add after runtime shutdown", full.add(1))
-            .await?
-            .is_ok()
-        {
+        let added = within(ctx, "an add after runtime shutdown", full.add(1)).await?;
+        if added.is_ok() {
             bail!("S13: round {round}: add after shutdown succeeded");
         }
         Ok(())
     });
-    if let Some(shutdown) = shutdown {
-        shutdown
-            .join()
-            .map_err(|_| Failure::Failed("S13: the runtime shutdown panicked".to_string()))?;
+    if let Some(Err(_)) = shutdown.map(thread::JoinHandle::join) {
+        bail!("S13: the runtime shutdown panicked");
     }
     res?;
     drop(rt1);
-    let v = full
-        .get_ref()
-        .read()
-        .context("S13: reading the full fd after shutdown")?;
-    tally.read(v);
+    let what = "S13: reading the full fd after shutdown";
+    tally.read(full.get_ref().read().context(what)?);
     ctx.merge(&tally);
     Ok(empty)
 }
