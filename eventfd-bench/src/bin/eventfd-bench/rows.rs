@@ -21,6 +21,10 @@ pub(crate) enum Floor {
     Threads,
     Epoll,
     Thread,
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        allow(dead_code, reason = "the KVM rig is x86_64 only")
+    )]
     Guest,
 }
 
