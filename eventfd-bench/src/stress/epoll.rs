@@ -1,5 +1,4 @@
-//! Raw epoll scenarios: S1, S2, S4, S5, S6, S7; and helpers the scenarios
-//! share ([`jobs`], [`rounds`], [`numbered`], [`poll_one`]).
+//! Raw epoll scenarios: S1, S2, S4, S5, S6, S7.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -9,11 +8,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use super::threads::{jitter, read_once, run_threads, stream, timeout_ms, woke, writer_jobs, Job};
+use super::threads::{
+    jitter, jobs, numbered, read_once, rounds, run_threads, stream, timeout_ms, woke, writer_jobs,
+    Job,
+};
 use super::watchdog::{count_left, Watch};
 use async_eventfd::EventFd;
 
@@ -109,35 +110,6 @@ fn reports(ep: &Epoll, token: u64, timeout: EpollTimeout) -> Step<bool> {
 fn rearm(ep: &Epoll, efd: &EventFd, flags: EpollFlags) -> Step {
     let mut ev = EpollEvent::new(flags, DATA);
     ep.modify(efd, &mut ev).context("EPOLL_CTL_MOD")
-}
-
-/// Runs `n` rounds of `round` on one tally, merged even if a round fails.
-pub(super) fn rounds(ctx: &Ctx, n: u64, mut round: impl FnMut(&mut Tally, u64) -> Step) -> Step {
-    let mut tally = Tally::default();
-    let res = (0..n).try_for_each(|r| round(&mut tally, r));
-    ctx.merge(&tally);
-    res
-}
-
-/// `n` jobs, job `i` made by `job(i)`.
-pub(super) fn jobs<'e>(n: usize, job: impl FnMut(usize) -> Job<'e>) -> Vec<Job<'e>> {
-    (0..n).map(job).collect()
-}
-
-/// `fds` for a [`Watch`], fd `i` named `eventfd i`.
-pub(super) fn numbered<F: AsFd>(fds: &[F]) -> Vec<(BorrowedFd<'_>, String)> {
-    (0..)
-        .zip(fds)
-        .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
-        .collect()
-}
-
-/// `poll` on `fd` alone for `events`, with a timeout in ms: its revents
-/// (`POLLERR` on an eventfd is the overflow: the counter is `u64::MAX`).
-pub(super) fn poll_one(fd: &impl AsFd, events: PollFlags, timeout_ms: u16) -> Step<PollFlags> {
-    let mut fds = [PollFd::new(fd.as_fd(), events)];
-    nix::poll::poll(&mut fds, PollTimeout::from(timeout_ms)).context("poll")?;
-    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
 }
 
 /// S1: reader threads share one level-triggered epfd while writers add 1.

@@ -12,9 +12,10 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::epoll::EpollFlags;
 
 use super::ctx::{bail, ensure, lock, Context, Ctx, Step, Tally};
-use super::epoll::{self, jobs, poll_one};
+use super::epoll;
 use super::threads::{
-    jitter, join, read_once, readable, run_threads, stream, timeout_ms, woke, writer_jobs, Job,
+    jitter, jobs, join, poll_one, read_once, readable, rounds, run_threads, stream, timeout_ms,
+    woke, writer_jobs, Job,
 };
 use super::watchdog::Watch;
 use async_eventfd::{EventFd, MAX_COUNT};
@@ -53,7 +54,7 @@ pub(super) fn poll_many_readers(ctx: &Arc<Ctx>) -> Step {
     });
     let writers = writer_jobs(ctx, &efd, nw, per, 1)?;
     run_threads(ctx, &watch, &release, readers, writers)?;
-    epoll::rounds(ctx, 200 * ctx.scale(), |t, round| {
+    rounds(ctx, 200 * ctx.scale(), |t, round| {
         pollout_at_max(ctx, &efd, t, round)
     })
 }
@@ -140,7 +141,7 @@ pub(super) fn blocking_syscalls(ctx: &Arc<Ctx>) -> Step {
     }
     ctx.merge(&tally);
     res?;
-    epoll::rounds(ctx, 100 * ctx.scale(), |t, round| {
+    rounds(ctx, 100 * ctx.scale(), |t, round| {
         writers_at_max(ctx, &efd, t, round)
     })
 }

@@ -1,8 +1,9 @@
 //! Thread helpers of the scenarios: the common waiters-and-writers runner,
-//! writer loops, draining reads, joins.
+//! writer loops, draining reads, joins, and the small helpers every layer
+//! shares ([`jobs`], [`rounds`], [`numbered`], [`poll_one`]).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
@@ -46,11 +47,36 @@ pub(super) fn timeout_ms(d: Duration) -> PollTimeout {
 
 /// Whether `fd` is readable now (poll with timeout 0).
 pub(super) fn readable(fd: BorrowedFd<'_>) -> Step<bool> {
-    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
-    nix::poll::poll(&mut p, PollTimeout::ZERO).context("poll(0)")?;
-    Ok(p[0]
-        .revents()
-        .is_some_and(|r| r.contains(PollFlags::POLLIN)))
+    Ok(poll_one(&fd, PollFlags::POLLIN, 0)?.contains(PollFlags::POLLIN))
+}
+
+/// Runs `n` rounds of `round` on one tally, merged even if a round fails.
+pub(super) fn rounds(ctx: &Ctx, n: u64, mut round: impl FnMut(&mut Tally, u64) -> Step) -> Step {
+    let mut tally = Tally::default();
+    let res = (0..n).try_for_each(|r| round(&mut tally, r));
+    ctx.merge(&tally);
+    res
+}
+
+/// `n` jobs, job `i` made by `job(i)`.
+pub(super) fn jobs<'e>(n: usize, job: impl FnMut(usize) -> Job<'e>) -> Vec<Job<'e>> {
+    (0..n).map(job).collect()
+}
+
+/// `fds` for a [`Watch`], fd `i` named `eventfd i`.
+pub(super) fn numbered<F: AsFd>(fds: &[F]) -> Vec<(BorrowedFd<'_>, String)> {
+    (0..)
+        .zip(fds)
+        .map(|(i, f)| (f.as_fd(), format!("eventfd {i}")))
+        .collect()
+}
+
+/// `poll` on `fd` alone for `events`, with a timeout in ms: its revents
+/// (`POLLERR` on an eventfd is the overflow: the counter is `u64::MAX`).
+pub(super) fn poll_one(fd: &impl AsFd, events: PollFlags, timeout_ms: u16) -> Step<PollFlags> {
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    nix::poll::poll(&mut fds, PollTimeout::from(timeout_ms)).context("poll")?;
+    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
 }
 
 /// A writer thread's loop: `per` adds of 1 through its own dup.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::{join_thread, stop_readers};
 use crate::kernel_rigs::guest::Guest;
 use crate::stress::ctx::{ensure, Ctx, Step, Tally};
-use crate::stress::epoll::numbered;
 use crate::stress::rt::{async_fd, drained, spawn_readers, watched_tasks, Flavor, Readers};
+use crate::stress::threads::numbered;
 use crate::stress::watchdog::Watch;
 
 /// S19: two vCPUs of a tiny guest ring doorbells at full speed, each on its

@@ -18,10 +18,10 @@ use super::{added, join_thread, nop, stop_readers, unless_released, uring};
 use crate::rng::Rng;
 use crate::stress::calibrate::{calibration, process_cpu, QUIET};
 use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
-use crate::stress::epoll::poll_one;
 use crate::stress::rt::{
     async_fd, drained, spawn_readers, watched, watched_tasks, within, Flavor, Readers,
 };
+use crate::stress::threads::poll_one;
 use crate::stress::threads::read_once;
 use crate::stress::watchdog::{Probe, Watch};
 

@@ -13,7 +13,7 @@ use super::{
     wait_live, watched_tasks, Readers,
 };
 use crate::stress::ctx::{ensure, Context, Ctx, Step, Tally};
-use crate::stress::epoll::numbered;
+use crate::stress::threads::numbered;
 use crate::stress::threads::{join, stream, writer_jobs};
 use crate::stress::watchdog::{Probe, Watch};
 use async_eventfd::AsyncEventFd;
