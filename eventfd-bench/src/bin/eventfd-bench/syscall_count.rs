@@ -76,15 +76,26 @@ fn command_line(exe: &str, shape: &PingPong, row: Row, pin: Pin, rts: usize) -> 
             args.push(f.into());
         }
     }
-    // No key has a space (a test checks); the path may.
-    let (key, flavor) = (shape.key(row), row.flavor().unwrap_or(Flavor::Ct));
-    let one = format!(
-        "latency --one {key} --flavor {} --pin {} --rts {rts} --warmup {WARMUP}",
-        flavor.name(),
-        pin.name()
+    let (key, rts, warmup) = (shape.key(row), rts.to_string(), WARMUP.to_string());
+    let flavor = row.flavor().unwrap_or(Flavor::Ct).name();
+    args.extend(
+        [
+            "--",
+            exe,
+            "latency",
+            "--one",
+            &key,
+            "--flavor",
+            flavor,
+            "--pin",
+            pin.name(),
+            "--rts",
+            &rts,
+            "--warmup",
+            &warmup,
+        ]
+        .map(String::from),
     );
-    args.extend(["--".to_string(), exe.to_string()]);
-    args.extend(one.split(' ').map(String::from));
     args
 }
 
