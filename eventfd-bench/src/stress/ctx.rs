@@ -241,6 +241,12 @@ impl Ctx {
         }
     }
 
+    /// Whether the scenario failed, skipped or timed out: the round is over
+    /// ([`proceed`](Ctx::proceed)'s question, without building its error).
+    pub(super) fn halted(&self) -> bool {
+        self.failed() || lock(&self.skipped).is_some() || self.timed_out()
+    }
+
     /// Records `failure`: a FAIL, or the SKIP of a missing facility.
     pub(super) fn halt(&self, failure: Failure) {
         match failure {

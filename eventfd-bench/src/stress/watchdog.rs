@@ -123,7 +123,7 @@ impl<'a> Watch<'a> {
         let mut released: Option<Instant> = None;
         let mut longest = Tally::default();
         while !self.done.load(Ordering::SeqCst) {
-            if start.elapsed() > ctx.deadline() && ctx.proceed().is_ok() {
+            if start.elapsed() > ctx.deadline() && !ctx.halted() {
                 ctx.time_out(format!(
                     "{}: the round ran out its deadline of {:?} (scaled to this machine) with \
                      every waiter woken in time{}",
@@ -133,7 +133,7 @@ impl<'a> Watch<'a> {
                 ));
             }
             if ctx.stopped() {
-                if ctx.proceed().is_err() {
+                if ctx.halted() {
                     release();
                     let since = *released.get_or_insert_with(Instant::now);
                     escape_if_stuck(ctx, since.elapsed());
