@@ -292,7 +292,9 @@ async fn reader_task(
         let res = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => None,
-            _ = tokio::time::sleep(after), if cancel => Some(None),
+            // In a block: select! builds a disabled branch's future too, and
+            // most reads are not cancelled.
+            _ = async { tokio::time::sleep(after).await }, if cancel => Some(None),
             r = counted(read.as_mut(), &mut read_tally) => Some(Some(r)),
         };
         tally.merge(&read_tally);
