@@ -52,7 +52,12 @@ fn vcpus_on(ctx: &Arc<Ctx>, flavor: Flavor, rings: [u32; 2], part: u64) -> Step 
                 let readers: Vec<_> = (0..)
                     .zip(&fds)
                     .map(|(fd, efd)| {
-                        let readers = Readers::new(READERS, fd, 30 + 2 * part + fd as u64, 0);
+                        let readers = Readers {
+                            n: READERS,
+                            fd,
+                            site: 30 + 2 * part + fd as u64,
+                            cancel_one_in: 0,
+                        };
                         spawn_readers(ctx, efd, stop_tx, &watch, readers)
                     })
                     .collect();

@@ -160,7 +160,12 @@ fn rings_on(ctx: &Arc<Ctx>, flavor: Flavor, readers: usize, part: u64) -> Step {
                 })
                 .collect();
             let res = rt.block_on(async {
-                let readers = Readers::new(readers, 0, 10 + part, 0);
+                let readers = Readers {
+                    n: readers,
+                    fd: 0,
+                    site: 10 + part,
+                    cancel_one_in: 0,
+                };
                 let reading = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                 let mut tally = Tally::default();
                 for writer in writers {

@@ -21,8 +21,7 @@ use crate::stress::ctx::{bail, ensure, Context, Ctx, Step, Tally};
 use crate::stress::rt::{
     async_fd, drained, spawn_readers, watched, watched_tasks, within, Flavor, Readers,
 };
-use crate::stress::threads::poll_one;
-use crate::stress::threads::read_once;
+use crate::stress::threads::{poll_one, read_once};
 use crate::stress::watchdog::{Probe, Watch};
 
 /// An add from a plain thread on the shared (nonblocking) fd: waits for
@@ -182,7 +181,12 @@ fn storm(ctx: &Arc<Ctx>, flavor: Flavor, round: u64) -> Step<Option<String>> {
             // The storm, watched: from here on readers wait on the fd.
             watched_tasks(ctx, &watch, |stop_tx| {
                 rt.block_on(async {
-                    let readers = Readers::new(2, 0, 20 + round, 0);
+                    let readers = Readers {
+                        n: 2,
+                        fd: 0,
+                        site: 20 + round,
+                        cancel_one_in: 0,
+                    };
                     let readers = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                     let reader_thread = {
                         let (efd, stop, probe) = (plain()?, stop_tx.subscribe(), watch.probe());

@@ -31,7 +31,18 @@ pub(in crate::stress) fn semaphore_tasks(ctx: &Arc<Ctx>) -> Step {
     let before = ctx.totals();
     let res = watched_tasks(ctx, &watch, |stop_tx| {
         rt.block_on(async {
-            let readers = spawn_readers(ctx, &efd, stop_tx, &watch, Readers::new(m, 0, 1, 3));
+            let readers = spawn_readers(
+                ctx,
+                &efd,
+                stop_tx,
+                &watch,
+                Readers {
+                    n: m,
+                    fd: 0,
+                    site: 1,
+                    cancel_one_in: 3,
+                },
+            );
             let mut tally = Tally::default();
             for round in 1..=rounds {
                 ctx.stamp_add();
@@ -91,7 +102,12 @@ fn cancellation(ctx: &Arc<Ctx>, workers: usize, semaphore: bool, per: u64, part:
                 .map(|job| s.spawn(move || ctx.settle(job())))
                 .collect();
             rt.block_on(async {
-                let readers = Readers::new(READERS, 0, site + 2, 3);
+                let readers = Readers {
+                    n: READERS,
+                    fd: 0,
+                    site: site + 2,
+                    cancel_one_in: 3,
+                };
                 let readers = spawn_readers(ctx, &efd, stop_tx, &watch, readers);
                 let adders: Vec<_> = (0..TASK_WRITERS)
                     .map(|i| {

@@ -252,21 +252,10 @@ pub(super) async fn join_tasks(ctx: &Ctx, handles: Vec<JoinHandle<Tally>>, what:
 /// one in `cancel_one_in` (0: never) by a short timer.
 #[derive(Clone, Copy)]
 pub(super) struct Readers {
-    n: usize,
-    fd: usize,
-    site: u64,
-    cancel_one_in: u64,
-}
-
-impl Readers {
-    pub(super) fn new(n: usize, fd: usize, site: u64, cancel_one_in: u64) -> Readers {
-        Readers {
-            n,
-            fd,
-            site,
-            cancel_one_in,
-        }
-    }
+    pub(super) n: usize,
+    pub(super) fd: usize,
+    pub(super) site: u64,
+    pub(super) cancel_one_in: u64,
 }
 
 /// A reader task: reads until told to stop (reader 0 through `poll_read`,
